@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Local stack for Sluice: ClickHouse and Redis on project-local ports, data under var/.
+# Usage: deploy/stack.sh up|down|status|env     (idempotent; installs packages with apt when missing)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VAR="${SLUICE_VAR:-$ROOT/var}"
+CH_HTTP_PORT="${SLUICE_STACK_CH_HTTP_PORT:-18123}"
+CH_TCP_PORT="${SLUICE_STACK_CH_TCP_PORT:-19000}"
+REDIS_PORT="${SLUICE_STACK_REDIS_PORT:-16379}"
+
+log() { echo "stack: $*" >&2; }
+
+need_install() {
+  local missing=()
+  command -v clickhouse-server >/dev/null || missing+=(clickhouse-server clickhouse-client)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} with apt-get"
+    local SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
+  fi
+}
+
+ch_up() { curl -fsS "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1; }
+redis_up() { redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; }
+
+start_clickhouse() {
+  if ch_up; then return; fi
+  mkdir -p "$VAR/clickhouse/log" "$VAR/clickhouse/data" "$VAR/clickhouse/tmp"
+  sed -e "s#@VAR@#$VAR#g" -e "s#@HTTP_PORT@#$CH_HTTP_PORT#g" -e "s#@TCP_PORT@#$CH_TCP_PORT#g" \
+    "$ROOT/deploy/clickhouse-config.xml" > "$VAR/clickhouse/config.xml"
+  cp "$ROOT/deploy/clickhouse-users.xml" "$VAR/clickhouse/users.xml"
+  log "starting clickhouse on 127.0.0.1:$CH_HTTP_PORT"
+  (cd "$VAR/clickhouse" && nohup clickhouse-server --config-file="$VAR/clickhouse/config.xml" \
+    >"$VAR/clickhouse/log/stdout.log" 2>&1 & echo $! > "$VAR/clickhouse/pid")
+  for _ in $(seq 1 120); do ch_up && return; sleep 0.5; done
+  log "clickhouse did not come up; see $VAR/clickhouse/log/"; tail -20 "$VAR/clickhouse/log/server.err.log" >&2 || true
+  exit 1
+}
+
+start_redis() {
+  if redis_up; then return; fi
+  mkdir -p "$VAR/redis"
+  log "starting redis on 127.0.0.1:$REDIS_PORT (AOF on)"
+  redis-server "$ROOT/redis/redis.conf" --port "$REDIS_PORT" --dir "$VAR/redis" \
+    --daemonize yes --pidfile "$VAR/redis/pid" --logfile "$VAR/redis/redis.log"
+  for _ in $(seq 1 60); do redis_up && return; sleep 0.25; done
+  log "redis did not come up; see $VAR/redis/redis.log"; exit 1
+}
+
+stop_pidfile() {
+  local f="$1"
+  [ -f "$f" ] || return 0
+  local pid; pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid"; for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  fi
+  rm -f "$f"
+}
+
+case "${1:-up}" in
+  up) need_install; start_clickhouse; start_redis ;;
+  down) stop_pidfile "$VAR/clickhouse/pid"; redis-cli -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true ;;
+  status) ch_up && echo "clickhouse: up (:$CH_HTTP_PORT)" || echo "clickhouse: down"
+          redis_up && echo "redis: up (:$REDIS_PORT)" || echo "redis: down" ;;
+  env) echo "export SLUICE_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_PORT"
+       echo "export SLUICE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT" ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac

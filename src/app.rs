@@ -1,0 +1,190 @@
+//! The running application: shared state, start-up order and shutdown order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::click::enrich::{Enricher, IpHasher};
+use crate::click::geo::Geo;
+use crate::config::Config;
+use crate::link::LinkTable;
+use crate::metrics::{self, Metrics};
+use crate::pipeline::flusher::FlushReport;
+use crate::pipeline::{FlushConfig, Flusher, Ring};
+use crate::store::clickhouse;
+use crate::store::redis::Redis;
+
+/// State shared by every request.
+pub struct App {
+    pub config: Config,
+    pub links: LinkTable,
+    pub ring: Arc<Ring>,
+    pub redis: Redis,
+    pub ch: ::clickhouse::Client,
+    pub geo: Option<Arc<Geo>>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub metrics: &'static Metrics,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl App {
+    /// Reloads the link table from Redis when its version moved. Serialized, so an older
+    /// snapshot never replaces a newer one.
+    pub async fn refresh_links(&self) {
+        let _guard = self.refresh.lock().await;
+        if let Err(error) = self.reload_links().await {
+            self.metrics.link_refresh_errors.increment(1);
+            warn!(%error, "link table refresh failed; serving the previous table");
+        }
+    }
+
+    async fn reload_links(&self) -> Result<(), crate::store::redis::RedisError> {
+        let (version, links) = self.redis.all_links().await?;
+        self.links.replace(version, links);
+        self.metrics.link_table_size.set(self.links.len() as f64);
+        Ok(())
+    }
+
+    async fn refresh_if_changed(&self) -> Result<(), crate::store::redis::RedisError> {
+        let version = self.redis.links_version().await?;
+        if Some(version) != self.links.version() {
+            self.refresh_links().await;
+        }
+        Ok(())
+    }
+}
+
+/// A started server; `shutdown` drains it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<()>,
+    refresher: JoinHandle<()>,
+    flusher: Flusher,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let metrics = metrics::init();
+        let applied = clickhouse::migrate(&config.clickhouse)
+            .await
+            .with_context(|| {
+                format!(
+                    "applying ClickHouse migrations at {}",
+                    config.clickhouse.url
+                )
+            })?;
+        if applied > 0 {
+            info!(applied, "clickhouse schema migrated");
+        }
+        let ch = clickhouse::client(&config.clickhouse);
+        let redis = Redis::connect(&config.redis.url, &config.redis.prefix)
+            .await
+            .with_context(|| format!("connecting to Redis at {}", config.redis.url))?;
+        let geo = match &config.geoip_path {
+            Some(path) => {
+                Some(Arc::new(Geo::open(path).with_context(|| {
+                    format!("opening GeoIP database {}", path.display())
+                })?))
+            }
+            None => None,
+        };
+        let ip_key = if config.ip_hash_key.is_empty() {
+            redis
+                .ip_hash_key()
+                .await
+                .context("reading the shared IP hash key")?
+        } else {
+            config.ip_hash_key.clone()
+        };
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+
+        let ring = Arc::new(Ring::new(config.pipeline.ring_capacity));
+        metrics.ring_capacity.set(ring.capacity() as f64);
+        let flusher = Flusher::start(
+            ring.clone(),
+            Enricher::new(IpHasher::new(ip_key.as_bytes()), geo.clone()),
+            ch.clone(),
+            FlushConfig {
+                max_rows: config.pipeline.flush_max_rows,
+                max_bytes: config.pipeline.flush_max_bytes,
+                period: config.flush_period(),
+            },
+            metrics,
+        );
+        let app = Arc::new(App {
+            trusted_proxies: config.trusted_proxies.clone(),
+            config,
+            links: LinkTable::default(),
+            ring,
+            redis,
+            ch,
+            geo,
+            metrics,
+            refresh: tokio::sync::Mutex::new(()),
+        });
+        app.reload_links()
+            .await
+            .context("loading links from Redis")?;
+        info!(links = app.links.len(), "link table loaded");
+
+        let refresher = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_millis(app.config.link_refresh_ms));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(error) = app.refresh_if_changed().await {
+                        app.metrics.link_refresh_errors.increment(1);
+                        warn!(%error, "link table version check failed");
+                    }
+                }
+            })
+        };
+
+        let listener = TcpListener::bind(app.config.listen)
+            .await
+            .with_context(|| format!("binding {}", app.config.listen))?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let serving = tokio::spawn(crate::http::serve(
+            listener,
+            app.clone(),
+            stopped,
+            Duration::from_secs(5),
+        ));
+        info!(%addr, "sluice listening");
+        Ok(Server {
+            addr,
+            app,
+            stop,
+            serving,
+            refresher,
+            flusher,
+        })
+    }
+
+    /// Stop accepting, finish in-flight requests, then drain the ring into ClickHouse.
+    pub async fn shutdown(self) -> FlushReport {
+        let _ = self.stop.send(true);
+        let _ = self.serving.await;
+        self.refresher.abort();
+        let pending = self.app.ring.len();
+        info!(pending, "draining click pipeline");
+        let timeout = Duration::from_millis(self.app.config.shutdown_timeout_ms);
+        let report = self.flusher.shutdown(timeout).await;
+        info!(lost_rows = report.lost_rows, "shutdown complete");
+        report
+    }
+}

@@ -1,0 +1,345 @@
+//! One configuration tree: serde defaults, an optional TOML file, then `SLUICE_*` environment
+//! overrides, then `validate()`. The env names are an interface; they are constants here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+pub const ENV_LISTEN: &str = "SLUICE_LISTEN";
+pub const ENV_CLICKHOUSE_URL: &str = "SLUICE_CLICKHOUSE_URL";
+pub const ENV_CLICKHOUSE_DATABASE: &str = "SLUICE_CLICKHOUSE_DATABASE";
+pub const ENV_CLICKHOUSE_USER: &str = "SLUICE_CLICKHOUSE_USER";
+pub const ENV_CLICKHOUSE_PASSWORD: &str = "SLUICE_CLICKHOUSE_PASSWORD";
+pub const ENV_CLICKHOUSE_CLUSTER: &str = "SLUICE_CLICKHOUSE_CLUSTER";
+pub const ENV_REDIS_URL: &str = "SLUICE_REDIS_URL";
+pub const ENV_REDIS_PREFIX: &str = "SLUICE_REDIS_PREFIX";
+pub const ENV_GEOIP_PATH: &str = "SLUICE_GEOIP_PATH";
+pub const ENV_TRUSTED_PROXIES: &str = "SLUICE_TRUSTED_PROXIES";
+pub const ENV_DATA_DIR: &str = "SLUICE_DATA_DIR";
+pub const ENV_IP_HASH_KEY: &str = "SLUICE_IP_HASH_KEY";
+pub const ENV_RING_CAPACITY: &str = "SLUICE_RING_CAPACITY";
+pub const ENV_FLUSH_MAX_ROWS: &str = "SLUICE_FLUSH_MAX_ROWS";
+pub const ENV_FLUSH_MAX_BYTES: &str = "SLUICE_FLUSH_MAX_BYTES";
+pub const ENV_FLUSH_PERIOD_MS: &str = "SLUICE_FLUSH_PERIOD_MS";
+pub const ENV_LINK_REFRESH_MS: &str = "SLUICE_LINK_REFRESH_MS";
+pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "SLUICE_SHUTDOWN_TIMEOUT_MS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid value for {name}: {message}")]
+    Env { name: &'static str, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub geoip_path: Option<PathBuf>,
+    /// CIDRs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Key for the keyed IP hash. When empty, one is generated once and shared through Redis
+    /// so every node hashes the same IP to the same value.
+    pub ip_hash_key: String,
+    pub clickhouse: ClickHouseConfig,
+    pub redis: RedisConfig,
+    pub pipeline: PipelineConfig,
+    /// How often the in-process link table checks Redis for changes.
+    pub link_refresh_ms: u64,
+    /// Upper bound on draining at shutdown.
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    /// When set, migrations run `ON CLUSTER <name>`.
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Every key Sluice writes starts with this prefix (lets several deployments or test
+    /// runs share one Redis).
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub ring_capacity: usize,
+    pub flush_max_rows: usize,
+    pub flush_max_bytes: usize,
+    pub flush_period_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            data_dir: PathBuf::from("var/sluice"),
+            geoip_path: None,
+            trusted_proxies: Vec::new(),
+            ip_hash_key: String::new(),
+            clickhouse: ClickHouseConfig::default(),
+            redis: RedisConfig::default(),
+            pipeline: PipelineConfig::default(),
+            link_refresh_ms: 250,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:18123".into(),
+            database: "sluice".into(),
+            user: "default".into(),
+            password: String::new(),
+            cluster: String::new(),
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:16379".into(),
+            prefix: "sluice".into(),
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        // ~1 insert per second under load keeps ClickHouse far from its part limits.
+        PipelineConfig {
+            ring_capacity: 262_144,
+            flush_max_rows: 100_000,
+            flush_max_bytes: 64 << 20,
+            flush_period_ms: 1_000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment, then validation.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.into(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                name,
+                message: e.to_string(),
+            })
+        }
+        if let Some(v) = get(ENV_LISTEN) {
+            self.listen = parse(ENV_LISTEN, &v)?;
+        }
+        if let Some(v) = get(ENV_CLICKHOUSE_URL) {
+            self.clickhouse.url = v;
+        }
+        if let Some(v) = get(ENV_CLICKHOUSE_DATABASE) {
+            self.clickhouse.database = v;
+        }
+        if let Some(v) = get(ENV_CLICKHOUSE_USER) {
+            self.clickhouse.user = v;
+        }
+        if let Some(v) = get(ENV_CLICKHOUSE_PASSWORD) {
+            self.clickhouse.password = v;
+        }
+        if let Some(v) = get(ENV_CLICKHOUSE_CLUSTER) {
+            self.clickhouse.cluster = v;
+        }
+        if let Some(v) = get(ENV_REDIS_URL) {
+            self.redis.url = v;
+        }
+        if let Some(v) = get(ENV_REDIS_PREFIX) {
+            self.redis.prefix = v;
+        }
+        if let Some(v) = get(ENV_GEOIP_PATH) {
+            self.geoip_path = if v.is_empty() { None } else { Some(v.into()) };
+        }
+        if let Some(v) = get(ENV_TRUSTED_PROXIES) {
+            self.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    parse_cidr(s).map_err(|message| ConfigError::Env {
+                        name: ENV_TRUSTED_PROXIES,
+                        message,
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = get(ENV_DATA_DIR) {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get(ENV_IP_HASH_KEY) {
+            self.ip_hash_key = v;
+        }
+        if let Some(v) = get(ENV_RING_CAPACITY) {
+            self.pipeline.ring_capacity = parse(ENV_RING_CAPACITY, &v)?;
+        }
+        if let Some(v) = get(ENV_FLUSH_MAX_ROWS) {
+            self.pipeline.flush_max_rows = parse(ENV_FLUSH_MAX_ROWS, &v)?;
+        }
+        if let Some(v) = get(ENV_FLUSH_MAX_BYTES) {
+            self.pipeline.flush_max_bytes = parse(ENV_FLUSH_MAX_BYTES, &v)?;
+        }
+        if let Some(v) = get(ENV_FLUSH_PERIOD_MS) {
+            self.pipeline.flush_period_ms = parse(ENV_FLUSH_PERIOD_MS, &v)?;
+        }
+        if let Some(v) = get(ENV_LINK_REFRESH_MS) {
+            self.link_refresh_ms = parse(ENV_LINK_REFRESH_MS, &v)?;
+        }
+        if let Some(v) = get(ENV_SHUTDOWN_TIMEOUT_MS) {
+            self.shutdown_timeout_ms = parse(ENV_SHUTDOWN_TIMEOUT_MS, &v)?;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if !(self.clickhouse.url.starts_with("http://")
+            || self.clickhouse.url.starts_with("https://"))
+        {
+            return bad("clickhouse.url must be an http(s) URL");
+        }
+        if self.clickhouse.database.is_empty()
+            || !self
+                .clickhouse
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return bad("clickhouse.database must be non-empty [A-Za-z0-9_]");
+        }
+        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
+            return bad("redis.url must be a redis:// URL");
+        }
+        if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}']) {
+            return bad("redis.prefix must be non-empty and contain no braces");
+        }
+        let p = &self.pipeline;
+        if p.ring_capacity < 1024 {
+            return bad("pipeline.ring_capacity must be at least 1024");
+        }
+        if p.flush_max_rows == 0 || p.flush_max_bytes < 4096 || p.flush_period_ms == 0 {
+            return bad("pipeline flush limits must be positive (max_bytes at least 4096)");
+        }
+        if self.link_refresh_ms == 0 {
+            return bad("link_refresh_ms must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn flush_period(&self) -> Duration {
+        Duration::from_millis(self.pipeline.flush_period_ms)
+    }
+}
+
+/// Accepts `10.0.0.0/8` and a bare address (`10.0.0.1` = a /32 or /128).
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{s:?} is not a CIDR or an IP address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut c = Config::default();
+        c.apply_env(|k| map.get(k).cloned())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = with_env(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.clickhouse.database, "sluice");
+    }
+
+    #[test]
+    fn env_overrides_and_errors() {
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[(ENV_LISTEN, "0.0.0.0:9000")], true),
+            (&[(ENV_LISTEN, "nope")], false),
+            (&[(ENV_TRUSTED_PROXIES, "10.0.0.0/8, 127.0.0.1")], true),
+            (&[(ENV_TRUSTED_PROXIES, "10.0.0.0/99")], false),
+            (&[(ENV_CLICKHOUSE_DATABASE, "bad-name")], false),
+            (&[(ENV_CLICKHOUSE_URL, "tcp://x")], false),
+            (&[(ENV_FLUSH_MAX_ROWS, "0")], false),
+            (&[(ENV_REDIS_PREFIX, "a{b")], false),
+        ];
+        for (env, ok) in cases {
+            assert_eq!(with_env(env).is_ok(), *ok, "{env:?}");
+        }
+        let c = with_env(&[(ENV_TRUSTED_PROXIES, "10.0.0.0/8,127.0.0.1")]).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn file_rejects_unknown_fields() {
+        assert!(toml::from_str::<Config>("listne = \"x\"").is_err());
+        let c: Config = toml::from_str("[pipeline]\nflush_max_rows = 5").unwrap();
+        assert_eq!(c.pipeline.flush_max_rows, 5);
+        assert_eq!(c.pipeline.flush_period_ms, 1000);
+    }
+}

@@ -1,0 +1,108 @@
+//! The one place errors become HTTP responses: `{"error": {"code", "message", "details"?}}`.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+use tracing::warn;
+
+use crate::store::clickhouse::ChError;
+use crate::store::redis::RedisError;
+
+pub type Body = Full<Bytes>;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A field failed validation; `details.field` names it.
+    pub fn invalid_field(field: &str, message: impl std::fmt::Display) -> ApiError {
+        ApiError::bad_request("invalid_field", format!("{field} {message}"))
+            .with_details(json!({ "field": field }))
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this path",
+        )
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(details) = self.details {
+            error["details"] = details;
+        }
+        json_response(self.status, &json!({ "error": error }))
+    }
+}
+
+impl From<RedisError> for ApiError {
+    fn from(error: RedisError) -> ApiError {
+        warn!(%error, "redis request failed");
+        crate::metrics::init().redis_errors.increment(1);
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "configuration store unavailable; retry later",
+        )
+    }
+}
+
+impl From<ChError> for ApiError {
+    fn from(error: ChError) -> ApiError {
+        warn!(%error, "clickhouse request failed");
+        crate::metrics::init().clickhouse_errors.increment(1);
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "analytics store unavailable; retry later",
+        )
+    }
+}
+
+pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("json values serialize");
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub fn empty_response(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}

@@ -1,0 +1,143 @@
+//! The HTTP surface: accept loop (hyper 1, HTTP/1.1), router (method + path), and handlers.
+
+pub mod api;
+pub mod auth;
+pub mod client_ip;
+pub mod error;
+pub mod ops;
+pub mod redirect;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::app::App;
+use crate::link;
+use crate::metrics::Route;
+use error::{ApiError, Body};
+
+/// Slow clients get this long to send their request headers (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HEADERS: usize = 64;
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Accepts connections until `shutdown` flips, then lets open connections finish their
+/// in-flight request (up to `grace`).
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(error) => {
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(route(&app, req, peer).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(error) = conn.await {
+                        debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("connections still open after the grace period; closing them");
+    }
+}
+
+async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = Instant::now();
+    let (route, resp) = dispatch(app, req, peer).await;
+    app.metrics.record_request(
+        route,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+async fn dispatch(app: &App, req: Request<Incoming>, peer: SocketAddr) -> (Route, Response<Body>) {
+    let path = req.uri().path();
+    let method = req.method().clone();
+    // The hot path first: a single root segment that is not reserved.
+    if let Some(code) = path.strip_prefix('/') {
+        if link::valid_code(code) && !link::is_reserved(code) {
+            let head = match method {
+                Method::GET => false,
+                Method::HEAD => true,
+                _ => {
+                    return (
+                        Route::Redirect,
+                        ApiError::method_not_allowed().into_response(),
+                    )
+                }
+            };
+            let resp = redirect::redirect(app, code, req.uri().query(), req.headers(), peer, head);
+            return (Route::Redirect, resp);
+        }
+    }
+    match path {
+        "/metrics" => (Route::Metrics, ops::metrics(app)),
+        "/healthz" => (Route::Health, ops::healthz()),
+        "/readyz" => (Route::Ready, ops::readyz(app).await),
+        _ if path == "/v1/links" || path.starts_with("/v1/links/") => {
+            let id = path.strip_prefix("/v1/links/").map(str::to_string);
+            if id
+                .as_deref()
+                .is_some_and(|id| id.is_empty() || id.contains('/'))
+            {
+                return (
+                    Route::Links,
+                    ApiError::not_found("no such route").into_response(),
+                );
+            }
+            let (parts, body) = req.into_parts();
+            let resp =
+                api::links::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await;
+            (Route::Links, resp.unwrap_or_else(ApiError::into_response))
+        }
+        _ => (
+            Route::Other,
+            ApiError::not_found("no such route").into_response(),
+        ),
+    }
+}

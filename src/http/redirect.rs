@@ -1,0 +1,273 @@
+//! The hot path: `GET|HEAD /{code}` → 302. Link from the in-process table, click id, macro
+//! expansion, one push into the ring. No await, no Redis, no ClickHouse; enrichment beyond
+//! what the Location needs happens in the flusher.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{
+    HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, REFERER, USER_AGENT,
+};
+use hyper::{Response, StatusCode};
+use percent_encoding::percent_decode_str;
+
+use super::client_ip::client_ip;
+use super::error::Body;
+use crate::app::App;
+use crate::click::{Click, ClickId, Platform};
+use crate::link::template::Values;
+use crate::link::LiveLink;
+use crate::time;
+
+/// Longest value kept from a query parameter, user agent or referrer.
+pub const MAX_VALUE_LEN: usize = 512;
+
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NOT_FOUND_BODY: &[u8] =
+    br#"{"error":{"code":"link_not_found","message":"no link has this code"}}"#;
+const GONE_BODY: &[u8] =
+    br#"{"error":{"code":"link_gone","message":"this link is paused or deleted"}}"#;
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The parameters a click carries in its query string.
+#[derive(Debug, Default, PartialEq)]
+pub struct ClickParams {
+    pub partner_click_id: Box<str>,
+    pub subs: [Box<str>; 5],
+}
+
+pub fn parse_query(query: Option<&str>) -> ClickParams {
+    let mut params = ClickParams::default();
+    let Some(query) = query else { return params };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "click_id" => &mut params.partner_click_id,
+            "sub1" => &mut params.subs[0],
+            "sub2" => &mut params.subs[1],
+            "sub3" => &mut params.subs[2],
+            "sub4" => &mut params.subs[3],
+            "sub5" => &mut params.subs[4],
+            _ => continue,
+        };
+        if slot.is_empty() {
+            *slot = decode_component(value);
+        }
+    }
+    params
+}
+
+/// Form-style decoding (`+` is a space), lossy UTF-8, capped at `MAX_VALUE_LEN` bytes.
+fn decode_component(value: &str) -> Box<str> {
+    if value.is_empty() {
+        return Box::default();
+    }
+    let decoded = if value.contains('+') {
+        percent_decode_str(&value.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    } else {
+        percent_decode_str(value).decode_utf8_lossy().into_owned()
+    };
+    truncate(&decoded).into()
+}
+
+fn truncate(s: &str) -> &str {
+    if s.len() <= MAX_VALUE_LEN {
+        return s;
+    }
+    let mut end = MAX_VALUE_LEN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn header_text(headers: &HeaderMap, name: hyper::header::HeaderName) -> Box<str> {
+    match headers.get(name) {
+        Some(v) => truncate(&String::from_utf8_lossy(v.as_bytes())).into(),
+        None => Box::default(),
+    }
+}
+
+fn static_response(status: StatusCode, body: &'static [u8]) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, JSON);
+    resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+    resp
+}
+
+fn found(location: Vec<u8>) -> Response<Body> {
+    match HeaderValue::from_maybe_shared(Bytes::from(location)) {
+        Ok(location) => {
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::FOUND;
+            resp.headers_mut().insert(LOCATION, location);
+            resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+            resp
+        }
+        // Templates are validated and values encoded, so this is a bug, not user error.
+        Err(_) => static_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"error":{"code":"bad_location","message":"destination could not be built"}}"#,
+        ),
+    }
+}
+
+pub fn redirect(
+    app: &App,
+    code: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    head: bool,
+) -> Response<Body> {
+    let Some(live) = app.links.get(code) else {
+        return static_response(StatusCode::NOT_FOUND, NOT_FOUND_BODY);
+    };
+    let params = parse_query(query);
+    if live.is_gone() {
+        return gone(&live, &params);
+    }
+    let ua = headers
+        .get(USER_AGENT)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let platform = Platform::from_user_agent(ua);
+    let ip = client_ip(
+        peer.ip(),
+        headers.get_all(X_FORWARDED_FOR).iter(),
+        &app.trusted_proxies,
+    );
+    let ts_ms = time::now_ms();
+    let id = ClickId::new(ts_ms);
+    let template = match platform {
+        Platform::Ios => live.ios.as_ref(),
+        Platform::Android => live.android.as_ref(),
+        Platform::Other => None,
+    }
+    .unwrap_or(&live.destination);
+    let country = match (&app.geo, template.uses_country()) {
+        (Some(geo), true) => geo.lookup(ip).country,
+        _ => "",
+    };
+    let click_id = id.to_hyphenated();
+    let link = &live.link;
+    let mut location = Vec::with_capacity(link.destination.len() + 64);
+    template.expand(
+        &Values {
+            click_id: std::str::from_utf8(&click_id).expect("hex is ascii"),
+            partner_click_id: &params.partner_click_id,
+            link_id: &link.id,
+            campaign: &link.campaign,
+            source: &link.source,
+            medium: &link.medium,
+            subs: [
+                &params.subs[0],
+                &params.subs[1],
+                &params.subs[2],
+                &params.subs[3],
+                &params.subs[4],
+            ],
+            country,
+        },
+        &mut location,
+    );
+    let response = found(location);
+    let click = Click {
+        id,
+        ts_ms,
+        link: live,
+        ip,
+        user_agent: header_text(headers, USER_AGENT),
+        referrer: header_text(headers, REFERER),
+        partner_click_id: params.partner_click_id,
+        subs: params.subs,
+        platform,
+        head,
+    };
+    match app.ring.push(click) {
+        Ok(()) => app.metrics.clicks_enqueued.increment(1),
+        Err(_) => app.metrics.clicks_dropped_ring_full.increment(1),
+    }
+    response
+}
+
+/// Paused or deleted: the fallback URL when the link has one (no click recorded), else 410.
+fn gone(live: &Arc<LiveLink>, params: &ClickParams) -> Response<Body> {
+    let Some(fallback) = &live.fallback else {
+        return static_response(StatusCode::GONE, GONE_BODY);
+    };
+    let link = &live.link;
+    let mut location = Vec::with_capacity(128);
+    fallback.expand(
+        &Values {
+            click_id: "",
+            partner_click_id: &params.partner_click_id,
+            link_id: &link.id,
+            campaign: &link.campaign,
+            source: &link.source,
+            medium: &link.medium,
+            subs: [
+                &params.subs[0],
+                &params.subs[1],
+                &params.subs[2],
+                &params.subs[3],
+                &params.subs[4],
+            ],
+            country: "",
+        },
+        &mut location,
+    );
+    found(location)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_table() {
+        let cases: &[(Option<&str>, &str, [&str; 5])] = &[
+            (None, "", ["", "", "", "", ""]),
+            (Some(""), "", ["", "", "", "", ""]),
+            (
+                Some("click_id=abc&sub1=x&sub5=y"),
+                "abc",
+                ["x", "", "", "", "y"],
+            ),
+            (
+                Some("click_id=a%20b+c&sub2=%C3%BC"),
+                "a b c",
+                ["", "ü", "", "", ""],
+            ),
+            (Some("utm_source=fb&sub3"), "", ["", "", "", "", ""]),
+            (
+                Some("click_id=first&click_id=second"),
+                "first",
+                ["", "", "", "", ""],
+            ),
+            (Some("sub4=%ZZ%"), "", ["", "", "", "%ZZ%", ""]),
+            (Some("sub1=%FF"), "", ["\u{fffd}", "", "", "", ""]),
+        ];
+        for (query, click_id, subs) in cases {
+            let p = parse_query(*query);
+            assert_eq!(&*p.partner_click_id, *click_id, "{query:?}");
+            for i in 0..5 {
+                assert_eq!(&*p.subs[i], subs[i], "{query:?} sub{}", i + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn long_values_are_capped_on_a_char_boundary() {
+        let long = "é".repeat(400); // 800 bytes
+        let p = parse_query(Some(&format!("sub1={long}")));
+        assert!(p.subs[0].len() <= MAX_VALUE_LEN);
+        assert!(p.subs[0].chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,11 @@
+//! Sluice: a tracking-link redirector and attribution appliance. See ARCHITECTURE.md.
+
+pub mod app;
+pub mod click;
+pub mod config;
+pub mod http;
+pub mod link;
+pub mod metrics;
+pub mod pipeline;
+pub mod store;
+pub mod time;

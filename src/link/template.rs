@@ -1,0 +1,247 @@
+//! Destination templates: parsed once when a link is loaded into a list of literal and macro
+//! segments, expanded per click into a reused buffer with every macro value URL-encoded.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+
+/// Everything but RFC 3986 unreserved characters is encoded in a macro value.
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Macro {
+    ClickId,
+    PartnerClickId,
+    LinkId,
+    Campaign,
+    Source,
+    Medium,
+    Sub(u8),
+    Country,
+}
+
+impl Macro {
+    fn parse(name: &str) -> Option<Macro> {
+        Some(match name {
+            "click_id" => Macro::ClickId,
+            "partner_click_id" => Macro::PartnerClickId,
+            "link_id" => Macro::LinkId,
+            "campaign" => Macro::Campaign,
+            "source" => Macro::Source,
+            "medium" => Macro::Medium,
+            "sub1" => Macro::Sub(0),
+            "sub2" => Macro::Sub(1),
+            "sub3" => Macro::Sub(2),
+            "sub4" => Macro::Sub(3),
+            "sub5" => Macro::Sub(4),
+            "country" => Macro::Country,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(Box<str>),
+    Macro(Macro),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    segments: Vec<Segment>,
+    uses_country: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("must be an absolute http(s) URL")]
+    NotHttp,
+    #[error("must have a host")]
+    NoHost,
+    #[error("must not contain spaces or control characters")]
+    BadCharacter,
+    #[error("is longer than 4096 bytes")]
+    TooLong,
+    #[error("has unknown macro {{{0}}}")]
+    UnknownMacro(String),
+    #[error("has an unclosed '{{'")]
+    Unclosed,
+}
+
+/// The values a click supplies to its destination's macros.
+pub struct Values<'a> {
+    pub click_id: &'a str,
+    pub partner_click_id: &'a str,
+    pub link_id: &'a str,
+    pub campaign: &'a str,
+    pub source: &'a str,
+    pub medium: &'a str,
+    pub subs: [&'a str; 5],
+    pub country: &'a str,
+}
+
+impl Template {
+    pub fn parse(url: &str) -> Result<Template, TemplateError> {
+        if url.len() > 4096 {
+            return Err(TemplateError::TooLong);
+        }
+        let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+        let rest = if lower.starts_with("https://") {
+            &url[8..]
+        } else if lower.starts_with("http://") {
+            &url[7..]
+        } else {
+            return Err(TemplateError::NotHttp);
+        };
+        if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
+            return Err(TemplateError::NoHost);
+        }
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(TemplateError::BadCharacter);
+        }
+        let mut segments = Vec::new();
+        let mut literal = String::new();
+        let mut rest = url;
+        while let Some(open) = rest.find('{') {
+            push_literal(&mut literal, &rest[..open]);
+            let after = &rest[open + 1..];
+            let close = after.find('}').ok_or(TemplateError::Unclosed)?;
+            let name = &after[..close];
+            let m =
+                Macro::parse(name).ok_or_else(|| TemplateError::UnknownMacro(name.to_string()))?;
+            if !literal.is_empty() {
+                segments.push(Segment::Literal(std::mem::take(&mut literal).into()));
+            }
+            segments.push(Segment::Macro(m));
+            rest = &after[close + 1..];
+        }
+        push_literal(&mut literal, rest);
+        if !literal.is_empty() {
+            segments.push(Segment::Literal(literal.into()));
+        }
+        let uses_country = segments.contains(&Segment::Macro(Macro::Country));
+        Ok(Template {
+            segments,
+            uses_country,
+        })
+    }
+
+    /// Whether expansion needs the click's country (a geo lookup on the hot path).
+    pub fn uses_country(&self) -> bool {
+        self.uses_country
+    }
+
+    pub fn expand(&self, v: &Values<'_>, out: &mut Vec<u8>) {
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(s) => out.extend_from_slice(s.as_bytes()),
+                Segment::Macro(m) => {
+                    let value = match *m {
+                        Macro::ClickId => v.click_id,
+                        Macro::PartnerClickId => v.partner_click_id,
+                        Macro::LinkId => v.link_id,
+                        Macro::Campaign => v.campaign,
+                        Macro::Source => v.source,
+                        Macro::Medium => v.medium,
+                        Macro::Sub(i) => v.subs[i as usize],
+                        Macro::Country => v.country,
+                    };
+                    for part in percent_encoding::utf8_percent_encode(value, VALUE) {
+                        out.extend_from_slice(part.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Literal text is kept as written, except non-ASCII, which a Location header cannot carry.
+fn push_literal(out: &mut String, s: &str) {
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> Values<'static> {
+        Values {
+            click_id: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            partner_click_id: "abc 123&x=y",
+            link_id: "spring",
+            campaign: "Spring Sale/2026",
+            source: "fb",
+            medium: "cpc",
+            subs: ["a+b", "ü", "", "100%", "x?y#z"],
+            country: "GB",
+        }
+    }
+
+    #[test]
+    fn expansion_table() {
+        let cases = [
+            ("https://shop.example/p", "https://shop.example/p"),
+            (
+                "https://x.io/?c={click_id}",
+                "https://x.io/?c=0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            ),
+            (
+                "https://x.io/?p={partner_click_id}",
+                "https://x.io/?p=abc%20123%26x%3Dy",
+            ),
+            (
+                "https://x.io/{campaign}?s={source}&m={medium}",
+                "https://x.io/Spring%20Sale%2F2026?s=fb&m=cpc",
+            ),
+            (
+                "https://x.io/?a={sub1}&b={sub2}&c={sub3}&d={sub4}&e={sub5}",
+                "https://x.io/?a=a%2Bb&b=%C3%BC&c=&d=100%25&e=x%3Fy%23z",
+            ),
+            ("https://x.io/{link_id}/{country}", "https://x.io/spring/GB"),
+            ("https://x.io/café?q={sub3}", "https://x.io/caf%C3%A9?q="),
+        ];
+        for (template, want) in cases {
+            let t = Template::parse(template).unwrap();
+            let mut out = Vec::new();
+            t.expand(&values(), &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{template}");
+        }
+    }
+
+    #[test]
+    fn parse_errors() {
+        let cases = [
+            ("ftp://x.io", TemplateError::NotHttp),
+            ("x.io/path", TemplateError::NotHttp),
+            ("https://", TemplateError::NoHost),
+            ("https:///path", TemplateError::NoHost),
+            ("https://x.io/a b", TemplateError::BadCharacter),
+            (
+                "https://x.io/{nope}",
+                TemplateError::UnknownMacro("nope".into()),
+            ),
+            ("https://x.io/{click_id", TemplateError::Unclosed),
+        ];
+        for (template, want) in cases {
+            assert_eq!(Template::parse(template), Err(want), "{template}");
+        }
+        assert!(Template::parse("HTTPS://X.IO/").is_ok());
+        assert!(Template::parse("https://x.io/{country}")
+            .unwrap()
+            .uses_country());
+        assert!(!Template::parse("https://x.io/{sub1}")
+            .unwrap()
+            .uses_country());
+    }
+}

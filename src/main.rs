@@ -1,0 +1,102 @@
+//! The `sluice` command: `serve`, `migrate`, `tenant create`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice::app::Server;
+use sluice::config::Config;
+use sluice::store::{clickhouse, redis::Redis};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Tracking-link redirector and attribution appliance"
+)]
+struct Cli {
+    /// TOML config file; every setting can also be set with SLUICE_* environment variables.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending migrations and serve redirects and the API.
+    Serve,
+    /// Apply pending ClickHouse migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints its id and keys as one line of JSON (keys are shown only once).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let server = Server::start(config).await?;
+            wait_for_signal().await;
+            info!("signal received; shutting down");
+            let report = server.shutdown().await;
+            if report.lost_rows > 0 {
+                anyhow::bail!(
+                    "{} clicks could not be written before the shutdown deadline",
+                    report.lost_rows
+                );
+            }
+            Ok(())
+        }
+        Command::Migrate => {
+            let applied = clickhouse::migrate(&config.clickhouse).await?;
+            println!("{{\"applied\": {applied}}}");
+            Ok(())
+        }
+        Command::Tenant {
+            command: TenantCommand::Create { name },
+        } => {
+            let redis = Redis::connect(&config.redis.url, &config.redis.prefix).await?;
+            let tenant = redis.create_tenant(&name).await?;
+            println!("{}", serde_json::to_string(&tenant)?);
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

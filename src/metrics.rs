@@ -1,0 +1,179 @@
+//! Every metric Sluice exports, declared once. Label values are fixed strings, never user
+//! input. Handles are resolved once so the hot path only does atomic adds.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Routes as they appear in the `route` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Redirect,
+    Links,
+    Metrics,
+    Health,
+    Ready,
+    Other,
+}
+
+const ROUTES: [(Route, &str); 6] = [
+    (Route::Redirect, "redirect"),
+    (Route::Links, "links"),
+    (Route::Metrics, "metrics"),
+    (Route::Health, "healthz"),
+    (Route::Ready, "readyz"),
+    (Route::Other, "other"),
+];
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+pub struct Metrics {
+    routes: [RouteMetrics; 6],
+    pub ring_depth: Gauge,
+    pub ring_capacity: Gauge,
+    pub clicks_enqueued: Counter,
+    pub clicks_dropped_ring_full: Counter,
+    pub clicks_flushed: Counter,
+    pub clicks_bot: Counter,
+    pub clicks_preview: Counter,
+    pub flush_batch_rows: Histogram,
+    pub flush_duration: Histogram,
+    pub flush_ok: Counter,
+    pub flush_error: Counter,
+    pub batches_pending: Gauge,
+    pub clickhouse_errors: Counter,
+    pub redis_errors: Counter,
+    pub link_table_size: Gauge,
+    pub link_refresh_errors: Counter,
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns the metric handles.
+pub fn init() -> &'static Metrics {
+    HANDLE.get_or_init(|| {
+        let seconds = [
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+            0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let rows = [
+            1.0, 10.0, 100.0, 1_000.0, 10_000.0, 50_000.0, 100_000.0, 500_000.0,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("seconds".into()), &seconds)
+            .expect("static buckets")
+            .set_buckets_for_metric(Matcher::Suffix("rows".into()), &rows)
+            .expect("static buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("metrics recorder installed once");
+        handle
+    });
+    METRICS.get_or_init(|| {
+        describe();
+        Metrics {
+            routes: ROUTES.map(|(_, name)| RouteMetrics {
+                by_class: CLASSES
+                    .map(|class| metrics::counter!("sluice_http_requests_total", "route" => name, "status" => class)),
+                latency: metrics::histogram!("sluice_http_request_duration_seconds", "route" => name),
+            }),
+            ring_depth: metrics::gauge!("sluice_ring_depth"),
+            ring_capacity: metrics::gauge!("sluice_ring_capacity"),
+            clicks_enqueued: metrics::counter!("sluice_clicks_enqueued_total"),
+            clicks_dropped_ring_full: metrics::counter!("sluice_clicks_dropped_total", "reason" => "ring_full"),
+            clicks_flushed: metrics::counter!("sluice_clicks_flushed_total"),
+            clicks_bot: metrics::counter!("sluice_clicks_flagged_total", "flag" => "bot"),
+            clicks_preview: metrics::counter!("sluice_clicks_flagged_total", "flag" => "preview"),
+            flush_batch_rows: metrics::histogram!("sluice_flush_batch_rows"),
+            flush_duration: metrics::histogram!("sluice_flush_duration_seconds"),
+            flush_ok: metrics::counter!("sluice_flush_batches_total", "result" => "ok"),
+            flush_error: metrics::counter!("sluice_flush_batches_total", "result" => "error"),
+            batches_pending: metrics::gauge!("sluice_flush_batches_pending"),
+            clickhouse_errors: metrics::counter!("sluice_clickhouse_errors_total"),
+            redis_errors: metrics::counter!("sluice_redis_errors_total"),
+            link_table_size: metrics::gauge!("sluice_link_table_links"),
+            link_refresh_errors: metrics::counter!("sluice_link_refresh_errors_total"),
+        }
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "sluice_http_requests_total",
+        "HTTP requests answered, by route and status class"
+    );
+    describe_histogram!(
+        "sluice_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a request, by route"
+    );
+    describe_gauge!("sluice_ring_depth", "Clicks waiting in the ring buffer");
+    describe_gauge!("sluice_ring_capacity", "Capacity of the ring buffer");
+    describe_counter!(
+        "sluice_clicks_enqueued_total",
+        "Clicks pushed into the ring"
+    );
+    describe_counter!(
+        "sluice_clicks_dropped_total",
+        "Clicks redirected but not recorded, by reason"
+    );
+    describe_counter!(
+        "sluice_clicks_flushed_total",
+        "Click rows inserted into ClickHouse"
+    );
+    describe_counter!(
+        "sluice_clicks_flagged_total",
+        "Flushed clicks flagged as bot or preview"
+    );
+    describe_histogram!(
+        "sluice_flush_batch_rows",
+        "Rows per ClickHouse insert batch"
+    );
+    describe_histogram!(
+        "sluice_flush_duration_seconds",
+        Unit::Seconds,
+        "Time per ClickHouse insert attempt"
+    );
+    describe_counter!(
+        "sluice_flush_batches_total",
+        "ClickHouse insert attempts, by result"
+    );
+    describe_gauge!(
+        "sluice_flush_batches_pending",
+        "Sealed batches waiting to be inserted"
+    );
+    describe_counter!(
+        "sluice_clickhouse_errors_total",
+        "Failed ClickHouse requests"
+    );
+    describe_counter!("sluice_redis_errors_total", "Failed Redis requests");
+    describe_gauge!(
+        "sluice_link_table_links",
+        "Links in the in-process link table"
+    );
+    describe_counter!(
+        "sluice_link_refresh_errors_total",
+        "Failed link table refreshes"
+    );
+}
+
+impl Metrics {
+    pub fn record_request(&self, route: Route, status: u16, seconds: f64) {
+        let r = &self.routes[ROUTES.iter().position(|(x, _)| *x == route).unwrap_or(5)];
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        r.by_class[class].increment(1);
+        r.latency.record(seconds);
+    }
+}
+
+pub fn render() -> String {
+    HANDLE.get().map(|h| h.render()).unwrap_or_default()
+}

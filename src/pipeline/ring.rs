@@ -1,0 +1,42 @@
+//! The ring buffer: a bounded lock-free MPMC queue (crossbeam's `ArrayQueue`). Pushing never
+//! blocks and never allocates; when it is full the click is refused and counted, and the
+//! redirect is answered anyway.
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::click::Click;
+
+pub struct Ring {
+    queue: ArrayQueue<Click>,
+}
+
+impl Ring {
+    pub fn new(capacity: usize) -> Ring {
+        Ring {
+            queue: ArrayQueue::new(capacity),
+        }
+    }
+
+    /// Hands the click back when the ring is full.
+    #[inline]
+    pub fn push(&self, click: Click) -> Result<(), Click> {
+        self.queue.push(click)
+    }
+
+    #[inline]
+    pub fn pop(&self) -> Option<Click> {
+        self.queue.pop()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+}

@@ -1,0 +1,4 @@
+//! Connections to the two real services: ClickHouse (facts) and Redis (config entities).
+
+pub mod clickhouse;
+pub mod redis;

@@ -1,0 +1,242 @@
+//! Redis: tenants, hashed API keys, links, and the shared IP-hash key. Key names live here
+//! and nowhere else. Tenant-owned keys are hash-tagged `{t:<id>}` so that every script that
+//! touches one tenant stays in one Redis Cluster slot.
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::link::Link;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("corrupt record at {key}: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    Secret,
+    Publishable,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub tenant_id: String,
+    pub kind: KeyKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewTenant {
+    pub tenant_id: String,
+    pub secret_key: String,
+    pub publishable_key: String,
+}
+
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let buf: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    hex::encode(buf)
+}
+
+impl Redis {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Redis, RedisError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Redis {
+            conn,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn links_key(&self) -> String {
+        format!("{}:links", self.prefix)
+    }
+    fn links_version_key(&self) -> String {
+        format!("{}:links:version", self.prefix)
+    }
+    fn tenant_links_key(&self, tenant: &str) -> String {
+        format!("{}:{{t:{tenant}}}:links", self.prefix)
+    }
+    fn tenant_key(&self, tenant: &str) -> String {
+        format!("{}:{{t:{tenant}}}:tenant", self.prefix)
+    }
+    fn api_key_key(&self, hash: &str) -> String {
+        format!("{}:key:{hash}", self.prefix)
+    }
+
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut c).await?;
+        Ok(())
+    }
+
+    /// The deployment-wide IP hash key: the first node to start generates it.
+    pub async fn ip_hash_key(&self) -> Result<String, RedisError> {
+        let mut c = self.conn.clone();
+        let key = format!("{}:ip_hash_key", self.prefix);
+        let _: bool = c.set_nx(&key, random_hex(32)).await?;
+        Ok(c.get(&key).await?)
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> Result<NewTenant, RedisError> {
+        let tenant_id = format!("t_{}", random_hex(8));
+        let secret_key = format!("sk_{}", random_hex(16));
+        let publishable_key = format!("pk_{}", random_hex(16));
+        let record = |kind| {
+            serde_json::to_string(&KeyRecord {
+                tenant_id: tenant_id.clone(),
+                kind,
+            })
+            .expect("serializable")
+        };
+        let mut c = self.conn.clone();
+        redis::pipe()
+            .hset_multiple(
+                self.tenant_key(&tenant_id),
+                &[
+                    ("name", name.to_string()),
+                    ("created_at", crate::time::now_rfc3339()),
+                ],
+            )
+            .set(
+                self.api_key_key(&hash_key(&secret_key)),
+                record(KeyKind::Secret),
+            )
+            .set(
+                self.api_key_key(&hash_key(&publishable_key)),
+                record(KeyKind::Publishable),
+            )
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(NewTenant {
+            tenant_id,
+            secret_key,
+            publishable_key,
+        })
+    }
+
+    /// Looks an API key up by its hash; keys themselves are never stored.
+    pub async fn key_record(&self, key: &str) -> Result<Option<KeyRecord>, RedisError> {
+        let mut c = self.conn.clone();
+        let rkey = self.api_key_key(&hash_key(key));
+        let raw: Option<String> = c.get(&rkey).await?;
+        raw.map(|r| {
+            serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key: rkey, source })
+        })
+        .transpose()
+    }
+
+    /// Claims `link.id` globally. Returns false when the code is taken (by anyone, ever:
+    /// deleted codes stay claimed).
+    pub async fn insert_link(&self, link: &Link) -> Result<bool, RedisError> {
+        let mut c = self.conn.clone();
+        let json = serde_json::to_string(link).expect("serializable");
+        let claimed: bool = c.hset_nx(self.links_key(), &link.id, json).await?;
+        if claimed {
+            redis::pipe()
+                .sadd(self.tenant_links_key(&link.tenant_id), &link.id)
+                .incr(self.links_version_key(), 1)
+                .query_async::<()>(&mut c)
+                .await?;
+        }
+        Ok(claimed)
+    }
+
+    /// Overwrites a link (update or soft delete) and announces the change.
+    pub async fn put_link(&self, link: &Link) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        let json = serde_json::to_string(link).expect("serializable");
+        let mut pipe = redis::pipe();
+        pipe.hset(self.links_key(), &link.id, json);
+        if link.deleted_at.is_some() {
+            pipe.srem(self.tenant_links_key(&link.tenant_id), &link.id);
+        }
+        pipe.incr(self.links_version_key(), 1)
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_link(&self, code: &str) -> Result<Option<Link>, RedisError> {
+        let mut c = self.conn.clone();
+        let raw: Option<String> = c.hget(self.links_key(), code).await?;
+        raw.map(|r| self.decode_link(code, &r)).transpose()
+    }
+
+    pub async fn tenant_links(&self, tenant: &str) -> Result<Vec<Link>, RedisError> {
+        let mut c = self.conn.clone();
+        let codes: Vec<String> = c.smembers(self.tenant_links_key(tenant)).await?;
+        if codes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raws: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.links_key())
+            .arg(&codes)
+            .query_async(&mut c)
+            .await?;
+        let mut links = Vec::with_capacity(codes.len());
+        for (code, raw) in codes.iter().zip(raws) {
+            if let Some(raw) = raw {
+                links.push(self.decode_link(code, &raw)?);
+            }
+        }
+        Ok(links)
+    }
+
+    pub async fn links_version(&self) -> Result<i64, RedisError> {
+        let mut c = self.conn.clone();
+        Ok(c.get::<_, Option<i64>>(self.links_version_key())
+            .await?
+            .unwrap_or(0))
+    }
+
+    /// Every link of every tenant, with the version read before them (so a change racing
+    /// the read shows up as a newer version on the next poll).
+    pub async fn all_links(&self) -> Result<(i64, Vec<Link>), RedisError> {
+        let version = self.links_version().await?;
+        let mut c = self.conn.clone();
+        let raws: Vec<(String, String)> = c.hgetall(self.links_key()).await?;
+        let links = raws
+            .iter()
+            .map(|(code, raw)| self.decode_link(code, raw))
+            .collect::<Result<_, _>>()?;
+        Ok((version, links))
+    }
+
+    fn decode_link(&self, code: &str, raw: &str) -> Result<Link, RedisError> {
+        serde_json::from_str(raw).map_err(|source| RedisError::Corrupt {
+            key: format!("{}[{code}]", self.links_key()),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hash_is_sha256_hex() {
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
