@@ -1,0 +1,167 @@
+//! Shared harness for integration tests: each test gets its own ClickHouse database and Redis
+//! key prefix on the real local stack (`deploy/stack.sh up`), and a real server on port 0.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sluice::app::Server;
+use sluice::config::Config;
+use sluice::store::redis::{NewTenant, Redis};
+
+pub fn clickhouse_url() -> String {
+    std::env::var("SLUICE_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:18123".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("SLUICE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
+}
+
+/// The test City database written by `tests/support/make_geo_db.py` (the test script makes it).
+pub fn geo_db() -> PathBuf {
+    let path = std::env::var("SLUICE_TEST_GEOIP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("var/test/geo.mmdb"));
+    assert!(
+        path.exists(),
+        "{} missing: run deploy/test.sh (it writes the test GeoIP database)",
+        path.display()
+    );
+    path
+}
+
+pub fn unique(name: &str) -> String {
+    format!("{name}_{:016x}", rand::random::<u64>())
+}
+
+/// A test's own slice of the stack.
+pub struct TestEnv {
+    pub database: String,
+    pub prefix: String,
+    pub data_dir: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let id = unique("t");
+        TestEnv {
+            database: format!("sluice_test_{id}"),
+            prefix: format!("sluice_test:{id}"),
+            data_dir: std::env::temp_dir().join(format!("sluice-{id}")),
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.listen = "127.0.0.1:0".parse().unwrap();
+        c.clickhouse.url = clickhouse_url();
+        c.clickhouse.database = self.database.clone();
+        c.redis.url = redis_url();
+        c.redis.prefix = self.prefix.clone();
+        c.data_dir = self.data_dir.clone();
+        c.geoip_path = Some(geo_db());
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.pipeline.flush_period_ms = 200;
+        c.link_refresh_ms = 100;
+        c
+    }
+
+    /// The same settings as environment variables, for tests that run the binary.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SLUICE_LISTEN", "127.0.0.1:0".into()),
+            ("SLUICE_CLICKHOUSE_URL", clickhouse_url()),
+            ("SLUICE_CLICKHOUSE_DATABASE", self.database.clone()),
+            ("SLUICE_REDIS_URL", redis_url()),
+            ("SLUICE_REDIS_PREFIX", self.prefix.clone()),
+            ("SLUICE_DATA_DIR", self.data_dir.display().to_string()),
+            ("SLUICE_GEOIP_PATH", geo_db().display().to_string()),
+            ("SLUICE_TRUSTED_PROXIES", "127.0.0.1".into()),
+        ]
+    }
+
+    pub async fn start(&self) -> Server {
+        Server::start(self.config()).await.expect("server starts")
+    }
+
+    pub async fn redis(&self) -> Redis {
+        Redis::connect(&redis_url(), &self.prefix)
+            .await
+            .expect("redis")
+    }
+
+    pub async fn tenant(&self) -> NewTenant {
+        self.redis()
+            .await
+            .create_tenant("test")
+            .await
+            .expect("tenant")
+    }
+
+    /// Runs SQL against this test's database; returns the body (TSV unless the SQL says).
+    pub async fn ch(&self, sql: &str) -> String {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/?database={}", clickhouse_url(), self.database))
+            .body(sql.to_string())
+            .send()
+            .await
+            .expect("clickhouse reachable");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "clickhouse: {sql}: {text}");
+        text
+    }
+
+    pub async fn ch_u64(&self, sql: &str) -> u64 {
+        self.ch(sql)
+            .await
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number from {sql}"))
+    }
+
+    /// Waits until `sql` (a single number) reaches `want`; returns the last value seen.
+    pub async fn wait_for(&self, sql: &str, want: u64, timeout: Duration) -> u64 {
+        let started = Instant::now();
+        loop {
+            let got = self.ch_u64(sql).await;
+            if got >= want || started.elapsed() > timeout {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn cleanup(&self) {
+        self.ch(&format!("DROP DATABASE IF EXISTS {}", self.database))
+            .await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// An HTTP client that does not follow redirects (we assert on them).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap()
+}
+
+pub fn base(server: &Server) -> String {
+    format!("http://{}", server.addr)
+}
+
+pub async fn create_link(server: &Server, key: &str, body: serde_json::Value) -> serde_json::Value {
+    let resp = http()
+        .post(format!("{}/v1/links", base(server)))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let value: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 201, "create link: {value}");
+    value
+}

@@ -1,0 +1,201 @@
+//! The click pipeline under load and at shutdown: exact counts in ClickHouse, distinct ids,
+//! enrichment filled, no IP anywhere, and SIGTERM drains what was answered.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const UAS: [&str; 3] = [
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+];
+
+/// Client IPs (behind the trusted proxy 127.0.0.1) and the country the test database gives them.
+fn client(i: usize) -> (String, &'static str) {
+    match i % 4 {
+        0 => (format!("81.2.69.{}", i % 250 + 1), "GB"),
+        1 => (format!("89.160.20.{}", i % 250 + 1), "SE"),
+        2 => (format!("216.160.83.{}", i % 250 + 1), "US"),
+        _ => (format!("2001:db8:1::{:x}", i % 250 + 1), "DE"),
+    }
+}
+
+/// Sends `total` GETs with `concurrency` workers; returns how many were answered 302.
+async fn fire(url: String, total: usize, concurrency: usize) -> usize {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = http();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (c, url, next) = (c.clone(), url.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut ok = 0;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        return ok;
+                    }
+                    let (ip, _) = client(i);
+                    let resp = c
+                        .get(format!("{url}?click_id=p{i}&sub1=s{}", i % 7))
+                        .header("user-agent", UAS[i % 3])
+                        .header("x-forwarded-for", ip)
+                        .send()
+                        .await
+                        .expect("redirect answered");
+                    assert_eq!(resp.status(), 302);
+                    ok += 1;
+                }
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for w in workers {
+        answered += w.await.unwrap();
+    }
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_count_under_load() {
+    const N: usize = 20_000;
+    let env = TestEnv::new();
+    let server = env.start().await;
+    let t = env.tenant().await;
+    let code = unique("load");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/?c={click_id}", "campaign": "load"}),
+    )
+    .await;
+
+    let answered = fire(format!("{}/{code}", base(&server)), N, 64).await;
+    assert_eq!(answered, N);
+    let rows = env
+        .wait_for(
+            "SELECT count() FROM clicks",
+            N as u64,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(rows, N as u64, "every answered click is stored");
+    assert_eq!(
+        env.ch_u64("SELECT uniqExact(click_id) FROM clicks").await,
+        N as u64,
+        "click ids are distinct"
+    );
+    assert_eq!(
+        env.ch_u64("SELECT uniqExact(partner_click_id) FROM clicks")
+            .await,
+        N as u64,
+        "one row per request"
+    );
+    let by_country = env
+        .ch("SELECT country, count() FROM clicks GROUP BY country ORDER BY country FORMAT TSV")
+        .await;
+    assert_eq!(
+        by_country,
+        format!("DE\t{q}\nGB\t{q}\nSE\t{q}\nUS\t{q}\n", q = N / 4)
+    );
+    let by_platform = env.ch("SELECT platform, os, browser, count() FROM clicks GROUP BY platform, os, browser ORDER BY platform FORMAT TSV").await;
+    let sent = |ua: usize| (0..N).filter(|i| i % 3 == ua).count();
+    assert_eq!(
+        by_platform,
+        format!("android\tAndroid\tChrome\t{}\nios\tiPhone\tSafari\t{}\nother\tWindows 10\tChrome\t{}\n", sent(1), sent(0), sent(2))
+    );
+    assert_eq!(
+        env.ch_u64("SELECT count() FROM clicks WHERE city = '' OR ip_hash = 0 OR is_bot = 1")
+            .await,
+        0
+    );
+    // The same client IP always hashes the same, different ones differently.
+    let ips: std::collections::HashSet<String> = (0..N).map(|i| client(i).0).collect();
+    assert_eq!(
+        env.ch_u64("SELECT uniqExact(ip_hash) FROM clicks").await,
+        ips.len() as u64
+    );
+
+    // No column anywhere holds a client IP (nor the proxy's).
+    let dump = env.ch("SELECT * FROM clicks FORMAT TSV").await;
+    for ip in &ips {
+        assert!(!dump.contains(ip.as_str()), "IP {ip} stored");
+    }
+    assert!(!dump.contains("127.0.0.1"));
+
+    let report = server.shutdown().await;
+    assert_eq!(report.lost_rows, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_after_a_burst_loses_nothing() {
+    const N: usize = 5_000;
+    let env = TestEnv::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A long flush period: the burst is still in the ring when SIGTERM arrives.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .envs(env.env())
+        .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SLUICE_FLUSH_PERIOD_MS", "600000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if http().get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = env.tenant().await;
+    let code = unique("burst");
+    let resp = http()
+        .post(format!("{base}/v1/links"))
+        .bearer_auth(&t.secret_key)
+        .json(&json!({"id": code, "destination": "https://x.example/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+
+    let answered = fire(format!("{base}/{code}"), N, 32).await;
+    assert_eq!(answered, N);
+    assert_eq!(
+        env.ch_u64("SELECT count() FROM clicks").await,
+        0,
+        "nothing flushed before the signal"
+    );
+
+    let pid = child.id().unwrap() as i32;
+    assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "clean exit: {status}");
+    assert_eq!(env.ch_u64("SELECT count() FROM clicks").await, N as u64);
+    assert_eq!(
+        env.ch_u64("SELECT uniqExact(click_id) FROM clicks").await,
+        N as u64
+    );
+    env.cleanup().await;
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
