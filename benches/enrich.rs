@@ -1,1 +1,70 @@
-fn main() {}
+//! Enrichment (keyed IP hash, geo, user agent) and the redirect's per-click work (click id,
+//! Location expansion), per click.
+
+#[path = "common.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use sluice::click::agent;
+use sluice::click::enrich::{Enricher, IpHasher};
+use sluice::click::geo::Geo;
+use sluice::click::{row, ClickId, Platform};
+use sluice::link::template::Values;
+
+fn benches(c: &mut Criterion) {
+    let ip: IpAddr = "81.2.69.160".parse().unwrap();
+    let hasher = IpHasher::new(b"bench-key");
+    c.bench_function("ip_hash", |b| b.iter(|| hasher.hash(black_box(ip))));
+
+    let geo = common::geo_path().map(|p| Arc::new(Geo::open(&p).unwrap()));
+    if let Some(geo) = &geo {
+        c.bench_function("geo_lookup", |b| b.iter(|| geo.lookup(black_box(ip)).country.len()));
+    }
+    c.bench_function("user_agent_classify_uncached", |b| b.iter(|| agent::classify(black_box(common::UA))));
+    c.bench_function("platform_from_user_agent", |b| {
+        b.iter(|| Platform::from_user_agent(black_box(common::UA.as_bytes())))
+    });
+
+    let link = common::live_link();
+    let click = common::click(&link, ip);
+    let mut enricher = Enricher::new(hasher.clone(), geo.clone());
+    let mut buf = Vec::with_capacity(1 << 20);
+    c.bench_function("encode_row_enriched", |b| {
+        b.iter(|| {
+            if buf.len() > (1 << 20) - 1024 {
+                buf.clear();
+            }
+            row::encode(&mut buf, black_box(&click), 7, &mut enricher)
+        })
+    });
+
+    c.bench_function("click_id_new", |b| b.iter(|| ClickId::new(black_box(1_795_305_600_123))));
+    let mut out = Vec::with_capacity(256);
+    c.bench_function("location_expand", |b| {
+        b.iter(|| {
+            out.clear();
+            let id = click.id.to_hyphenated();
+            link.destination.expand(
+                &Values {
+                    click_id: std::str::from_utf8(&id).unwrap(),
+                    partner_click_id: "abc123",
+                    link_id: &link.link.id,
+                    campaign: &link.link.campaign,
+                    source: &link.link.source,
+                    medium: &link.link.medium,
+                    subs: ["banner", "", "", "", ""],
+                    country: "",
+                },
+                &mut out,
+            );
+            out.len()
+        })
+    });
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);

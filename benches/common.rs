@@ -1,0 +1,55 @@
+//! Fixtures shared by the benches.
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use sluice::click::{Click, ClickId, Platform};
+use sluice::link::{Link, LiveLink};
+
+pub const UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
+
+pub fn live_link() -> Arc<LiveLink> {
+    Arc::new(
+        LiveLink::compile(Link {
+            id: "promo".into(),
+            tenant_id: "t_0123456789abcdef".into(),
+            destination: "https://shop.example/p?cid={click_id}&pcid={partner_click_id}&s1={sub1}&c={campaign}".into(),
+            campaign: "spring sale".into(),
+            source: "fb".into(),
+            medium: "cpc".into(),
+            partner_id: None,
+            ios_destination: None,
+            android_destination: None,
+            fallback_url: None,
+            paused: false,
+            created_at: String::new(),
+            updated_at: String::new(),
+            deleted_at: None,
+        })
+        .unwrap(),
+    )
+}
+
+pub fn click(link: &Arc<LiveLink>, ip: IpAddr) -> Click {
+    Click {
+        id: ClickId::new(1_795_305_600_123),
+        ts_ms: 1_795_305_600_123,
+        link: link.clone(),
+        ip,
+        user_agent: UA.into(),
+        referrer: "https://news.example/article".into(),
+        partner_click_id: "abc123".into(),
+        subs: ["banner".into(), "".into(), "".into(), "".into(), "".into()],
+        platform: Platform::Ios,
+        head: false,
+    }
+}
+
+/// The test City database written by tests/support/make_geo_db.py, when present.
+pub fn geo_path() -> Option<std::path::PathBuf> {
+    let p = std::env::var("SLUICE_TEST_GEOIP")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("var/test/geo.mmdb"));
+    p.exists().then_some(p)
+}

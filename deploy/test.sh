@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, integration tests against the real local stack (ClickHouse
+# 18.16 and Redis, started here if not running), and the schema test on a current ClickHouse
+# (chdb-core). Installs what it needs: apt packages via stack.sh, Python packages via pip.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+"$ROOT/deploy/stack.sh" up
+
+python3 - <<'PY' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check mmdb-writer chdb-core pytest netaddr
+import chdb, mmdb_writer, pytest, netaddr
+PY
+
+mkdir -p var/test
+python3 tests/support/make_geo_db.py var/test/geo.mmdb
+export SLUICE_TEST_GEOIP="$ROOT/var/test/geo.mmdb"
+export SLUICE_TEST_CLICKHOUSE_URL="${SLUICE_TEST_CLICKHOUSE_URL:-http://127.0.0.1:18123}"
+export SLUICE_TEST_REDIS_URL="${SLUICE_TEST_REDIS_URL:-redis://127.0.0.1:16379}"
+
+echo "== schema on a current ClickHouse (chdb-core)"
+python3 -m pytest -q tests/python
+
+echo "== cargo tests (unit, integration, benches in test mode)"
+cargo test --all-targets "$@"
