@@ -50,6 +50,8 @@ pub fn click(link: &Arc<LiveLink>, ip: IpAddr) -> Click {
 pub fn geo_path() -> Option<std::path::PathBuf> {
     let p = std::env::var("SLUICE_TEST_GEOIP")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("var/test/geo.mmdb"));
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("var/test/geo.mmdb")
+        });
     p.exists().then_some(p)
 }

@@ -22,9 +22,13 @@ fn benches(c: &mut Criterion) {
 
     let geo = common::geo_path().map(|p| Arc::new(Geo::open(&p).unwrap()));
     if let Some(geo) = &geo {
-        c.bench_function("geo_lookup", |b| b.iter(|| geo.lookup(black_box(ip)).country.len()));
+        c.bench_function("geo_lookup", |b| {
+            b.iter(|| geo.lookup(black_box(ip)).country.len())
+        });
     }
-    c.bench_function("user_agent_classify_uncached", |b| b.iter(|| agent::classify(black_box(common::UA))));
+    c.bench_function("user_agent_classify_uncached", |b| {
+        b.iter(|| agent::classify(black_box(common::UA)))
+    });
     c.bench_function("platform_from_user_agent", |b| {
         b.iter(|| Platform::from_user_agent(black_box(common::UA.as_bytes())))
     });
@@ -42,7 +46,9 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    c.bench_function("click_id_new", |b| b.iter(|| ClickId::new(black_box(1_795_305_600_123))));
+    c.bench_function("click_id_new", |b| {
+        b.iter(|| ClickId::new(black_box(1_795_305_600_123)))
+    });
     let mut out = Vec::with_capacity(256);
     c.bench_function("location_expand", |b| {
         b.iter(|| {

@@ -28,7 +28,11 @@ fn benches(c: &mut Criterion) {
     group.throughput(Throughput::Elements(10_000));
     group.bench_function("push_10k_then_drain", |b| {
         b.iter_batched(
-            || (0..10_000).map(|_| common::click(&link, ip)).collect::<Vec<_>>(),
+            || {
+                (0..10_000)
+                    .map(|_| common::click(&link, ip))
+                    .collect::<Vec<_>>()
+            },
             |clicks| {
                 for c in clicks {
                     ring.push(c).unwrap();
@@ -45,7 +49,11 @@ fn benches(c: &mut Criterion) {
     group.bench_function("concurrent_producer_10k", |b| {
         let shared = Arc::new(Ring::new(1 << 16));
         b.iter_batched(
-            || (0..10_000).map(|_| common::click(&link, ip)).collect::<Vec<_>>(),
+            || {
+                (0..10_000)
+                    .map(|_| common::click(&link, ip))
+                    .collect::<Vec<_>>()
+            },
             |clicks| {
                 let producer = {
                     let shared = shared.clone();

@@ -32,8 +32,9 @@ start_clickhouse() {
     "$ROOT/deploy/clickhouse-config.xml" > "$VAR/clickhouse/config.xml"
   cp "$ROOT/deploy/clickhouse-users.xml" "$VAR/clickhouse/users.xml"
   log "starting clickhouse on 127.0.0.1:$CH_HTTP_PORT"
-  (cd "$VAR/clickhouse" && nohup clickhouse-server --config-file="$VAR/clickhouse/config.xml" \
-    >"$VAR/clickhouse/log/stdout.log" 2>&1 & echo $! > "$VAR/clickhouse/pid")
+  nohup clickhouse-server --config-file="$VAR/clickhouse/config.xml" \
+    >"$VAR/clickhouse/log/stdout.log" 2>&1 &
+  echo $! > "$VAR/clickhouse/pid"
   for _ in $(seq 1 120); do ch_up && return; sleep 0.5; done
   log "clickhouse did not come up; see $VAR/clickhouse/log/"; tail -20 "$VAR/clickhouse/log/server.err.log" >&2 || true
   exit 1

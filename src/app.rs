@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::click::enrich::{Enricher, IpHasher};
 use crate::click::geo::Geo;
@@ -66,8 +66,9 @@ pub struct Server {
     pub addr: SocketAddr,
     pub app: Arc<App>,
     stop: watch::Sender<bool>,
-    serving: JoinHandle<()>,
+    serving: Vec<std::thread::JoinHandle<()>>,
     refresher: JoinHandle<()>,
+    upkeep: JoinHandle<()>,
     flusher: Flusher,
 }
 
@@ -153,24 +154,59 @@ impl Server {
             })
         };
 
-        let listener = TcpListener::bind(app.config.listen)
-            .await
+        let upkeep = tokio::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics::upkeep();
+            }
+        });
+
+        let threads = match app.config.http_threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        let listeners = crate::http::bind_reuseport(app.config.listen, threads)
             .with_context(|| format!("binding {}", app.config.listen))?;
-        let addr = listener.local_addr()?;
+        let addr = listeners[0].local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        let serving = tokio::spawn(crate::http::serve(
-            listener,
-            app.clone(),
-            stopped,
-            Duration::from_secs(5),
-        ));
-        info!(%addr, "sluice listening");
+        let mut serving = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let (app, stopped) = (app.clone(), stopped.clone());
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            serving.push(
+                std::thread::Builder::new()
+                    .name(format!("sluice-http-{i}"))
+                    .spawn(move || {
+                        runtime.block_on(async move {
+                            match TcpListener::from_std(listener) {
+                                Ok(listener) => {
+                                    crate::http::serve(
+                                        listener,
+                                        app,
+                                        stopped,
+                                        Duration::from_secs(5),
+                                    )
+                                    .await
+                                }
+                                Err(error) => error!(%error, "cannot register listener"),
+                            }
+                        })
+                    })?,
+            );
+        }
+        info!(%addr, threads, "sluice listening");
         Ok(Server {
             addr,
             app,
             stop,
             serving,
             refresher,
+            upkeep,
             flusher,
         })
     }
@@ -178,8 +214,15 @@ impl Server {
     /// Stop accepting, finish in-flight requests, then drain the ring into ClickHouse.
     pub async fn shutdown(self) -> FlushReport {
         let _ = self.stop.send(true);
-        let _ = self.serving.await;
+        let serving = self.serving;
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in serving {
+                let _ = thread.join();
+            }
+        })
+        .await;
         self.refresher.abort();
+        self.upkeep.abort();
         let pending = self.app.ring.len();
         info!(pending, "draining click pipeline");
         let timeout = Duration::from_millis(self.app.config.shutdown_timeout_ms);

@@ -26,6 +26,7 @@ pub const ENV_FLUSH_MAX_BYTES: &str = "SLUICE_FLUSH_MAX_BYTES";
 pub const ENV_FLUSH_PERIOD_MS: &str = "SLUICE_FLUSH_PERIOD_MS";
 pub const ENV_LINK_REFRESH_MS: &str = "SLUICE_LINK_REFRESH_MS";
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "SLUICE_SHUTDOWN_TIMEOUT_MS";
+pub const ENV_HTTP_THREADS: &str = "SLUICE_HTTP_THREADS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -63,6 +64,9 @@ pub struct Config {
     pub link_refresh_ms: u64,
     /// Upper bound on draining at shutdown.
     pub shutdown_timeout_ms: u64,
+    /// HTTP serving threads (one single-threaded runtime and one SO_REUSEPORT socket each);
+    /// 0 = one per core.
+    pub http_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +111,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             link_refresh_ms: 250,
             shutdown_timeout_ms: 30_000,
+            http_threads: 0,
         }
     }
 }
@@ -235,6 +240,9 @@ impl Config {
         }
         if let Some(v) = get(ENV_LINK_REFRESH_MS) {
             self.link_refresh_ms = parse(ENV_LINK_REFRESH_MS, &v)?;
+        }
+        if let Some(v) = get(ENV_HTTP_THREADS) {
+            self.http_threads = parse(ENV_HTTP_THREADS, &v)?;
         }
         if let Some(v) = get(ENV_SHUTDOWN_TIMEOUT_MS) {
             self.shutdown_timeout_ms = parse(ENV_SHUTDOWN_TIMEOUT_MS, &v)?;

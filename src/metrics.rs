@@ -174,6 +174,14 @@ impl Metrics {
     }
 }
 
+/// Folds recorded histogram samples into their buckets. Without it samples pile up in memory
+/// between scrapes (the exporter's own upkeep task comes only with its HTTP listener).
+pub fn upkeep() {
+    if let Some(h) = HANDLE.get() {
+        h.run_upkeep();
+    }
+}
+
 pub fn render() -> String {
     HANDLE.get().map(|h| h.render()).unwrap_or_default()
 }

@@ -1,0 +1,71 @@
+//! Operations endpoints and routing edges: health, readiness, Prometheus metrics, reserved
+//! paths, methods.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_metrics_and_routing() {
+    let env = TestEnv::new();
+    let server = env.start().await;
+    let c = http();
+    let b = base(&server);
+
+    let health = c.get(format!("{b}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready: serde_json::Value = c.get(format!("{b}/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready, json!({"status": "ready", "clickhouse": "ok", "redis": "ok"}));
+
+    let t = env.tenant().await;
+    let code = unique("m");
+    create_link(&server, &t.secret_key, json!({"id": code, "destination": "https://x.example/"})).await;
+    for _ in 0..3 {
+        assert_eq!(c.get(format!("{b}/{code}")).send().await.unwrap().status(), 302);
+    }
+    env.wait_for("SELECT count() FROM clicks", 3, Duration::from_secs(20)).await;
+    // Let the flusher's counters catch up with the rows ClickHouse already shows.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let resp = c.get(format!("{b}/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    for series in [
+        "sluice_http_requests_total{route=\"redirect\",status=\"3xx\"}",
+        "sluice_http_request_duration_seconds_bucket{route=\"redirect\"",
+        "sluice_ring_depth",
+        "sluice_ring_capacity",
+        "sluice_clicks_enqueued_total",
+        "sluice_clicks_flushed_total",
+        "sluice_flush_batch_rows_bucket",
+        "sluice_flush_duration_seconds_bucket",
+        "sluice_flush_batches_total{result=\"ok\"}",
+        "sluice_link_table_links",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
+    let flushed: f64 = text
+        .lines()
+        .find(|l| l.starts_with("sluice_clicks_flushed_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(flushed >= 3.0, "flushed counter {flushed}");
+
+    // Reserved words are never codes; bad code characters and deeper paths are not routes.
+    for path in ["/v1", "/w", "/dashboard", "/a.b", "/x/y", "/v1/nothing"] {
+        let resp = c.get(format!("{b}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+    assert_eq!(c.post(format!("{b}/{code}")).send().await.unwrap().status(), 405);
+
+    server.shutdown().await;
+    env.cleanup().await;
+}
