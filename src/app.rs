@@ -144,11 +144,23 @@ impl Server {
                 let mut tick =
                     tokio::time::interval(Duration::from_millis(app.config.link_refresh_ms));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // Log transitions only: an outage polled 4 times a second is one line, not 4/s.
+                let mut failing = false;
                 loop {
                     tick.tick().await;
-                    if let Err(error) = app.refresh_if_changed().await {
-                        app.metrics.link_refresh_errors.increment(1);
-                        warn!(%error, "link table version check failed");
+                    match app.refresh_if_changed().await {
+                        Ok(()) if failing => {
+                            failing = false;
+                            info!("link table refresh recovered");
+                        }
+                        Ok(()) => {}
+                        Err(error) => {
+                            app.metrics.link_refresh_errors.increment(1);
+                            if !failing {
+                                failing = true;
+                                warn!(%error, "link table refresh failing; serving the last table");
+                            }
+                        }
                     }
                 }
             })

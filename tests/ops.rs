@@ -17,22 +17,44 @@ async fn health_ready_metrics_and_routing() {
 
     let health = c.get(format!("{b}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready: serde_json::Value = c.get(format!("{b}/readyz")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready, json!({"status": "ready", "clickhouse": "ok", "redis": "ok"}));
+    let ready: serde_json::Value = c
+        .get(format!("{b}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "clickhouse": "ok", "redis": "ok"})
+    );
 
     let t = env.tenant().await;
     let code = unique("m");
-    create_link(&server, &t.secret_key, json!({"id": code, "destination": "https://x.example/"})).await;
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/"}),
+    )
+    .await;
     for _ in 0..3 {
-        assert_eq!(c.get(format!("{b}/{code}")).send().await.unwrap().status(), 302);
+        assert_eq!(
+            c.get(format!("{b}/{code}")).send().await.unwrap().status(),
+            302
+        );
     }
-    env.wait_for("SELECT count() FROM clicks", 3, Duration::from_secs(20)).await;
+    env.wait_for("SELECT count() FROM clicks", 3, Duration::from_secs(20))
+        .await;
     // Let the flusher's counters catch up with the rows ClickHouse already shows.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let resp = c.get(format!("{b}/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = resp.text().await.unwrap();
     for series in [
         "sluice_http_requests_total{route=\"redirect\",status=\"3xx\"}",
@@ -64,7 +86,10 @@ async fn health_ready_metrics_and_routing() {
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], "not_found", "{path}");
     }
-    assert_eq!(c.post(format!("{b}/{code}")).send().await.unwrap().status(), 405);
+    assert_eq!(
+        c.post(format!("{b}/{code}")).send().await.unwrap().status(),
+        405
+    );
 
     server.shutdown().await;
     env.cleanup().await;

@@ -257,8 +257,8 @@ mod tests {
         for (query, click_id, subs) in cases {
             let p = parse_query(*query);
             assert_eq!(&*p.partner_click_id, *click_id, "{query:?}");
-            for i in 0..5 {
-                assert_eq!(&*p.subs[i], subs[i], "{query:?} sub{}", i + 1);
+            for (i, (got, want)) in p.subs.iter().zip(subs).enumerate() {
+                assert_eq!(&**got, *want, "{query:?} sub{}", i + 1);
             }
         }
     }
