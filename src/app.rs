@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::link::LinkTable;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::flusher::FlushReport;
-use crate::pipeline::{FlushConfig, Flusher, Ring};
+use crate::pipeline::{FlushConfig, Flusher, Ring, SpillStatus};
 use crate::store::clickhouse;
 use crate::store::redis::Redis;
 
@@ -31,6 +31,7 @@ pub struct App {
     pub geo: Option<Arc<Geo>>,
     pub trusted_proxies: Vec<IpNet>,
     pub metrics: &'static Metrics,
+    pub spill: Arc<SpillStatus>,
     refresh: tokio::sync::Mutex<()>,
 }
 
@@ -111,6 +112,7 @@ impl Server {
 
         let ring = Arc::new(Ring::new(config.pipeline.ring_capacity));
         metrics.ring_capacity.set(ring.capacity() as f64);
+        let spill = Arc::new(SpillStatus::default());
         let flusher = Flusher::start(
             ring.clone(),
             Enricher::new(IpHasher::new(ip_key.as_bytes()), geo.clone()),
@@ -119,7 +121,10 @@ impl Server {
                 max_rows: config.pipeline.flush_max_rows,
                 max_bytes: config.pipeline.flush_max_bytes,
                 period: config.flush_period(),
+                spill_dir: config.data_dir.join("spill"),
+                spill_max_bytes: config.pipeline.spill_max_bytes,
             },
+            spill.clone(),
             metrics,
         );
         let app = Arc::new(App {
@@ -131,6 +136,7 @@ impl Server {
             ch,
             geo,
             metrics,
+            spill,
             refresh: tokio::sync::Mutex::new(()),
         });
         app.reload_links()

@@ -27,6 +27,7 @@ pub const ENV_FLUSH_PERIOD_MS: &str = "SLUICE_FLUSH_PERIOD_MS";
 pub const ENV_LINK_REFRESH_MS: &str = "SLUICE_LINK_REFRESH_MS";
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "SLUICE_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_HTTP_THREADS: &str = "SLUICE_HTTP_THREADS";
+pub const ENV_SPILL_MAX_BYTES: &str = "SLUICE_SPILL_MAX_BYTES";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -96,6 +97,8 @@ pub struct PipelineConfig {
     pub flush_max_rows: usize,
     pub flush_max_bytes: usize,
     pub flush_period_ms: u64,
+    /// Bound on the disk spill (`<data_dir>/spill`); readiness warns past 80%.
+    pub spill_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -145,6 +148,7 @@ impl Default for PipelineConfig {
             flush_max_rows: 100_000,
             flush_max_bytes: 64 << 20,
             flush_period_ms: 1_000,
+            spill_max_bytes: 8 << 30,
         }
     }
 }
@@ -237,6 +241,9 @@ impl Config {
         }
         if let Some(v) = get(ENV_FLUSH_PERIOD_MS) {
             self.pipeline.flush_period_ms = parse(ENV_FLUSH_PERIOD_MS, &v)?;
+        }
+        if let Some(v) = get(ENV_SPILL_MAX_BYTES) {
+            self.pipeline.spill_max_bytes = parse(ENV_SPILL_MAX_BYTES, &v)?;
         }
         if let Some(v) = get(ENV_LINK_REFRESH_MS) {
             self.link_refresh_ms = parse(ENV_LINK_REFRESH_MS, &v)?;

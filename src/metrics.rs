@@ -51,6 +51,13 @@ pub struct Metrics {
     pub redis_errors: Counter,
     pub link_table_size: Gauge,
     pub link_refresh_errors: Counter,
+    pub clicks_spilled: Counter,
+    pub clicks_replayed: Counter,
+    pub spill_bytes: Gauge,
+    pub spill_written: Counter,
+    pub spill_already_landed: Counter,
+    pub spill_errors: Counter,
+    pub spill_corrupt: Counter,
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -100,6 +107,13 @@ pub fn init() -> &'static Metrics {
             redis_errors: metrics::counter!("sluice_redis_errors_total"),
             link_table_size: metrics::gauge!("sluice_link_table_links"),
             link_refresh_errors: metrics::counter!("sluice_link_refresh_errors_total"),
+            clicks_spilled: metrics::counter!("sluice_clicks_spilled_total"),
+            clicks_replayed: metrics::counter!("sluice_clicks_replayed_total"),
+            spill_bytes: metrics::gauge!("sluice_spill_bytes"),
+            spill_written: metrics::counter!("sluice_spill_batches_total", "op" => "written"),
+            spill_already_landed: metrics::counter!("sluice_spill_batches_total", "op" => "already_landed"),
+            spill_errors: metrics::counter!("sluice_spill_errors_total"),
+            spill_corrupt: metrics::counter!("sluice_spill_corrupt_records_total"),
         }
     })
 }

@@ -27,7 +27,7 @@ async fn health_ready_metrics_and_routing() {
         .unwrap();
     assert_eq!(
         ready,
-        json!({"status": "ready", "clickhouse": "ok", "redis": "ok"})
+        json!({"status": "ready", "clickhouse": "ok", "redis": "ok", "spill": "ok", "spill_bytes": 0})
     );
 
     let t = env.tenant().await;

@@ -1,6 +1,8 @@
 //! Operations endpoints: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz`
 //! (ClickHouse and Redis reachable, schema current).
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -22,6 +24,20 @@ pub fn metrics(app: &App) -> Response<Body> {
     resp
 }
 
+fn spill_state(app: &App) -> &'static str {
+    let bytes = app.spill.bytes.load(Ordering::Relaxed);
+    let max = app.spill.max_bytes.load(Ordering::Relaxed).max(1);
+    if app.spill.failing.load(Ordering::Relaxed) {
+        "failing"
+    } else if bytes * 10 >= max * 8 {
+        "near_full"
+    } else if bytes > 0 {
+        "replaying"
+    } else {
+        "ok"
+    }
+}
+
 pub fn healthz() -> Response<Body> {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
@@ -36,7 +52,10 @@ pub async fn readyz(app: &App) -> Response<Body> {
         Ok(()) => "ok",
         Err(_) => "unreachable",
     };
-    let ready = clickhouse == "ok" && redis == "ok";
+    let spill = spill_state(app);
+    // A spill backlog, or one near its bound, is a warning: clicks are still taken. A spill
+    // that cannot be written is not ready: the next ClickHouse hiccup would lose clicks.
+    let ready = clickhouse == "ok" && redis == "ok" && spill != "failing";
     let status = if ready {
         StatusCode::OK
     } else {
@@ -44,6 +63,12 @@ pub async fn readyz(app: &App) -> Response<Body> {
     };
     json_response(
         status,
-        &json!({ "status": if ready { "ready" } else { "not_ready" }, "clickhouse": clickhouse, "redis": redis }),
+        &json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "clickhouse": clickhouse,
+            "redis": redis,
+            "spill": spill,
+            "spill_bytes": app.spill.bytes.load(Ordering::Relaxed),
+        }),
     )
 }

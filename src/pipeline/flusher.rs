@@ -1,13 +1,12 @@
 //! The flusher: an encoder thread drains the ring, enriches each click and encodes it as a
 //! RowBinary row into the current batch; a batch is sealed on the first of max rows, max
-//! bytes or the flush period (counted from its first row), and handed to an async inserter
-//! that writes it to ClickHouse, retrying with backoff until it lands.
+//! bytes or the flush period (counted from its first row), and handed to the inserter
+//! (`inserter.rs`), which writes it to ClickHouse or, failing that, to the disk spill.
 //!
-//! Each batch carries a random 64-bit id in every row and never spans two partitions (months),
-//! so one insert is one atomic block: before a retry the inserter asks ClickHouse whether the
-//! batch already landed (an insert that timed out may have succeeded) and never inserts it
-//! twice.
+//! Each batch carries a random 64-bit id in every row and never spans two partitions
+//! (months), so one insert is one atomic block: all of a batch lands or none of it.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -16,8 +15,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clickhouse::Client;
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::error;
 
+use super::inserter::{Inserter, SpillStatus};
 use super::Ring;
 use crate::click::enrich::Enricher;
 use crate::click::row;
@@ -29,12 +29,16 @@ pub struct FlushConfig {
     pub max_rows: usize,
     pub max_bytes: usize,
     pub period: Duration,
+    pub spill_dir: PathBuf,
+    pub spill_max_bytes: u64,
 }
 
 /// A sealed batch: encoded rows ready to be sent (and re-sent) verbatim.
 #[derive(Debug)]
 pub struct Batch {
     pub id: u64,
+    /// Which table the rows are for (the spill keeps batches of every kind).
+    pub kind: u8,
     pub rows: usize,
     /// First and last UTC day (number) of its rows, to find them again.
     pub first_day: u16,
@@ -43,6 +47,8 @@ pub struct Batch {
     pub previews: u64,
     pub data: Bytes,
 }
+
+pub const KIND_CLICKS: u8 = 1;
 
 /// What shutdown achieved.
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,8 +63,8 @@ pub struct Flusher {
     inserter: tokio::task::JoinHandle<FlushReport>,
 }
 
-/// Sealed batches waiting for the inserter. When ClickHouse is slow this fills, the encoder
-/// waits, and the ring absorbs the rest.
+/// Sealed batches waiting for the inserter. It takes them even while an insert is in flight,
+/// so this fills only when neither ClickHouse nor the spill can take batches.
 const PENDING_BATCHES: usize = 8;
 /// Clicks drained per pass before the encoder re-checks its seal conditions.
 const DRAIN_CHUNK: usize = 4096;
@@ -70,11 +76,20 @@ impl Flusher {
         enricher: Enricher,
         ch: Client,
         cfg: FlushConfig,
+        spill_status: Arc<SpillStatus>,
         metrics: &'static Metrics,
     ) -> Flusher {
         let stop = Arc::new(AtomicBool::new(false));
         let deadline = Arc::new(OnceLock::new());
         let (tx, rx) = mpsc::channel(PENDING_BATCHES);
+        let inserter = Inserter::new(
+            ch,
+            cfg.spill_dir.clone(),
+            cfg.spill_max_bytes,
+            spill_status,
+            deadline.clone(),
+            metrics,
+        );
         let encoder = {
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -82,7 +97,7 @@ impl Flusher {
                 .spawn(move || encode_loop(&ring, enricher, &cfg, &stop, tx, metrics))
                 .expect("spawn encoder thread")
         };
-        let inserter = tokio::spawn(insert_loop(ch, rx, deadline.clone(), metrics));
+        let inserter = tokio::spawn(inserter.run(rx));
         Flusher {
             stop,
             deadline,
@@ -91,8 +106,8 @@ impl Flusher {
         }
     }
 
-    /// Drains the ring into ClickHouse. Retries stop at `timeout`; what is then still
-    /// unwritten is reported as lost (the disk spill removes that case).
+    /// Drains the ring into ClickHouse or the spill (both durable). Only batches that could
+    /// go to neither by `timeout` are reported lost.
     pub async fn shutdown(self, timeout: Duration) -> FlushReport {
         let _ = self.deadline.set(Instant::now() + timeout);
         self.stop.store(true, Ordering::Release);
@@ -152,6 +167,7 @@ fn encode_loop(
         let done = std::mem::replace(b, Building::new(initial));
         let batch = Batch {
             id: done.id,
+            kind: KIND_CLICKS,
             rows: done.rows,
             first_day: done.first_day,
             last_day: done.last_day,
@@ -204,90 +220,4 @@ fn encode_loop(
             metrics.ring_depth.set(ring.len() as f64);
         }
     }
-}
-
-async fn insert_loop(
-    ch: Client,
-    mut rx: mpsc::Receiver<Batch>,
-    deadline: Arc<OnceLock<Instant>>,
-    metrics: &'static Metrics,
-) -> FlushReport {
-    let mut report = FlushReport::default();
-    let sql = format!("INSERT INTO clicks ({}) FORMAT RowBinary", row::COLUMNS);
-    while let Some(batch) = rx.recv().await {
-        metrics.batches_pending.decrement(1.0);
-        let mut backoff = Duration::from_millis(100);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let outcome = if attempt > 1 && landed(&ch, &batch).await == Some(true) {
-                info!(
-                    batch = batch.id,
-                    rows = batch.rows,
-                    "batch had landed before its retry"
-                );
-                Ok(())
-            } else {
-                let started = Instant::now();
-                let r = insert(&ch, &sql, &batch).await;
-                metrics
-                    .flush_duration
-                    .record(started.elapsed().as_secs_f64());
-                r
-            };
-            match outcome {
-                Ok(()) => {
-                    metrics.flush_ok.increment(1);
-                    metrics.clicks_flushed.increment(batch.rows as u64);
-                    metrics.clicks_bot.increment(batch.bots);
-                    metrics.clicks_preview.increment(batch.previews);
-                    metrics.flush_batch_rows.record(batch.rows as f64);
-                    debug!(batch = batch.id, rows = batch.rows, "batch inserted");
-                    break;
-                }
-                Err(error) => {
-                    metrics.flush_error.increment(1);
-                    metrics.clickhouse_errors.increment(1);
-                    if deadline.get().is_some_and(|d| Instant::now() >= *d) {
-                        error!(batch = batch.id, rows = batch.rows, %error, "shutdown deadline passed; batch lost");
-                        report.lost_rows += batch.rows as u64;
-                        break;
-                    }
-                    warn!(batch = batch.id, rows = batch.rows, attempt, %error, "clickhouse insert failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-    report
-}
-
-async fn insert(ch: &Client, sql: &str, batch: &Batch) -> Result<(), clickhouse::error::Error> {
-    let mut insert = ch
-        .insert_formatted_with(sql.to_string())
-        .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
-    insert.send(batch.data.clone()).await?;
-    insert.end().await
-}
-
-/// Whether the batch's rows are already in ClickHouse; `None` when ClickHouse cannot say.
-async fn landed(ch: &Client, batch: &Batch) -> Option<bool> {
-    let count = ch
-        .query("SELECT count() FROM clicks WHERE date >= toDate(?) AND date <= toDate(?) AND batch_id = ?")
-        .bind(time::date_string(batch.first_day))
-        .bind(time::date_string(batch.last_day))
-        .bind(batch.id)
-        .fetch_one::<u64>()
-        .await
-        .ok()?;
-    if count != 0 && count != batch.rows as u64 {
-        warn!(
-            batch = batch.id,
-            count,
-            rows = batch.rows,
-            "batch partially present"
-        );
-    }
-    Some(count >= batch.rows as u64)
 }

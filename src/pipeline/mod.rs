@@ -1,8 +1,12 @@
-//! The click pipeline: a bounded lock-free ring between the redirect and the flusher, and the
-//! flusher that enriches, encodes and inserts batches into ClickHouse.
+//! The click pipeline: a bounded lock-free ring between the redirect and the flusher, the
+//! flusher that enriches and encodes batches, the inserter that writes them to ClickHouse,
+//! and the disk spill that keeps them while ClickHouse cannot.
 
 pub mod flusher;
+pub mod inserter;
 pub mod ring;
+pub mod spill;
 
 pub use flusher::{FlushConfig, Flusher};
+pub use inserter::SpillStatus;
 pub use ring::Ring;

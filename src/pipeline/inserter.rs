@@ -1,0 +1,418 @@
+//! The inserter: writes sealed batches to ClickHouse, and when ClickHouse is down, slow or
+//! refusing, to the disk spill, from which it replays them in order once ClickHouse answers.
+//!
+//! It never stops taking batches from the encoder while an insert is in flight, so a hanging
+//! ClickHouse fills the spill, not the ring. Exactly once: a batch whose insert was ever
+//! attempted is replayed only after ClickHouse says none of its rows (found by the batch id
+//! every row carries) are there; a batch is one block in one partition, so it landed whole
+//! or not at all.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clickhouse::Client;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use super::flusher::{Batch, FlushReport};
+use super::spill::{Spill, SpillError};
+use crate::click::row;
+use crate::metrics::Metrics;
+use crate::time;
+
+/// Batches held in memory when the spill cannot take them (unwritable or full). Past this
+/// the inserter stops taking batches, the encoder waits and the ring absorbs the rest.
+const MEMORY_BATCHES: usize = 8;
+const INSERT_TIMEOUT: Duration = Duration::from_secs(20);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What readiness reports about the spill.
+#[derive(Debug, Default)]
+pub struct SpillStatus {
+    pub bytes: AtomicU64,
+    pub max_bytes: AtomicU64,
+    /// The last attempt to spill failed (unwritable directory, disk full, over the bound).
+    pub failing: AtomicBool,
+}
+
+pub struct Inserter {
+    ch: Client,
+    spill_dir: PathBuf,
+    spill_max: u64,
+    spill: Option<Spill>,
+    memory: VecDeque<(Batch, bool)>,
+    status: Arc<SpillStatus>,
+    deadline: Arc<OnceLock<Instant>>,
+    metrics: &'static Metrics,
+    report: FlushReport,
+}
+
+enum Step {
+    Progress,
+    Idle,
+    Failed,
+}
+
+impl Inserter {
+    pub fn new(
+        ch: Client,
+        spill_dir: PathBuf,
+        spill_max: u64,
+        status: Arc<SpillStatus>,
+        deadline: Arc<OnceLock<Instant>>,
+        metrics: &'static Metrics,
+    ) -> Inserter {
+        status.max_bytes.store(spill_max, Ordering::Relaxed);
+        let mut inserter = Inserter {
+            ch,
+            spill_dir,
+            spill_max,
+            spill: None,
+            memory: VecDeque::new(),
+            status,
+            deadline,
+            metrics,
+            report: FlushReport::default(),
+        };
+        inserter.open_spill();
+        if let Some(spill) = &inserter.spill {
+            if !spill.is_empty() {
+                info!(
+                    bytes = spill.bytes(),
+                    "spilled batches from an earlier run will be replayed first"
+                );
+            }
+        }
+        inserter
+    }
+
+    fn open_spill(&mut self) {
+        if self.spill.is_some() {
+            return;
+        }
+        match Spill::open(&self.spill_dir, self.spill_max) {
+            Ok(spill) => self.spill = Some(spill),
+            Err(error) => {
+                self.metrics.spill_errors.increment(1);
+                self.status.failing.store(true, Ordering::Relaxed);
+                error!(%error, "spill directory unusable; batches ClickHouse refuses stay in memory");
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let bytes = self.spill.as_ref().map_or(0, Spill::bytes);
+        self.status.bytes.store(bytes, Ordering::Relaxed);
+        self.metrics.spill_bytes.set(bytes as f64);
+    }
+
+    fn backlog(&self) -> bool {
+        !self.memory.is_empty() || self.spill.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline.get().is_some_and(|d| Instant::now() >= *d)
+    }
+
+    /// Keeps a batch that is not in ClickHouse: on disk when possible, else in memory.
+    fn stash(&mut self, batch: Batch, attempted: bool) {
+        self.memory.push_back((batch, attempted));
+        self.persist();
+    }
+
+    /// Moves in-memory batches to the spill, oldest first, while it takes them.
+    fn persist(&mut self) {
+        self.open_spill();
+        let Some(spill) = self.spill.as_mut() else {
+            return;
+        };
+        while let Some((batch, attempted)) = self.memory.front() {
+            match spill.append(batch, *attempted) {
+                Ok(()) => {
+                    self.metrics.clicks_spilled.increment(batch.rows as u64);
+                    self.metrics.spill_written.increment(1);
+                    if self.status.failing.swap(false, Ordering::Relaxed) {
+                        info!("spill writable again");
+                    }
+                    debug!(batch = batch.id, rows = batch.rows, "batch spilled");
+                    self.memory.pop_front();
+                }
+                Err(error) => {
+                    self.metrics.spill_errors.increment(1);
+                    if !self.status.failing.swap(true, Ordering::Relaxed) {
+                        error!(%error, "cannot spill batch; holding it in memory");
+                    }
+                    if matches!(error, SpillError::Io { .. }) {
+                        // Reopen next time: the directory may have been repaired.
+                        self.spill = None;
+                    }
+                    break;
+                }
+            }
+        }
+        self.publish();
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Batch>) -> FlushReport {
+        let mut open = true;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if !self.backlog() {
+                let Some(batch) = rx.recv().await else { break };
+                self.metrics.batches_pending.decrement(1.0);
+                if self
+                    .deliver_with_intake(&batch, false, &mut rx, &mut open)
+                    .await
+                {
+                    backoff = BACKOFF_MIN;
+                } else {
+                    self.stash(batch, true);
+                }
+                continue;
+            }
+            // Backlog: take what the encoder sealed without ever making it wait.
+            while open && self.memory.len() < MEMORY_BATCHES {
+                match rx.try_recv() {
+                    Ok(batch) => {
+                        self.metrics.batches_pending.decrement(1.0);
+                        self.stash(batch, false);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            if !open {
+                // Shutting down: what is on disk is durable and replays at the next start.
+                self.persist();
+                if self.memory.is_empty() {
+                    break;
+                }
+                if self.past_deadline() {
+                    let lost: usize = self.memory.iter().map(|(b, _)| b.rows).sum();
+                    error!(
+                        lost,
+                        "shutdown deadline passed with batches neither inserted nor spilled"
+                    );
+                    self.report.lost_rows += lost as u64;
+                    break;
+                }
+            }
+            match self.replay_one(&mut rx, &mut open).await {
+                Step::Progress => backoff = BACKOFF_MIN,
+                Step::Idle => {}
+                Step::Failed => {
+                    let sleep = tokio::time::sleep(backoff);
+                    self.with_intake(sleep, &mut rx, &mut open).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        self.publish();
+        self.report
+    }
+
+    /// Replays the oldest kept batch: the spill's first record, else the oldest in memory.
+    async fn replay_one(&mut self, rx: &mut mpsc::Receiver<Batch>, open: &mut bool) -> Step {
+        self.persist();
+        let from_spill = match self.spill.as_mut().map(Spill::peek) {
+            Some(Ok(Some(record))) => Some(record),
+            Some(Ok(None)) | None => None,
+            Some(Err(error)) => {
+                self.metrics.spill_errors.increment(1);
+                error!(%error, "cannot read spill");
+                self.spill = None;
+                return Step::Failed;
+            }
+        };
+        if let Some(record) = from_spill {
+            if !self
+                .deliver_with_intake(&record.batch, record.attempted, rx, open)
+                .await
+            {
+                return Step::Failed;
+            }
+            let spill = self.spill.as_mut().expect("peeked from it");
+            let corrupt_before = spill.corrupt;
+            if let Err(error) = spill.advance() {
+                // The batch is in ClickHouse; a stale cursor only costs a landed check later.
+                warn!(%error, "cannot persist spill cursor");
+            }
+            self.metrics
+                .spill_corrupt
+                .increment(spill.corrupt - corrupt_before);
+            self.metrics
+                .clicks_replayed
+                .increment(record.batch.rows as u64);
+            self.publish();
+            return Step::Progress;
+        }
+        let Some((batch, attempted)) = self.memory.pop_front() else {
+            return Step::Idle;
+        };
+        if self.deliver_with_intake(&batch, attempted, rx, open).await {
+            Step::Progress
+        } else {
+            self.memory.push_front((batch, true));
+            Step::Failed
+        }
+    }
+
+    /// Inserts the batch unless it is already there; true when it is in ClickHouse.
+    async fn deliver_with_intake(
+        &mut self,
+        batch: &Batch,
+        attempted: bool,
+        rx: &mut mpsc::Receiver<Batch>,
+        open: &mut bool,
+    ) -> bool {
+        let timeout = match self.deadline.get() {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_secs(1), INSERT_TIMEOUT),
+            None => INSERT_TIMEOUT,
+        };
+        let ch = self.ch.clone();
+        let meta = BatchKey::of(batch);
+        let data = batch.data.clone();
+        let started = Instant::now();
+        let attempt = async move {
+            if attempted {
+                match tokio::time::timeout(timeout, landed(&ch, &meta)).await {
+                    Ok(Ok(true)) => return Ok(Delivered::AlreadyThere),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(error)) => return Err(error.to_string()),
+                    Err(_) => return Err("landed check timed out".into()),
+                }
+            }
+            match tokio::time::timeout(timeout, insert(&ch, meta.kind, data)).await {
+                Ok(Ok(())) => Ok(Delivered::Inserted),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("insert timed out after {timeout:?}")),
+            }
+        };
+        let outcome = self.with_intake(attempt, rx, open).await;
+        self.metrics
+            .flush_duration
+            .record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(how) => {
+                self.metrics.flush_ok.increment(1);
+                self.metrics.clicks_flushed.increment(batch.rows as u64);
+                self.metrics.clicks_bot.increment(batch.bots);
+                self.metrics.clicks_preview.increment(batch.previews);
+                self.metrics.flush_batch_rows.record(batch.rows as f64);
+                if matches!(how, Delivered::AlreadyThere) {
+                    self.metrics.spill_already_landed.increment(1);
+                    info!(
+                        batch = batch.id,
+                        rows = batch.rows,
+                        "batch had already landed; not inserted again"
+                    );
+                }
+                true
+            }
+            Err(error) => {
+                self.metrics.flush_error.increment(1);
+                self.metrics.clickhouse_errors.increment(1);
+                warn!(batch = batch.id, rows = batch.rows, %error, "clickhouse insert failed");
+                false
+            }
+        }
+    }
+
+    /// Drives `fut` while stashing batches the encoder seals meanwhile.
+    async fn with_intake<F: Future>(
+        &mut self,
+        fut: F,
+        rx: &mut mpsc::Receiver<Batch>,
+        open: &mut bool,
+    ) -> F::Output {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return out,
+                batch = rx.recv(), if *open && self.memory.len() < MEMORY_BATCHES => match batch {
+                    Some(batch) => {
+                        self.metrics.batches_pending.decrement(1.0);
+                        self.stash(batch, false);
+                    }
+                    None => *open = false,
+                },
+            }
+        }
+    }
+}
+
+enum Delivered {
+    Inserted,
+    AlreadyThere,
+}
+
+/// What finds a batch's rows again.
+struct BatchKey {
+    id: u64,
+    rows: usize,
+    first_day: u16,
+    last_day: u16,
+    kind: u8,
+}
+
+impl BatchKey {
+    fn of(b: &Batch) -> BatchKey {
+        BatchKey {
+            id: b.id,
+            rows: b.rows,
+            first_day: b.first_day,
+            last_day: b.last_day,
+            kind: b.kind,
+        }
+    }
+}
+
+/// The table a batch kind goes to and its column list.
+fn table(kind: u8) -> (&'static str, &'static str) {
+    match kind {
+        _ => ("clicks", row::COLUMNS),
+    }
+}
+
+async fn insert(ch: &Client, kind: u8, data: Bytes) -> Result<(), clickhouse::error::Error> {
+    let (table, columns) = table(kind);
+    let mut insert = ch
+        .insert_formatted_with(format!("INSERT INTO {table} ({columns}) FORMAT RowBinary"))
+        .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+    insert.send(data).await?;
+    insert.end().await
+}
+
+/// Whether the batch's rows are in ClickHouse. Batches are atomic, so a partial count is a
+/// broken invariant: it is logged, and the batch is not inserted again (a duplicate would
+/// be worse than the gap the log points at).
+async fn landed(ch: &Client, key: &BatchKey) -> Result<bool, clickhouse::error::Error> {
+    let (table, _) = table(key.kind);
+    let count = ch
+        .query(&format!(
+            "SELECT count() FROM {table} WHERE date >= toDate(?) AND date <= toDate(?) AND batch_id = ?"
+        ))
+        .bind(time::date_string(key.first_day))
+        .bind(time::date_string(key.last_day))
+        .bind(key.id)
+        .fetch_one::<u64>()
+        .await?;
+    if count != 0 && count != key.rows as u64 {
+        error!(
+            batch = key.id,
+            count,
+            rows = key.rows,
+            "batch partially present in clickhouse"
+        );
+    }
+    Ok(count > 0)
+}
