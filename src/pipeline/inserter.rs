@@ -31,6 +31,7 @@ const MEMORY_BATCHES: usize = 8;
 const INSERT_TIMEOUT: Duration = Duration::from_secs(20);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const SPILL_RETRY: Duration = Duration::from_secs(2);
 
 /// What readiness reports about the spill.
 #[derive(Debug, Default)]
@@ -97,11 +98,17 @@ impl Inserter {
             return;
         }
         match Spill::open(&self.spill_dir, self.spill_max) {
-            Ok(spill) => self.spill = Some(spill),
+            Ok(spill) => {
+                self.spill = Some(spill);
+                if self.status.failing.swap(false, Ordering::Relaxed) {
+                    info!("spill directory usable again");
+                }
+            }
             Err(error) => {
                 self.metrics.spill_errors.increment(1);
-                self.status.failing.store(true, Ordering::Relaxed);
-                error!(%error, "spill directory unusable; batches ClickHouse refuses stay in memory");
+                if !self.status.failing.swap(true, Ordering::Relaxed) {
+                    error!(%error, "spill directory unusable; batches ClickHouse refuses stay in memory");
+                }
             }
         }
         self.publish();
@@ -165,7 +172,20 @@ impl Inserter {
         let mut backoff = BACKOFF_MIN;
         loop {
             if !self.backlog() {
-                let Some(batch) = rx.recv().await else { break };
+                let next = if self.spill.is_some() {
+                    rx.recv().await
+                } else {
+                    // No usable spill: look again every few seconds, so a repaired
+                    // directory clears the readiness failure without waiting for an outage.
+                    match tokio::time::timeout(SPILL_RETRY, rx.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.open_spill();
+                            continue;
+                        }
+                    }
+                };
+                let Some(batch) = next else { break };
                 self.metrics.batches_pending.decrement(1.0);
                 if self
                     .deliver_with_intake(&batch, false, &mut rx, &mut open)

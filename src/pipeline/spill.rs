@@ -143,8 +143,14 @@ fn segment_name(seq: u64) -> String {
 }
 
 impl Spill {
+    /// Opens (creating) the spill directory and proves it writable.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spill, SpillError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let probe = dir.join("probe");
+        File::create(&probe)
+            .and_then(|mut f| f.write_all(b"ok").and_then(|()| f.sync_data()))
+            .and_then(|()| fs::remove_file(&probe))
+            .map_err(io_err(&probe))?;
         let mut segments = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;

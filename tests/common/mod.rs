@@ -2,6 +2,8 @@
 //! key prefix on the real local stack (`deploy/stack.sh up`), and a real server on port 0.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -137,6 +139,78 @@ impl TestEnv {
             .await;
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// The project stack's `var/` (where `deploy/stack.sh` keeps pid files and data).
+pub fn stack_var() -> PathBuf {
+    std::env::var("SLUICE_VAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("var"))
+}
+
+/// Runs `deploy/stack.sh <arg>`.
+pub fn stack(arg: &str) {
+    let status = std::process::Command::new(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/stack.sh"),
+    )
+    .arg(arg)
+    .status()
+    .expect("run deploy/stack.sh");
+    assert!(status.success(), "deploy/stack.sh {arg} failed");
+}
+
+/// The ClickHouse HTTP address the tests use, as a socket address (for the proxy).
+pub fn clickhouse_addr() -> std::net::SocketAddr {
+    let url = clickhouse_url();
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+/// Sends `total` GETs to `url` with `concurrency` workers, each with a unique partner click id
+/// `p<i>`; returns the ids of the requests answered with a 302 (errors are not answers).
+pub async fn fire(
+    url: &str,
+    total: usize,
+    concurrency: usize,
+    per_second: Option<u64>,
+) -> Vec<usize> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let c = http();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (c, url, next) = (c.clone(), url.to_string(), next.clone());
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return answered;
+                    }
+                    if let Some(rate) = per_second {
+                        let due = started + Duration::from_micros(i as u64 * 1_000_000 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    if let Ok(resp) = c.get(format!("{url}?click_id=p{i}")).send().await {
+                        if resp.status() == 302 {
+                            answered.push(i);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut answered = Vec::new();
+    for w in workers {
+        answered.extend(w.await.unwrap());
+    }
+    answered.sort_unstable();
+    answered
 }
 
 /// An HTTP client that does not follow redirects (we assert on them).

@@ -1,0 +1,356 @@
+//! Zero loss under real faults: ClickHouse SIGKILLed mid-load, insert answers lost on the way
+//! back, an unusable spill directory, SIGTERM while ClickHouse refuses. Each test holds the
+//! stack to itself (one of them kills the shared ClickHouse).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::proxy::{Mode, Proxy};
+use common::*;
+use serde_json::{json, Value};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn ready(base: &str) -> (u16, Value) {
+    let resp = http().get(format!("{base}/readyz")).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+async fn metric(base: &str, series: &str) -> f64 {
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every answered request (by its partner click id) is stored exactly once, and nothing
+/// else is stored twice.
+async fn assert_exactly_once(env: &TestEnv, answered: &[usize]) {
+    let stored = env
+        .ch("SELECT partner_click_id FROM clicks FORMAT TSV")
+        .await;
+    let mut ids: Vec<&str> = stored.lines().collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "a click was stored twice");
+    assert_eq!(
+        env.ch_u64("SELECT uniqExact(click_id) FROM clicks").await,
+        total as u64
+    );
+    let set: std::collections::HashSet<&str> = ids.into_iter().collect();
+    let missing: Vec<_> = answered
+        .iter()
+        .filter(|i| !set.contains(format!("p{i}").as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered clicks missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_killed_and_restarted_during_load() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new();
+    let server = env.start().await;
+    let b = base(&server);
+    let t = env.tenant().await;
+    let code = unique("outage");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/?c={click_id}"}),
+    )
+    .await;
+
+    // 2,000 clicks/s for 26 s; ClickHouse is SIGKILLed at 3 s and restarted 16 s later.
+    const RATE: u64 = 2_000;
+    const TOTAL: usize = 52_000;
+    let url = format!("{b}/{code}");
+    let load = tokio::spawn(async move { fire(&url, TOTAL, 32, Some(RATE)).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = std::fs::read_to_string(stack_var().join("clickhouse/pid")).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let outage_started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, body) = ready(&b).await;
+    assert_eq!(
+        (status, body["clickhouse"].as_str()),
+        (503, Some("unreachable")),
+        "{body}"
+    );
+    assert!(
+        metric(&b, "sluice_clicks_spilled_total").await > 0.0,
+        "clicks spill while ClickHouse is down"
+    );
+    assert!(body["spill_bytes"].as_u64().unwrap() > 0, "{body}");
+    tokio::time::sleep(Duration::from_secs(16).saturating_sub(outage_started.elapsed())).await;
+    tokio::task::spawn_blocking(|| stack("up")).await.unwrap();
+    let outage = outage_started.elapsed();
+
+    let answered = load.await.unwrap();
+    assert_eq!(
+        answered.len(),
+        TOTAL,
+        "every redirect was answered during the outage"
+    );
+    let stored = env
+        .wait_for(
+            "SELECT count() FROM clicks",
+            TOTAL as u64,
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(stored, TOTAL as u64, "outage of {outage:?}");
+    assert_exactly_once(&env, &answered).await;
+    let (status, body) = ready(&b).await;
+    assert_eq!(
+        (status, body["spill"].as_str(), body["spill_bytes"].as_u64()),
+        (200, Some("ok"), Some(0)),
+        "{body}"
+    );
+
+    assert_eq!(server.shutdown().await.lost_rows, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_whose_answer_is_lost_is_not_duplicated() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new();
+    let proxy = Proxy::start(clickhouse_addr()).await;
+    let mut config = env.config();
+    config.clickhouse.url = proxy.url();
+    let server = sluice::app::Server::start(config).await.unwrap();
+    let b = base(&server);
+    let t = env.tenant().await;
+    let code = unique("lost");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/"}),
+    )
+    .await;
+
+    proxy.set(Mode::DropResponses);
+    let answered = fire(&format!("{b}/{code}"), 500, 8, None).await;
+    assert_eq!(answered.len(), 500);
+    // ClickHouse (asked directly, not through the proxy) has the rows; Sluice saw failures.
+    assert_eq!(
+        env.wait_for("SELECT count() FROM clicks", 500, Duration::from_secs(20))
+            .await,
+        500
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&b, "sluice_flush_batches_total{result=\"error\"}").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the lost answer was never seen as a failure"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.set(Mode::Pass);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = ready(&b).await;
+        if body["spill_bytes"] == 0
+            && metric(&b, "sluice_spill_batches_total{op=\"already_landed\"}").await >= 1.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replay did not finish: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        env.ch_u64("SELECT count() FROM clicks").await,
+        500,
+        "the batch was not inserted twice"
+    );
+    assert_exactly_once(&env, &answered).await;
+
+    assert_eq!(server.shutdown().await.lost_rows, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_spill_directory_is_reported_not_fatal() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new();
+    std::fs::create_dir_all(&env.data_dir).unwrap();
+    std::fs::write(
+        env.data_dir.join("spill"),
+        b"a file where the spill directory should be",
+    )
+    .unwrap();
+    let proxy = Proxy::start(clickhouse_addr()).await;
+    let mut config = env.config();
+    config.clickhouse.url = proxy.url();
+    let server = sluice::app::Server::start(config).await.unwrap();
+    let b = base(&server);
+    let t = env.tenant().await;
+    let code = unique("nospill");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/"}),
+    )
+    .await;
+
+    let (status, body) = ready(&b).await;
+    assert_eq!(
+        (status, body["spill"].as_str()),
+        (503, Some("failing")),
+        "{body}"
+    );
+    proxy.set(Mode::Refuse);
+    let answered = fire(&format!("{b}/{code}"), 300, 8, None).await;
+    assert_eq!(
+        answered.len(),
+        300,
+        "redirects answered without ClickHouse or spill"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(metric(&b, "sluice_spill_errors_total").await >= 1.0);
+    assert_eq!(env.ch_u64("SELECT count() FROM clicks").await, 0);
+
+    // ClickHouse back: the batches held in memory land; repairing the directory clears the flag.
+    proxy.set(Mode::Pass);
+    assert_eq!(
+        env.wait_for("SELECT count() FROM clicks", 300, Duration::from_secs(30))
+            .await,
+        300
+    );
+    assert_exactly_once(&env, &answered).await;
+    std::fs::remove_file(env.data_dir.join("spill")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ready(&b).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "readiness did not recover after the spill was repaired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    assert_eq!(server.shutdown().await.lost_rows, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_clickhouse_refuses_then_restart_replays() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new();
+    let proxy = Proxy::start(clickhouse_addr()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .envs(env.env())
+            .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SLUICE_CLICKHOUSE_URL", proxy.url())
+            .env("SLUICE_FLUSH_PERIOD_MS", "200")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let b = format!("http://127.0.0.1:{port}");
+    let wait_healthy = || async {
+        for _ in 0..200 {
+            if http().get(format!("{b}/healthz")).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("sluice did not start");
+    };
+    let mut child = spawn();
+    wait_healthy().await;
+    let t = env.tenant().await;
+    let code = unique("term");
+    let resp = http()
+        .post(format!("{b}/v1/links"))
+        .bearer_auth(&t.secret_key)
+        .json(&json!({"id": code, "destination": "https://x.example/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+
+    let url = format!("{b}/{code}");
+    let load = tokio::spawn(async move { fire(&url, 20_000, 16, Some(2_000)).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set(Mode::Refuse);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let signalled = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("exits in bounded time")
+        .unwrap();
+    assert!(
+        status.success(),
+        "clean exit while ClickHouse refuses: {status}"
+    );
+    let took = signalled.elapsed();
+    let answered = load.await.unwrap();
+    assert!(
+        answered.len() > 5_000,
+        "only {} answered before the signal",
+        answered.len()
+    );
+    assert!(took < Duration::from_secs(15), "shutdown took {took:?}");
+
+    // Restart with ClickHouse back: the spill from the first run is replayed first.
+    proxy.set(Mode::Pass);
+    let mut child = spawn();
+    wait_healthy().await;
+    let stored = env
+        .wait_for(
+            "SELECT count() FROM clicks",
+            answered.len() as u64,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(stored >= answered.len() as u64);
+    assert_exactly_once(&env, &answered).await;
+    let (status, body) = ready(&b).await;
+    assert_eq!(
+        (status, body["spill_bytes"].as_u64()),
+        (200, Some(0)),
+        "{body}"
+    );
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert!(child.wait().await.unwrap().success());
+    env.cleanup().await;
+}
