@@ -64,6 +64,8 @@ async fn assert_exactly_once(env: &TestEnv, answered: &[usize]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_killed_and_restarted_during_load() {
     let _serial = SERIAL.lock().await;
+    // A failed earlier test may have left ClickHouse down.
+    tokio::task::spawn_blocking(|| stack("up")).await.unwrap();
     let env = TestEnv::new();
     let server = env.start().await;
     let b = base(&server);
@@ -134,6 +136,8 @@ async fn clickhouse_killed_and_restarted_during_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_whose_answer_is_lost_is_not_duplicated() {
     let _serial = SERIAL.lock().await;
+    // A failed earlier test may have left ClickHouse down.
+    tokio::task::spawn_blocking(|| stack("up")).await.unwrap();
     let env = TestEnv::new();
     let proxy = Proxy::start(clickhouse_addr()).await;
     let mut config = env.config();
@@ -192,6 +196,8 @@ async fn insert_whose_answer_is_lost_is_not_duplicated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_spill_directory_is_reported_not_fatal() {
     let _serial = SERIAL.lock().await;
+    // A failed earlier test may have left ClickHouse down.
+    tokio::task::spawn_blocking(|| stack("up")).await.unwrap();
     let env = TestEnv::new();
     std::fs::create_dir_all(&env.data_dir).unwrap();
     std::fs::write(
@@ -255,6 +261,8 @@ async fn unusable_spill_directory_is_reported_not_fatal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_clickhouse_refuses_then_restart_replays() {
     let _serial = SERIAL.lock().await;
+    // A failed earlier test may have left ClickHouse down.
+    tokio::task::spawn_blocking(|| stack("up")).await.unwrap();
     let env = TestEnv::new();
     let proxy = Proxy::start(clickhouse_addr()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")

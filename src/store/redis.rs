@@ -2,7 +2,9 @@
 //! and nowhere else. Tenant-owned keys are hash-tagged `{t:<id>}` so that every script that
 //! touches one tenant stays in one Redis Cluster slot.
 
-use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -58,7 +60,15 @@ fn random_hex(bytes: usize) -> String {
 impl Redis {
     pub async fn connect(url: &str, prefix: &str) -> Result<Redis, RedisError> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        // Fail fast while Redis is down (callers answer 503 and retry later) instead of
+        // holding requests through a long reconnect schedule.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Redis {
             conn,
             prefix: prefix.to_string(),
