@@ -129,4 +129,12 @@ mod tests {
             assert_eq!(a.is_unfurler, unfurler, "unfurler flag of {ua}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn fuzz_classify_never_panics(ua in ".{0,600}") {
+            let a = classify(&ua);
+            proptest::prop_assert!(!(a.is_bot && a.is_unfurler));
+        }
+    }
 }

@@ -93,4 +93,17 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// The answer is the peer or an address written in the header, never anything else.
+        #[test]
+        fn fuzz_forwarded_for(headers in proptest::collection::vec("[ -~]{0,80}", 0..4), octet in 0u8..=255) {
+            let trusted = nets(&["10.0.0.0/8"]);
+            let peer: IpAddr = format!("10.0.0.{octet}").parse().unwrap();
+            let values: Vec<HeaderValue> = headers.iter().filter_map(|h| HeaderValue::from_str(h).ok()).collect();
+            let got = client_ip(peer, values.iter(), &trusted);
+            let written = headers.iter().flat_map(|h| h.split(',')).filter_map(parse_entry).any(|ip| ip == got);
+            proptest::prop_assert!(got == peer || written);
+        }
+    }
 }

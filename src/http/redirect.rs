@@ -270,4 +270,27 @@ mod tests {
         assert!(p.subs[0].len() <= MAX_VALUE_LEN);
         assert!(p.subs[0].chars().all(|c| c == 'é'));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn fuzz_query_never_panics_and_caps(query in ".{0,2000}") {
+            let p = parse_query(Some(&query));
+            proptest::prop_assert!(p.partner_click_id.len() <= MAX_VALUE_LEN);
+            proptest::prop_assert!(p.subs.iter().all(|s| s.len() <= MAX_VALUE_LEN));
+        }
+
+        #[test]
+        fn fuzz_query_round_trips_encoded_values(values in proptest::array::uniform5(".{0,40}"), pcid in ".{0,40}") {
+            let enc = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+            let query = format!(
+                "click_id={}&sub1={}&sub2={}&sub3={}&sub4={}&sub5={}&other=x",
+                enc(&pcid), enc(&values[0]), enc(&values[1]), enc(&values[2]), enc(&values[3]), enc(&values[4])
+            );
+            let p = parse_query(Some(&query));
+            proptest::prop_assert_eq!(&*p.partner_click_id, pcid.as_str());
+            for (got, want) in p.subs.iter().zip(values.iter()) {
+                proptest::prop_assert_eq!(&**got, want.as_str());
+            }
+        }
+    }
 }

@@ -244,4 +244,32 @@ mod tests {
             .unwrap()
             .uses_country());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn fuzz_parse_never_panics(url in ".{0,300}") {
+            let _ = Template::parse(&url);
+        }
+
+        /// Whatever a valid template and a click supply, the Location is a valid header value
+        /// (visible ASCII only: no header injection, no raw control or non-ASCII bytes).
+        #[test]
+        fn fuzz_expansion_is_always_a_valid_location(
+            path in "[ -~\u{80}-\u{10ffff}]{0,60}",
+            values in proptest::array::uniform8(".{0,40}"),
+        ) {
+            let url = format!("https://x.example/{path}?a={{sub1}}&b={{partner_click_id}}&c={{campaign}}&d={{country}}");
+            if let Ok(t) = Template::parse(&url) {
+                let v = Values {
+                    click_id: &values[0], partner_click_id: &values[1], link_id: &values[2],
+                    campaign: &values[3], source: &values[4], medium: &values[5],
+                    subs: [&values[6], &values[7], "", "", ""], country: &values[0],
+                };
+                let mut out = Vec::new();
+                t.expand(&v, &mut out);
+                proptest::prop_assert!(out.iter().all(|b| (0x21..0x7f).contains(b)), "{:?}", String::from_utf8_lossy(&out));
+                proptest::prop_assert!(hyper::header::HeaderValue::from_bytes(&out).is_ok());
+            }
+        }
+    }
 }

@@ -518,12 +518,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn fuzz_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode_record(&bytes);
         }
 
         #[test]
-        fn decoder_round_trips_and_detects_flips(data in proptest::collection::vec(any::<u8>(), 0..512), id: u64, flip in 0usize..10_000) {
+        fn fuzz_decoder_round_trips_and_detects_flips(data in proptest::collection::vec(any::<u8>(), 0..512), id: u64, flip in 0usize..10_000) {
             let mut buf = Vec::new();
             encode_record(&batch(id, &data), true, &mut buf);
             let (r, used) = decode_record(&buf).unwrap().unwrap();

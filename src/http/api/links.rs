@@ -259,3 +259,47 @@ fn generate_code() -> String {
         .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::LiveLink;
+
+    fn link_from(body: &[u8]) -> Option<Link> {
+        let new: NewLink = serde_json::from_slice(body).ok()?;
+        let link = Link {
+            id: "x".into(),
+            tenant_id: "t".into(),
+            destination: new.destination,
+            campaign: new.campaign,
+            source: new.source,
+            medium: new.medium,
+            partner_id: new.partner_id,
+            ios_destination: new.ios_destination,
+            android_destination: new.android_destination,
+            fallback_url: new.fallback_url,
+            paused: new.paused,
+            created_at: String::new(),
+            updated_at: String::new(),
+            deleted_at: None,
+        };
+        validate(&link).ok()?;
+        Some(link)
+    }
+
+    proptest::proptest! {
+        /// Any body: no panic; whatever validation accepts compiles for the redirect.
+        #[test]
+        fn fuzz_link_bodies(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            dest in "https?://[ -~]{0,60}",
+            campaign in ".{0,300}",
+        ) {
+            let _ = link_from(&bytes);
+            let body = serde_json::json!({"destination": dest, "campaign": campaign, "ios_destination": dest});
+            if let Some(link) = link_from(body.to_string().as_bytes()) {
+                proptest::prop_assert!(LiveLink::compile(link).is_ok());
+            }
+        }
+    }
+}
