@@ -3,6 +3,7 @@
 //! and the disk spill that keeps them while ClickHouse cannot.
 
 pub mod flusher;
+pub mod frame;
 pub mod inserter;
 pub mod ring;
 pub mod spill;

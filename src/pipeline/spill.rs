@@ -3,7 +3,7 @@
 //!
 //! Layout under `<data_dir>/spill/`: segment files `NNNNNNNNNNNNNNNNNNNN.seg` (increasing
 //! sequence numbers) and a `cursor` file naming the next record to replay (`seq offset`).
-//! Every record is `magic | payload length | crc32(payload) | payload`, written and fsynced
+//! Every record is framed (`frame.rs`: magic, length, crc32, payload), written and fsynced
 //! before the batch counts as spilled. A process only ever appends to a segment it created,
 //! so a torn tail (a crash mid-write) is always in a segment no one writes to again: the
 //! reader skips from a bad record to the next segment and counts it.
@@ -16,14 +16,11 @@ use bytes::Bytes;
 use tracing::{error, warn};
 
 use super::flusher::Batch;
+use super::frame::{self, DecodeError, Fields};
 
-const MAGIC: u32 = 0x534c_5331; // "SLS1"
-const RECORD_HEADER: usize = 12;
 const BATCH_HEADER: usize = 8 + 4 + 2 + 2 + 8 + 8 + 1 + 1;
 /// A new segment is started past this size, so consumed data can be deleted in pieces.
 const SEGMENT_BYTES: u64 = 64 << 20;
-/// Larger records than any batch can be are corruption, not data.
-const MAX_PAYLOAD: u32 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpillError {
@@ -31,18 +28,6 @@ pub enum SpillError {
     Io { path: PathBuf, source: io::Error },
     #[error("spill is full ({bytes} of {max} bytes)")]
     Full { bytes: u64, max: u64 },
-}
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("bad magic")]
-    Magic,
-    #[error("record length {0} out of range")]
-    Length(u32),
-    #[error("checksum mismatch")]
-    Checksum,
-    #[error("record payload too short")]
-    Short,
 }
 
 /// A spilled batch and whether an insert of it was ever attempted (only then can it
@@ -54,13 +39,8 @@ pub struct Spilled {
 }
 
 pub fn encode_record(batch: &Batch, attempted: bool, out: &mut Vec<u8>) {
-    let payload_len = BATCH_HEADER + batch.data.len();
-    out.reserve(RECORD_HEADER + payload_len);
-    let start = out.len();
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]); // crc, filled below
-    let payload_start = out.len();
+    out.reserve(frame::HEADER + BATCH_HEADER + batch.data.len());
+    let mark = frame::begin(out);
     out.extend_from_slice(&batch.id.to_le_bytes());
     out.extend_from_slice(&(batch.rows as u32).to_le_bytes());
     out.extend_from_slice(&batch.first_day.to_le_bytes());
@@ -70,50 +50,40 @@ pub fn encode_record(batch: &Batch, attempted: bool, out: &mut Vec<u8>) {
     out.push(attempted as u8);
     out.push(batch.kind);
     out.extend_from_slice(&batch.data);
-    let crc = crc32fast::hash(&out[payload_start..]);
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    frame::finish(out, mark);
 }
 
 /// Decodes one record from the front of `buf`: `Ok(None)` when `buf` holds only part of
 /// one (a torn tail, or more must be read), else the record and the bytes it used.
 pub fn decode_record(buf: &[u8]) -> Result<Option<(Spilled, usize)>, DecodeError> {
-    if buf.len() < RECORD_HEADER {
+    let Some((payload, used)) = frame::decode(buf)? else {
         return Ok(None);
-    }
-    let word = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
-    if word(0) != MAGIC {
-        return Err(DecodeError::Magic);
-    }
-    let len = word(4);
-    if len > MAX_PAYLOAD || (len as usize) < BATCH_HEADER {
-        return Err(DecodeError::Length(len));
-    }
-    let end = RECORD_HEADER + len as usize;
-    if buf.len() < end {
-        return Ok(None);
-    }
-    let payload = &buf[RECORD_HEADER..end];
-    if crc32fast::hash(payload) != word(8) {
-        return Err(DecodeError::Checksum);
-    }
-    let u64_at = |at: usize| u64::from_le_bytes(payload[at..at + 8].try_into().expect("8 bytes"));
-    let u16_at = |at: usize| u16::from_le_bytes(payload[at..at + 2].try_into().expect("2 bytes"));
-    let batch = Batch {
-        id: u64_at(0),
-        rows: u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes")) as usize,
-        first_day: u16_at(12),
-        last_day: u16_at(14),
-        bots: u64_at(16),
-        previews: u64_at(24),
-        kind: payload[33],
-        data: Bytes::copy_from_slice(&payload[BATCH_HEADER..]),
     };
-    let attempted = match payload[32] {
+    let mut f = Fields::new(payload);
+    let id = f.u64()?;
+    let rows = f.u32()? as usize;
+    let first_day = f.u16()?;
+    let last_day = f.u16()?;
+    let bots = f.u64()?;
+    let previews = f.u64()?;
+    let attempted = match f.u8()? {
         0 => false,
         1 => true,
-        _ => return Err(DecodeError::Short),
+        _ => return Err(DecodeError::Payload),
     };
-    Ok(Some((Spilled { batch, attempted }, end)))
+    let kind = f.u8()?;
+    let data = Bytes::copy_from_slice(f.rest());
+    let batch = Batch {
+        id,
+        kind,
+        rows,
+        first_day,
+        last_day,
+        bots,
+        previews,
+        data,
+    };
+    Ok(Some((Spilled { batch, attempted }, used)))
 }
 
 pub struct Spill {
@@ -369,27 +339,23 @@ fn read_record(
     len: u64,
 ) -> Result<Result<Option<(Spilled, usize)>, DecodeError>, SpillError> {
     let available = len.saturating_sub(offset);
-    if available < RECORD_HEADER as u64 {
+    if available < frame::HEADER as u64 {
         return Ok(Ok(None));
     }
     let mut file = File::open(path).map_err(io_err(path))?;
     file.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
-    let mut header = [0u8; RECORD_HEADER];
+    let mut header = [0u8; frame::HEADER];
     file.read_exact(&mut header).map_err(io_err(path))?;
-    let payload = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-    if u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) != MAGIC {
-        return Ok(Err(DecodeError::Magic));
-    }
-    if payload > MAX_PAYLOAD {
-        return Ok(Err(DecodeError::Length(payload)));
-    }
-    let total = RECORD_HEADER as u64 + u64::from(payload);
-    if total > available {
+    let total = match frame::header(&header) {
+        Ok(total) => total,
+        Err(e) => return Ok(Err(e)),
+    };
+    if total as u64 > available {
         return Ok(Ok(None));
     }
-    let mut buf = vec![0u8; total as usize];
-    buf[..RECORD_HEADER].copy_from_slice(&header);
-    file.read_exact(&mut buf[RECORD_HEADER..])
+    let mut buf = vec![0u8; total];
+    buf[..frame::HEADER].copy_from_slice(&header);
+    file.read_exact(&mut buf[frame::HEADER..])
         .map_err(io_err(path))?;
     Ok(decode_record(&buf))
 }
