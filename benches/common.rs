@@ -43,6 +43,7 @@ pub fn click(link: &Arc<LiveLink>, ip: IpAddr) -> Click {
         subs: ["banner".into(), "".into(), "".into(), "".into(), "".into()],
         platform: Platform::Ios,
         head: false,
+        wal_segment: 0,
     }
 }
 

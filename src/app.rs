@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::link::LinkTable;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::flusher::FlushReport;
+use crate::pipeline::wal::{self, Wal};
 use crate::pipeline::{FlushConfig, Flusher, Ring, SpillStatus};
 use crate::store::clickhouse;
 use crate::store::redis::Redis;
@@ -32,6 +33,10 @@ pub struct App {
     pub trusted_proxies: Vec<IpNet>,
     pub metrics: &'static Metrics,
     pub spill: Arc<SpillStatus>,
+    /// The write-ahead log, when `write_ahead` is on.
+    pub wal: Option<Arc<Wal>>,
+    /// The keyed IP hash, for write-ahead records (which never hold a raw IP).
+    pub ip_hasher: IpHasher,
     refresh: tokio::sync::Mutex<()>,
 }
 
@@ -113,9 +118,31 @@ impl Server {
         let ring = Arc::new(Ring::new(config.pipeline.ring_capacity));
         metrics.ring_capacity.set(ring.capacity() as f64);
         let spill = Arc::new(SpillStatus::default());
+        let wal_dir = config.data_dir.join("wal");
+        let (wal, wal_leftovers) = if config.pipeline.write_ahead {
+            let (wal, leftovers) = Wal::open(&wal_dir, metrics)
+                .with_context(|| format!("opening write-ahead log {}", wal_dir.display()))?;
+            (Some(Arc::new(wal)), leftovers)
+        } else if wal_dir.exists() {
+            // Write-ahead mode was on in an earlier run: recover what it left.
+            (
+                None,
+                wal::segments_in(&wal_dir)
+                    .with_context(|| format!("reading {}", wal_dir.display()))?,
+            )
+        } else {
+            (None, Vec::new())
+        };
+        if !wal_leftovers.is_empty() {
+            info!(
+                segments = wal_leftovers.len(),
+                "write-ahead segments from an earlier run will be recovered"
+            );
+        }
+        let ip_hasher = IpHasher::new(ip_key.as_bytes());
         let flusher = Flusher::start(
             ring.clone(),
-            Enricher::new(IpHasher::new(ip_key.as_bytes()), geo.clone()),
+            Enricher::new(ip_hasher.clone(), geo.clone()),
             ch.clone(),
             FlushConfig {
                 max_rows: config.pipeline.flush_max_rows,
@@ -123,6 +150,8 @@ impl Server {
                 period: config.flush_period(),
                 spill_dir: config.data_dir.join("spill"),
                 spill_max_bytes: config.pipeline.spill_max_bytes,
+                wal: wal.clone(),
+                wal_leftovers,
             },
             spill.clone(),
             metrics,
@@ -137,6 +166,8 @@ impl Server {
             geo,
             metrics,
             spill,
+            wal,
+            ip_hasher,
             refresh: tokio::sync::Mutex::new(()),
         });
         app.reload_links()

@@ -28,6 +28,7 @@ pub const ENV_LINK_REFRESH_MS: &str = "SLUICE_LINK_REFRESH_MS";
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "SLUICE_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_HTTP_THREADS: &str = "SLUICE_HTTP_THREADS";
 pub const ENV_SPILL_MAX_BYTES: &str = "SLUICE_SPILL_MAX_BYTES";
+pub const ENV_WRITE_AHEAD: &str = "SLUICE_WRITE_AHEAD";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -99,6 +100,9 @@ pub struct PipelineConfig {
     pub flush_period_ms: u64,
     /// Bound on the disk spill (`<data_dir>/spill`); readiness warns past 80%.
     pub spill_max_bytes: u64,
+    /// Append every click to the local write-ahead log (`<data_dir>/wal`, group commit)
+    /// before answering its 302, so that even SIGKILL loses nothing.
+    pub write_ahead: bool,
 }
 
 impl Default for Config {
@@ -149,6 +153,7 @@ impl Default for PipelineConfig {
             flush_max_bytes: 64 << 20,
             flush_period_ms: 1_000,
             spill_max_bytes: 8 << 30,
+            write_ahead: false,
         }
     }
 }
@@ -244,6 +249,19 @@ impl Config {
         }
         if let Some(v) = get(ENV_SPILL_MAX_BYTES) {
             self.pipeline.spill_max_bytes = parse(ENV_SPILL_MAX_BYTES, &v)?;
+        }
+        if let Some(v) = get(ENV_WRITE_AHEAD) {
+            self.pipeline.write_ahead = match v.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                other => {
+                    let message = format!("{other:?} is not a boolean");
+                    return Err(ConfigError::Env {
+                        name: ENV_WRITE_AHEAD,
+                        message,
+                    });
+                }
+            };
         }
         if let Some(v) = get(ENV_LINK_REFRESH_MS) {
             self.link_refresh_ms = parse(ENV_LINK_REFRESH_MS, &v)?;
@@ -341,6 +359,8 @@ mod tests {
             (&[(ENV_CLICKHOUSE_URL, "tcp://x")], false),
             (&[(ENV_FLUSH_MAX_ROWS, "0")], false),
             (&[(ENV_REDIS_PREFIX, "a{b")], false),
+            (&[(ENV_WRITE_AHEAD, "true")], true),
+            (&[(ENV_WRITE_AHEAD, "maybe")], false),
         ];
         for (env, ok) in cases {
             assert_eq!(with_env(env).is_ok(), *ok, "{env:?}");

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub spill_already_landed: Counter,
     pub spill_errors: Counter,
     pub spill_corrupt: Counter,
+    pub wal_group_size: Histogram,
+    pub wal_errors: Counter,
+    pub clicks_recovered: Counter,
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -114,6 +117,9 @@ pub fn init() -> &'static Metrics {
             spill_already_landed: metrics::counter!("sluice_spill_batches_total", "op" => "already_landed"),
             spill_errors: metrics::counter!("sluice_spill_errors_total"),
             spill_corrupt: metrics::counter!("sluice_spill_corrupt_records_total"),
+            wal_group_size: metrics::histogram!("sluice_wal_group_commit_rows"),
+            wal_errors: metrics::counter!("sluice_wal_errors_total"),
+            clicks_recovered: metrics::counter!("sluice_clicks_recovered_total"),
         }
     })
 }
@@ -176,6 +182,39 @@ fn describe() {
     describe_counter!(
         "sluice_link_refresh_errors_total",
         "Failed link table refreshes"
+    );
+    describe_counter!(
+        "sluice_clicks_spilled_total",
+        "Click rows written to the disk spill"
+    );
+    describe_counter!(
+        "sluice_clicks_replayed_total",
+        "Click rows replayed from the spill"
+    );
+    describe_gauge!(
+        "sluice_spill_bytes",
+        "Bytes in the disk spill not yet replayed"
+    );
+    describe_counter!(
+        "sluice_spill_batches_total",
+        "Spill operations on batches, by op"
+    );
+    describe_counter!("sluice_spill_errors_total", "Failed spill reads and writes");
+    describe_counter!(
+        "sluice_spill_corrupt_records_total",
+        "Torn or corrupt spill records skipped"
+    );
+    describe_histogram!(
+        "sluice_wal_group_commit_rows",
+        "Clicks made durable per write-ahead fsync"
+    );
+    describe_counter!(
+        "sluice_wal_errors_total",
+        "Clicks the write-ahead log failed to write"
+    );
+    describe_counter!(
+        "sluice_clicks_recovered_total",
+        "Clicks recovered from write-ahead segments"
     );
 }
 

@@ -63,6 +63,8 @@ pub struct Click {
     pub platform: Platform,
     /// A `HEAD` request: counted as a preview, never as a click.
     pub head: bool,
+    /// The write-ahead segment holding this click (0: not written ahead).
+    pub wal_segment: u64,
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! declares them. Encoding straight into the batch buffer keeps the flusher allocation-free
 //! and gives a batch as one byte blob that can be retried (or spilled) verbatim.
 
+use super::agent::Agent;
 use super::enrich::Enricher;
+use super::geo::Place;
 use super::Click;
 
 /// The column list sent with every insert; its order is the encoding order below.
@@ -17,35 +19,95 @@ pub struct Flags {
     pub is_preview: bool,
 }
 
-pub fn encode(buf: &mut Vec<u8>, click: &Click, batch_id: u64, enricher: &mut Enricher) -> Flags {
-    let link = &click.link.link;
-    let agent = enricher.agent(&click.user_agent);
-    let is_preview = click.head || agent.is_unfurler;
-    let is_bot = !is_preview && agent.is_bot;
+/// A click as a row holds it, before the user agent is classified: what the redirect saw
+/// with the IP already reduced to its hash and place. The write-ahead log stores exactly this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured<'a> {
+    pub id: [u8; 16],
+    pub ts_ms: u64,
+    pub tenant_id: &'a str,
+    pub link_id: &'a str,
+    pub campaign: &'a str,
+    pub source: &'a str,
+    pub medium: &'a str,
+    pub partner_click_id: &'a str,
+    pub subs: [&'a str; 5],
+    pub ip_hash: u64,
+    pub place: Place<'a>,
+    pub user_agent: &'a str,
+    pub platform: &'a str,
+    pub referrer: &'a str,
+    pub head: bool,
+}
 
-    put_u16(buf, (click.ts_ms / 86_400_000) as u16);
-    put_u64(buf, click.ts_ms);
-    buf.extend_from_slice(&click.id.0);
-    put_str(buf, &link.tenant_id);
-    put_str(buf, &link.id);
-    put_str(buf, &link.campaign);
-    put_str(buf, &link.source);
-    put_str(buf, &link.medium);
-    put_str(buf, &click.partner_click_id);
-    for sub in &click.subs {
+impl<'a> Captured<'a> {
+    pub fn of(click: &'a Click, ip_hash: u64, place: Place<'a>) -> Captured<'a> {
+        let link = &click.link.link;
+        Captured {
+            id: click.id.0,
+            ts_ms: click.ts_ms,
+            tenant_id: &link.tenant_id,
+            link_id: &link.id,
+            campaign: &link.campaign,
+            source: &link.source,
+            medium: &link.medium,
+            partner_click_id: &click.partner_click_id,
+            subs: [
+                &click.subs[0],
+                &click.subs[1],
+                &click.subs[2],
+                &click.subs[3],
+                &click.subs[4],
+            ],
+            ip_hash,
+            place,
+            user_agent: &click.user_agent,
+            platform: click.platform.as_str(),
+            referrer: &click.referrer,
+            head: click.head,
+        }
+    }
+}
+
+pub fn encode(buf: &mut Vec<u8>, click: &Click, batch_id: u64, enricher: &mut Enricher) -> Flags {
+    let agent = enricher.agent(&click.user_agent);
+    let captured = Captured::of(click, enricher.ip_hash(click.ip), enricher.place(click.ip));
+    encode_captured(buf, &captured, &agent, batch_id)
+}
+
+pub fn encode_captured(buf: &mut Vec<u8>, c: &Captured<'_>, agent: &Agent, batch_id: u64) -> Flags {
+    let is_preview = c.head || agent.is_unfurler;
+    let is_bot = !is_preview && agent.is_bot;
+    put_u16(buf, (c.ts_ms / crate::time::MS_PER_DAY) as u16);
+    put_u64(buf, c.ts_ms);
+    buf.extend_from_slice(&c.id);
+    for s in [
+        c.tenant_id,
+        c.link_id,
+        c.campaign,
+        c.source,
+        c.medium,
+        c.partner_click_id,
+    ] {
+        put_str(buf, s);
+    }
+    for sub in c.subs {
         put_str(buf, sub);
     }
-    put_u64(buf, enricher.ip_hash(click.ip));
-    let place = enricher.place(click.ip);
-    put_str(buf, place.country);
-    put_str(buf, place.region);
-    put_str(buf, place.city);
-    put_str(buf, &agent.browser);
-    put_str(buf, &agent.os);
-    put_str(buf, &agent.os_version);
+    put_u64(buf, c.ip_hash);
+    for s in [
+        c.place.country,
+        c.place.region,
+        c.place.city,
+        &agent.browser,
+        &agent.os,
+        &agent.os_version,
+    ] {
+        put_str(buf, s);
+    }
     put_str(buf, agent.device);
-    put_str(buf, click.platform.as_str());
-    put_str(buf, &click.referrer);
+    put_str(buf, c.platform);
+    put_str(buf, c.referrer);
     buf.push(is_bot as u8);
     buf.push(is_preview as u8);
     put_u64(buf, batch_id);

@@ -136,7 +136,14 @@ async fn dispatch(app: &App, req: Request<Incoming>, peer: SocketAddr) -> (Route
                     )
                 }
             };
-            let resp = redirect::redirect(app, code, req.uri().query(), req.headers(), peer, head);
+            let (resp, click) =
+                redirect::redirect(app, code, req.uri().query(), req.headers(), peer, head);
+            if let Some(mut click) = click {
+                if let Some(wal) = &app.wal {
+                    redirect::write_ahead(app, wal, &mut click).await;
+                }
+                redirect::enqueue(app, click);
+            }
             return (Route::Redirect, resp);
         }
     }

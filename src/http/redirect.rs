@@ -16,9 +16,12 @@ use percent_encoding::percent_decode_str;
 use super::client_ip::client_ip;
 use super::error::Body;
 use crate::app::App;
+use crate::click::geo::Place;
+use crate::click::row::Captured;
 use crate::click::{Click, ClickId, Platform};
 use crate::link::template::Values;
 use crate::link::LiveLink;
+use crate::pipeline::wal::{self, Wal};
 use crate::time;
 
 /// Longest value kept from a query parameter, user agent or referrer.
@@ -118,6 +121,7 @@ fn found(location: Vec<u8>) -> Response<Body> {
     }
 }
 
+/// The response and, for a live link, the click to record (the caller enqueues it).
 pub fn redirect(
     app: &App,
     code: &str,
@@ -125,13 +129,13 @@ pub fn redirect(
     headers: &HeaderMap,
     peer: SocketAddr,
     head: bool,
-) -> Response<Body> {
+) -> (Response<Body>, Option<Click>) {
     let Some(live) = app.links.get(code) else {
-        return static_response(StatusCode::NOT_FOUND, NOT_FOUND_BODY);
+        return (static_response(StatusCode::NOT_FOUND, NOT_FOUND_BODY), None);
     };
     let params = parse_query(query);
     if live.is_gone() {
-        return gone(&live, &params);
+        return (gone(&live, &params), None);
     }
     let ua = headers
         .get(USER_AGENT)
@@ -189,12 +193,34 @@ pub fn redirect(
         subs: params.subs,
         platform,
         head,
+        wal_segment: 0,
     };
+    (response, Some(click))
+}
+
+/// Pushes the click into the ring (never blocks; a full ring drops and counts it).
+pub fn enqueue(app: &App, click: Click) {
     match app.ring.push(click) {
         Ok(()) => app.metrics.clicks_enqueued.increment(1),
         Err(_) => app.metrics.clicks_dropped_ring_full.increment(1),
     }
-    response
+}
+
+/// Write-ahead mode: the click is on local disk (group commit) before its 302 goes out. A
+/// failed append is counted and the click still answered and recorded through the ring.
+pub async fn write_ahead(app: &App, wal: &Wal, click: &mut Click) {
+    let place = match &app.geo {
+        Some(geo) => geo.lookup(click.ip),
+        None => Place::default(),
+    };
+    let mut record = Vec::with_capacity(256);
+    wal::encode_record(
+        &Captured::of(click, app.ip_hasher.hash(click.ip), place),
+        &mut record,
+    );
+    if let Ok(segment) = wal.append(record).await {
+        click.wal_segment = segment;
+    }
 }
 
 /// Paused or deleted: the fallback URL when the link has one (no click recorded), else 410.

@@ -18,19 +18,24 @@ use tokio::sync::mpsc;
 use tracing::error;
 
 use super::inserter::{Inserter, SpillStatus};
+use super::wal::Wal;
 use super::Ring;
 use crate::click::enrich::Enricher;
 use crate::click::row;
 use crate::metrics::Metrics;
 use crate::time;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FlushConfig {
     pub max_rows: usize,
     pub max_bytes: usize,
     pub period: Duration,
     pub spill_dir: PathBuf,
     pub spill_max_bytes: u64,
+    /// The write-ahead log, when on: batches release its segments once durable.
+    pub wal: Option<Arc<Wal>>,
+    /// Write-ahead segments an earlier run left, to recover.
+    pub wal_leftovers: Vec<(u64, PathBuf)>,
 }
 
 /// A sealed batch: encoded rows ready to be sent (and re-sent) verbatim.
@@ -46,6 +51,8 @@ pub struct Batch {
     pub bots: u64,
     pub previews: u64,
     pub data: Bytes,
+    /// Clicks per write-ahead segment, to release segments once the batch is durable.
+    pub wal: Vec<(u64, u32)>,
 }
 
 pub const KIND_CLICKS: u8 = 1;
@@ -82,14 +89,7 @@ impl Flusher {
         let stop = Arc::new(AtomicBool::new(false));
         let deadline = Arc::new(OnceLock::new());
         let (tx, rx) = mpsc::channel(PENDING_BATCHES);
-        let inserter = Inserter::new(
-            ch,
-            cfg.spill_dir.clone(),
-            cfg.spill_max_bytes,
-            spill_status,
-            deadline.clone(),
-            metrics,
-        );
+        let inserter = Inserter::new(ch, &cfg, spill_status, deadline.clone(), metrics);
         let encoder = {
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -134,6 +134,7 @@ struct Building {
     month: u32,
     bots: u64,
     previews: u64,
+    wal: Vec<(u64, u32)>,
     first_row_at: Instant,
 }
 
@@ -148,6 +149,7 @@ impl Building {
             month: 0,
             bots: 0,
             previews: 0,
+            wal: Vec::new(),
             first_row_at: Instant::now(),
         }
     }
@@ -174,6 +176,7 @@ fn encode_loop(
             bots: done.bots,
             previews: done.previews,
             data: Bytes::from(done.buf),
+            wal: done.wal,
         };
         metrics.batches_pending.increment(1.0);
         if tx.blocking_send(batch).is_err() {
@@ -200,6 +203,12 @@ fn encode_loop(
             b.rows += 1;
             b.bots += flags.is_bot as u64;
             b.previews += flags.is_preview as u64;
+            if click.wal_segment != 0 {
+                match b.wal.last_mut() {
+                    Some((seq, n)) if *seq == click.wal_segment => *n += 1,
+                    _ => b.wal.push((click.wal_segment, 1)),
+                }
+            }
             if b.rows >= cfg.max_rows || b.buf.len() >= cfg.max_bytes {
                 seal(&mut b);
             }

@@ -19,9 +19,11 @@ use clickhouse::Client;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::flusher::{Batch, FlushReport};
+use super::flusher::{Batch, FlushConfig, FlushReport, KIND_CLICKS};
 use super::spill::{Spill, SpillError};
-use crate::click::row;
+use super::wal::{self, Wal};
+use crate::click::agent;
+use crate::click::row::{self, Captured};
 use crate::metrics::Metrics;
 use crate::time;
 
@@ -48,6 +50,9 @@ pub struct Inserter {
     spill_max: u64,
     spill: Option<Spill>,
     memory: VecDeque<(Batch, bool)>,
+    wal: Option<Arc<Wal>>,
+    /// Write-ahead segments of an earlier run, recovered once the spill is empty.
+    leftovers: VecDeque<(u64, PathBuf)>,
     status: Arc<SpillStatus>,
     deadline: Arc<OnceLock<Instant>>,
     metrics: &'static Metrics,
@@ -63,19 +68,22 @@ enum Step {
 impl Inserter {
     pub fn new(
         ch: Client,
-        spill_dir: PathBuf,
-        spill_max: u64,
+        cfg: &FlushConfig,
         status: Arc<SpillStatus>,
         deadline: Arc<OnceLock<Instant>>,
         metrics: &'static Metrics,
     ) -> Inserter {
-        status.max_bytes.store(spill_max, Ordering::Relaxed);
+        status
+            .max_bytes
+            .store(cfg.spill_max_bytes, Ordering::Relaxed);
         let mut inserter = Inserter {
             ch,
-            spill_dir,
-            spill_max,
+            spill_dir: cfg.spill_dir.clone(),
+            spill_max: cfg.spill_max_bytes,
             spill: None,
             memory: VecDeque::new(),
+            wal: cfg.wal.clone(),
+            leftovers: cfg.wal_leftovers.iter().cloned().collect(),
             status,
             deadline,
             metrics,
@@ -143,6 +151,9 @@ impl Inserter {
         while let Some((batch, attempted)) = self.memory.front() {
             match spill.append(batch, *attempted) {
                 Ok(()) => {
+                    if let Some(w) = &self.wal {
+                        w.mark_durable(&batch.wal);
+                    }
                     self.metrics.clicks_spilled.increment(batch.rows as u64);
                     self.metrics.spill_written.increment(1);
                     if self.status.failing.swap(false, Ordering::Relaxed) {
@@ -171,6 +182,19 @@ impl Inserter {
         let mut open = true;
         let mut backoff = BACKOFF_MIN;
         loop {
+            // Write-ahead segments of an earlier run go in once that run's spill is replayed,
+            // so a click in both is found in ClickHouse and not inserted twice.
+            if open && !self.backlog() && !self.leftovers.is_empty() {
+                match self.recover_one(&mut rx, &mut open).await {
+                    Step::Failed => {
+                        let sleep = tokio::time::sleep(backoff);
+                        self.with_intake(sleep, &mut rx, &mut open).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                    _ => backoff = BACKOFF_MIN,
+                }
+                continue;
+            }
             if !self.backlog() {
                 let next = if self.spill.is_some() {
                     rx.recv().await
@@ -284,6 +308,83 @@ impl Inserter {
         }
     }
 
+    /// Inserts the clicks of the oldest leftover write-ahead segment that ClickHouse does not
+    /// have (by click id), then deletes the segment.
+    async fn recover_one(&mut self, rx: &mut mpsc::Receiver<Batch>, open: &mut bool) -> Step {
+        let Some((seq, path)) = self.leftovers.front().cloned() else {
+            return Step::Idle;
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                error!(segment = seq, %error, "cannot read write-ahead segment; skipping it");
+                self.leftovers.pop_front();
+                return Step::Progress;
+            }
+        };
+        let clicks: Vec<_> = wal::records(&bytes).collect();
+        let present = match self
+            .with_intake(present_click_ids(self.ch.clone(), &clicks), rx, open)
+            .await
+        {
+            Ok(present) => present,
+            Err(error) => {
+                warn!(segment = seq, %error, "cannot check write-ahead clicks against clickhouse");
+                return Step::Failed;
+            }
+        };
+        let missing: Vec<_> = clicks.iter().filter(|c| !present.contains(&c.id)).collect();
+        let mut agents = std::collections::HashMap::new();
+        // One batch per month keeps each insert one atomic block.
+        let mut months: Vec<u32> = missing.iter().map(|c| time::month_of(c.ts_ms)).collect();
+        months.sort_unstable();
+        months.dedup();
+        for month in months {
+            let mut batch = Batch {
+                id: rand::random(),
+                kind: KIND_CLICKS,
+                rows: 0,
+                first_day: u16::MAX,
+                last_day: 0,
+                bots: 0,
+                previews: 0,
+                data: Bytes::new(),
+                wal: Vec::new(),
+            };
+            let mut data = Vec::new();
+            for c in missing.iter().filter(|c| time::month_of(c.ts_ms) == month) {
+                let agent = agents
+                    .entry(c.user_agent)
+                    .or_insert_with(|| agent::classify(c.user_agent));
+                let flags = row::encode_captured(&mut data, c, agent, batch.id);
+                let day = (c.ts_ms / time::MS_PER_DAY) as u16;
+                batch.first_day = batch.first_day.min(day);
+                batch.last_day = batch.last_day.max(day);
+                batch.rows += 1;
+                batch.bots += flags.is_bot as u64;
+                batch.previews += flags.is_preview as u64;
+            }
+            batch.data = Bytes::from(data);
+            if !self.deliver_with_intake(&batch, false, rx, open).await {
+                return Step::Failed;
+            }
+        }
+        if let Err(error) = std::fs::remove_file(&path) {
+            warn!(segment = seq, %error, "cannot delete recovered write-ahead segment");
+        }
+        self.leftovers.pop_front();
+        self.metrics
+            .clicks_recovered
+            .increment(missing.len() as u64);
+        info!(
+            segment = seq,
+            clicks = clicks.len(),
+            recovered = missing.len(),
+            "write-ahead segment recovered"
+        );
+        Step::Progress
+    }
+
     /// Inserts the batch unless it is already there; true when it is in ClickHouse.
     async fn deliver_with_intake(
         &mut self,
@@ -323,6 +424,9 @@ impl Inserter {
             .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(how) => {
+                if let Some(w) = &self.wal {
+                    w.mark_durable(&batch.wal);
+                }
                 self.metrics.flush_ok.increment(1);
                 self.metrics.clicks_flushed.increment(batch.rows as u64);
                 self.metrics.clicks_bot.increment(batch.bots);
@@ -394,6 +498,40 @@ impl BatchKey {
             kind: b.kind,
         }
     }
+}
+
+/// Which of these clicks ClickHouse already has.
+async fn present_click_ids(
+    ch: Client,
+    clicks: &[Captured<'_>],
+) -> Result<std::collections::HashSet<[u8; 16]>, clickhouse::error::Error> {
+    let mut present = std::collections::HashSet::new();
+    for chunk in clicks.chunks(5_000) {
+        let first = chunk.iter().map(|c| c.ts_ms).min().unwrap_or(0) / time::MS_PER_DAY;
+        let last = chunk.iter().map(|c| c.ts_ms).max().unwrap_or(0) / time::MS_PER_DAY;
+        // Hex digits only: safe to inline.
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|c| format!("unhex('{}')", hex::encode(c.id)))
+            .collect();
+        let sql = format!(
+            "SELECT hex(click_id) FROM clicks WHERE date >= toDate(?) AND date <= toDate(?) AND click_id IN ({})",
+            ids.join(",")
+        );
+        let found = ch
+            .query(&sql)
+            .bind(time::date_string(first as u16))
+            .bind(time::date_string(last as u16))
+            .fetch_all::<String>()
+            .await?;
+        for h in found {
+            let mut id = [0u8; 16];
+            if hex::decode_to_slice(h, &mut id).is_ok() {
+                present.insert(id);
+            }
+        }
+    }
+    Ok(present)
 }
 
 /// The table a batch kind goes to and its column list.

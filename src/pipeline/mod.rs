@@ -7,6 +7,7 @@ pub mod frame;
 pub mod inserter;
 pub mod ring;
 pub mod spill;
+pub mod wal;
 
 pub use flusher::{FlushConfig, Flusher};
 pub use inserter::SpillStatus;

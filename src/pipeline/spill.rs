@@ -82,6 +82,7 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Spilled, usize)>, DecodeError
         bots,
         previews,
         data,
+        wal: Vec::new(),
     };
     Ok(Some((Spilled { batch, attempted }, used)))
 }
@@ -393,6 +394,7 @@ mod tests {
             previews: 2,
             kind: 1,
             data: Bytes::copy_from_slice(data),
+            wal: Vec::new(),
         }
     }
 

@@ -213,6 +213,39 @@ pub async fn fire(
     answered
 }
 
+/// Every answered request (by its partner click id `p<i>`) among the clicks matching
+/// `filter` is stored exactly once, and nothing else matching it is stored twice.
+pub async fn assert_exactly_once(env: &TestEnv, answered: &[usize], filter: &str) {
+    let stored = env
+        .ch(&format!(
+            "SELECT partner_click_id FROM clicks WHERE {filter} FORMAT TSV"
+        ))
+        .await;
+    let mut ids: Vec<&str> = stored.lines().collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "a click was stored twice");
+    assert_eq!(
+        env.ch_u64(&format!(
+            "SELECT uniqExact(click_id) FROM clicks WHERE {filter}"
+        ))
+        .await,
+        total as u64
+    );
+    let set: std::collections::HashSet<&str> = ids.into_iter().collect();
+    let missing: Vec<_> = answered
+        .iter()
+        .filter(|i| !set.contains(format!("p{i}").as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered clicks missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
 /// An HTTP client that does not follow redirects (we assert on them).
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
