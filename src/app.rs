@@ -276,6 +276,9 @@ impl Server {
         info!(pending, "draining click pipeline");
         let timeout = Duration::from_millis(self.app.config.shutdown_timeout_ms);
         let report = self.flusher.shutdown(timeout).await;
+        if let Some(wal) = &self.app.wal {
+            wal.finish();
+        }
         info!(lost_rows = report.lost_rows, "shutdown complete");
         report
     }

@@ -126,6 +126,16 @@ impl Wal {
         done.await.unwrap_or(Err(()))
     }
 
+    /// At shutdown, after the pipeline drained and no request can append any more: closes
+    /// every segment so the fully durable ones are deleted now, not recovered at next start.
+    pub fn finish(&self) {
+        let mut ledger = self.ledger.lock();
+        for segment in ledger.segments.values_mut() {
+            segment.closed = true;
+        }
+        ledger.collect();
+    }
+
     /// Counts clicks of these segments as durable elsewhere.
     pub fn mark_durable(&self, counts: &[(u64, u32)]) {
         if counts.is_empty() {
