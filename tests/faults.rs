@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::proxy::{Mode, Proxy};
@@ -237,46 +236,15 @@ async fn sigterm_while_clickhouse_refuses_then_restart_replays() {
     tokio::task::spawn_blocking(|| stack("up")).await.unwrap();
     let env = TestEnv::new();
     let proxy = Proxy::start(clickhouse_addr()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let spawn = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("serve")
-            .envs(env.env())
-            .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SLUICE_CLICKHOUSE_URL", proxy.url())
-            .env("SLUICE_FLUSH_PERIOD_MS", "200")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let b = format!("http://127.0.0.1:{port}");
-    let wait_healthy = || async {
-        for _ in 0..200 {
-            if http().get(format!("{b}/healthz")).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("sluice did not start");
-    };
-    let mut child = spawn();
-    wait_healthy().await;
+    let port = free_port();
+    let settings = [
+        ("SLUICE_CLICKHOUSE_URL", proxy.url()),
+        ("SLUICE_FLUSH_PERIOD_MS", "200".to_string()),
+    ];
+    let node = Process::start(&env, port, &settings).await;
+    let b = node.base.clone();
     let t = env.tenant().await;
-    let code = unique("term");
-    let resp = http()
-        .post(format!("{b}/v1/links"))
-        .bearer_auth(&t.secret_key)
-        .json(&json!({"id": code, "destination": "https://x.example/"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+    let code = node.link(&t.secret_key).await;
 
     let url = format!("{b}/{code}");
     let load = tokio::spawn(async move { fire(&url, 20_000, 16, Some(2_000)).await });
@@ -284,15 +252,7 @@ async fn sigterm_while_clickhouse_refuses_then_restart_replays() {
     proxy.set(Mode::Refuse);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let signalled = Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .expect("exits in bounded time")
-        .unwrap();
+    let status = node.signal("TERM").await;
     assert!(
         status.success(),
         "clean exit while ClickHouse refuses: {status}"
@@ -308,8 +268,7 @@ async fn sigterm_while_clickhouse_refuses_then_restart_replays() {
 
     // Restart with ClickHouse back: the spill from the first run is replayed first.
     proxy.set(Mode::Pass);
-    let mut child = spawn();
-    wait_healthy().await;
+    let node = Process::start(&env, port, &settings).await;
     let stored = env
         .wait_for(
             "SELECT count() FROM clicks",
@@ -326,11 +285,6 @@ async fn sigterm_while_clickhouse_refuses_then_restart_replays() {
         "{body}"
     );
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert!(child.wait().await.unwrap().success());
+    assert!(node.signal("TERM").await.success());
     env.cleanup().await;
 }

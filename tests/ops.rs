@@ -104,19 +104,30 @@ async fn oversized_and_slow_requests_are_cut_off() {
     let c = http();
 
     // Header section over 16 KiB, or more than 64 headers: 431, and the server stays up.
-    let resp = c.get(format!("{b}/healthz")).header("x-big", "a".repeat(20_000)).send().await.unwrap();
+    let resp = c
+        .get(format!("{b}/healthz"))
+        .header("x-big", "a".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 431);
     let mut req = c.get(format!("{b}/healthz"));
     for i in 0..80 {
         req = req.header(format!("x-h{i}"), "v");
     }
     assert_eq!(req.send().await.unwrap().status(), 431);
-    let resp = c.get(format!("{b}/{}", "a".repeat(20_000))).send().await.unwrap();
+    let resp = c
+        .get(format!("{b}/{}", "a".repeat(20_000)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 431);
 
     // Slowloris: headers never finished; the connection is closed after the header timeout.
     let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let mut buf = [0u8; 256];
     let closed = tokio::time::timeout(Duration::from_secs(20), async {
@@ -129,8 +140,15 @@ async fn oversized_and_slow_requests_are_cut_off() {
     })
     .await;
     assert!(closed.is_ok(), "slow connection still open after 20 s");
-    assert!(started.elapsed() >= Duration::from_secs(9), "closed too early: {:?}", started.elapsed());
-    assert_eq!(c.get(format!("{b}/healthz")).send().await.unwrap().status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        c.get(format!("{b}/healthz")).send().await.unwrap().status(),
+        200
+    );
 
     server.shutdown().await;
     env.cleanup().await;

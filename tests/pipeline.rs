@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,40 +136,16 @@ async fn exact_count_under_load() {
 async fn sigterm_after_a_burst_loses_nothing() {
     const N: usize = 5_000;
     let env = TestEnv::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // A long flush period: the burst is still in the ring when SIGTERM arrives.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("serve")
-        .envs(env.env())
-        .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SLUICE_FLUSH_PERIOD_MS", "600000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if http().get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let node = Process::start(
+        &env,
+        free_port(),
+        &[("SLUICE_FLUSH_PERIOD_MS", "600000".into())],
+    )
+    .await;
     let t = env.tenant().await;
-    let code = unique("burst");
-    let resp = http()
-        .post(format!("{base}/v1/links"))
-        .bearer_auth(&t.secret_key)
-        .json(&json!({"id": code, "destination": "https://x.example/"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+    let code = node.link(&t.secret_key).await;
+    let base = node.base.clone();
 
     let answered = fire(format!("{base}/{code}"), N, 32).await;
     assert_eq!(answered, N);
@@ -180,12 +155,7 @@ async fn sigterm_after_a_burst_loses_nothing() {
         "nothing flushed before the signal"
     );
 
-    let pid = child.id().unwrap() as i32;
-    assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("exits")
-        .unwrap();
+    let status = node.signal("TERM").await;
     assert!(status.success(), "clean exit: {status}");
     assert_eq!(env.ch_u64("SELECT count() FROM clicks").await, N as u64);
     assert_eq!(
@@ -193,9 +163,4 @@ async fn sigterm_after_a_burst_loses_nothing() {
         N as u64
     );
     env.cleanup().await;
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }

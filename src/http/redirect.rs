@@ -20,7 +20,7 @@ use crate::click::geo::Place;
 use crate::click::row::Captured;
 use crate::click::{Click, ClickId, Platform};
 use crate::link::template::Values;
-use crate::link::LiveLink;
+use crate::link::{Link, LiveLink};
 use crate::pipeline::wal::{self, Wal};
 use crate::time;
 
@@ -40,6 +40,23 @@ const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub struct ClickParams {
     pub partner_click_id: Box<str>,
     pub subs: [Box<str>; 5],
+}
+
+impl ClickParams {
+    /// The macro values of a click on `link` carrying these parameters.
+    fn values<'a>(&'a self, link: &'a Link, click_id: &'a str, country: &'a str) -> Values<'a> {
+        let s = &self.subs;
+        Values {
+            click_id,
+            partner_click_id: &self.partner_click_id,
+            link_id: &link.id,
+            campaign: &link.campaign,
+            source: &link.source,
+            medium: &link.medium,
+            subs: [&s[0], &s[1], &s[2], &s[3], &s[4]],
+            country,
+        }
+    }
 }
 
 pub fn parse_query(query: Option<&str>) -> ClickParams {
@@ -163,22 +180,11 @@ pub fn redirect(
     let link = &live.link;
     let mut location = Vec::with_capacity(link.destination.len() + 64);
     template.expand(
-        &Values {
-            click_id: std::str::from_utf8(&click_id).expect("hex is ascii"),
-            partner_click_id: &params.partner_click_id,
-            link_id: &link.id,
-            campaign: &link.campaign,
-            source: &link.source,
-            medium: &link.medium,
-            subs: [
-                &params.subs[0],
-                &params.subs[1],
-                &params.subs[2],
-                &params.subs[3],
-                &params.subs[4],
-            ],
+        &params.values(
+            link,
+            std::str::from_utf8(&click_id).expect("hex is ascii"),
             country,
-        },
+        ),
         &mut location,
     );
     let response = found(location);
@@ -228,27 +234,8 @@ fn gone(live: &Arc<LiveLink>, params: &ClickParams) -> Response<Body> {
     let Some(fallback) = &live.fallback else {
         return static_response(StatusCode::GONE, GONE_BODY);
     };
-    let link = &live.link;
     let mut location = Vec::with_capacity(128);
-    fallback.expand(
-        &Values {
-            click_id: "",
-            partner_click_id: &params.partner_click_id,
-            link_id: &link.id,
-            campaign: &link.campaign,
-            source: &link.source,
-            medium: &link.medium,
-            subs: [
-                &params.subs[0],
-                &params.subs[1],
-                &params.subs[2],
-                &params.subs[3],
-                &params.subs[4],
-            ],
-            country: "",
-        },
-        &mut location,
-    );
+    fallback.expand(&params.values(&live.link, "", ""), &mut location);
     found(location)
 }
 

@@ -213,6 +213,71 @@ pub async fn fire(
     answered
 }
 
+/// A `sluice serve` process with this test's settings (plus `extra`), listening on `port`.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Process {
+    pub async fn start(env: &TestEnv, port: u16, extra: &[(&str, String)]) -> Process {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .envs(env.env())
+            .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if http().get(format!("{base}/healthz")).send().await.is_ok() {
+                return Process { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("sluice did not start");
+    }
+
+    /// Sends a signal (`TERM`, `KILL`) and waits for the exit.
+    pub async fn signal(mut self, signal: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("exits in bounded time")
+            .unwrap()
+    }
+
+    /// Creates a link to `https://x.example/` and returns its code.
+    pub async fn link(&self, key: &str) -> String {
+        let code = unique("l");
+        let resp = http()
+            .post(format!("{}/v1/links", self.base))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"id": code, "destination": "https://x.example/"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        code
+    }
+}
+
 /// Every answered request (by its partner click id `p<i>`) among the clicks matching
 /// `filter` is stored exactly once, and nothing else matching it is stored twice.
 pub async fn assert_exactly_once(env: &TestEnv, answered: &[usize], filter: &str) {
