@@ -534,11 +534,11 @@ async fn present_click_ids(
     Ok(present)
 }
 
-/// The table a batch kind goes to and its column list.
+/// The table a batch kind goes to and its column list (installs, events and conversions
+/// join clicks here as they are batched).
 fn table(kind: u8) -> (&'static str, &'static str) {
-    match kind {
-        _ => ("clicks", row::COLUMNS),
-    }
+    debug_assert_eq!(kind, KIND_CLICKS, "unknown batch kind");
+    ("clicks", row::COLUMNS)
 }
 
 async fn insert(ch: &Client, kind: u8, data: Bytes) -> Result<(), clickhouse::error::Error> {
