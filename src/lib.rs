@@ -1,6 +1,7 @@
 //! Sluice: a tracking-link redirector and attribution appliance. See ARCHITECTURE.md.
 
 pub mod app;
+pub mod attribution;
 pub mod click;
 pub mod config;
 pub mod http;
