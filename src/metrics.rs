@@ -11,15 +11,17 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub enum Route {
     Redirect,
     Links,
+    Attribution,
     Metrics,
     Health,
     Ready,
     Other,
 }
 
-const ROUTES: [(Route, &str); 6] = [
+const ROUTES: [(Route, &str); 7] = [
     (Route::Redirect, "redirect"),
     (Route::Links, "links"),
+    (Route::Attribution, "attribution"),
     (Route::Metrics, "metrics"),
     (Route::Health, "healthz"),
     (Route::Ready, "readyz"),
@@ -34,7 +36,7 @@ pub struct RouteMetrics {
 }
 
 pub struct Metrics {
-    routes: [RouteMetrics; 6],
+    routes: [RouteMetrics; 7],
     pub ring_depth: Gauge,
     pub ring_capacity: Gauge,
     pub clicks_enqueued: Counter,
@@ -220,7 +222,10 @@ fn describe() {
 
 impl Metrics {
     pub fn record_request(&self, route: Route, status: u16, seconds: f64) {
-        let r = &self.routes[ROUTES.iter().position(|(x, _)| *x == route).unwrap_or(5)];
+        let r = &self.routes[ROUTES
+            .iter()
+            .position(|(x, _)| *x == route)
+            .unwrap_or(ROUTES.len() - 1)];
         let class = (status / 100).clamp(1, 5) as usize - 1;
         r.by_class[class].increment(1);
         r.latency.record(seconds);

@@ -15,24 +15,63 @@ pub struct AttributionConfig {
 
 impl Default for AttributionConfig {
     fn default() -> Self {
-        AttributionConfig { click_lookback_days: 7, fingerprint_window_minutes: 120, fingerprint_enabled: true }
+        AttributionConfig {
+            click_lookback_days: 7,
+            fingerprint_window_minutes: 120,
+            fingerprint_enabled: true,
+        }
     }
 }
 
 /// A PATCH body: only the fields given change; unknown fields are refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct ConfigPatch {
     pub click_lookback_days: Option<u32>,
     pub fingerprint_window_minutes: Option<u32>,
     pub fingerprint_enabled: Option<bool>,
 }
 
-/// The field that is out of range and why.
+/// The field that is unknown, mistyped or out of range, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub field: &'static str,
+    pub field: String,
     pub message: String,
+}
+
+fn error(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+impl ConfigPatch {
+    /// Reads a JSON object, naming the field that is unknown or of the wrong type.
+    pub fn from_json(value: &serde_json::Value) -> Result<ConfigPatch, ConfigError> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| error("", "body must be a JSON object"))?;
+        let mut patch = ConfigPatch::default();
+        for (key, v) in object {
+            let integer = || {
+                v.as_i64()
+                    .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32)
+                    .ok_or_else(|| error(key, "must be an integer"))
+            };
+            match key.as_str() {
+                "click_lookback_days" => patch.click_lookback_days = Some(integer()?),
+                "fingerprint_window_minutes" => patch.fingerprint_window_minutes = Some(integer()?),
+                "fingerprint_enabled" => {
+                    patch.fingerprint_enabled = Some(
+                        v.as_bool()
+                            .ok_or_else(|| error(key, "must be true or false"))?,
+                    )
+                }
+                _ => return Err(error(key, "is not a setting")),
+            }
+        }
+        Ok(patch)
+    }
 }
 
 impl AttributionConfig {
@@ -45,23 +84,37 @@ impl AttributionConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let range = |field: &'static str, v: u32, lo: u32, hi: u32| {
+        let range = |field: &str, v: u32, lo: u32, hi: u32| {
             if (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(ConfigError { field, message: format!("must be between {lo} and {hi}, got {v}") })
+                Err(error(
+                    field,
+                    format!("must be between {lo} and {hi}, got {v}"),
+                ))
             }
         };
         range("click_lookback_days", self.click_lookback_days, 1, 30)?;
-        range("fingerprint_window_minutes", self.fingerprint_window_minutes, 1, 1440)
+        range(
+            "fingerprint_window_minutes",
+            self.fingerprint_window_minutes,
+            1,
+            1440,
+        )
     }
 
     /// The config with `patch` applied, if the result is valid.
     pub fn patched(&self, patch: &ConfigPatch) -> Result<AttributionConfig, ConfigError> {
         let next = AttributionConfig {
-            click_lookback_days: patch.click_lookback_days.unwrap_or(self.click_lookback_days),
-            fingerprint_window_minutes: patch.fingerprint_window_minutes.unwrap_or(self.fingerprint_window_minutes),
-            fingerprint_enabled: patch.fingerprint_enabled.unwrap_or(self.fingerprint_enabled),
+            click_lookback_days: patch
+                .click_lookback_days
+                .unwrap_or(self.click_lookback_days),
+            fingerprint_window_minutes: patch
+                .fingerprint_window_minutes
+                .unwrap_or(self.fingerprint_window_minutes),
+            fingerprint_enabled: patch
+                .fingerprint_enabled
+                .unwrap_or(self.fingerprint_enabled),
         };
         next.validate()?;
         Ok(next)
@@ -82,20 +135,44 @@ mod tests {
             (r#"{"click_lookback_days": 30}"#, Ok((30, 120, true))),
             (r#"{"click_lookback_days": 0}"#, Err("click_lookback_days")),
             (r#"{"click_lookback_days": 31}"#, Err("click_lookback_days")),
-            (r#"{"fingerprint_window_minutes": 1440, "fingerprint_enabled": false}"#, Ok((7, 1440, false))),
-            (r#"{"fingerprint_window_minutes": 1441}"#, Err("fingerprint_window_minutes")),
-            (r#"{"fingerprint_window_minutes": 0}"#, Err("fingerprint_window_minutes")),
+            (
+                r#"{"fingerprint_window_minutes": 1440, "fingerprint_enabled": false}"#,
+                Ok((7, 1440, false)),
+            ),
+            (
+                r#"{"fingerprint_window_minutes": 1441}"#,
+                Err("fingerprint_window_minutes"),
+            ),
+            (
+                r#"{"fingerprint_window_minutes": 0}"#,
+                Err("fingerprint_window_minutes"),
+            ),
+            (r#"{"click_lookback_days": -1}"#, Err("click_lookback_days")),
+            (
+                r#"{"click_lookback_days": "7"}"#,
+                Err("click_lookback_days"),
+            ),
+            (
+                r#"{"click_lookback_days": 2.5}"#,
+                Err("click_lookback_days"),
+            ),
+            (r#"{"fingerprint_enabled": 1}"#, Err("fingerprint_enabled")),
+            (r#"{"lookback": 3}"#, Err("lookback")),
+            ("[]", Err("")),
         ];
         for (json, want) in cases {
-            let patch: ConfigPatch = serde_json::from_str(json).unwrap();
-            let got = base
-                .patched(&patch)
-                .map(|c| (c.click_lookback_days, c.fingerprint_window_minutes, c.fingerprint_enabled))
+            let got = ConfigPatch::from_json(&serde_json::from_str(json).unwrap())
+                .and_then(|patch| base.patched(&patch))
+                .map(|c| {
+                    (
+                        c.click_lookback_days,
+                        c.fingerprint_window_minutes,
+                        c.fingerprint_enabled,
+                    )
+                })
                 .map_err(|e| e.field);
-            assert_eq!(got, *want, "{json}");
+            assert_eq!(got, want.map_err(String::from), "{json}");
         }
-        assert!(serde_json::from_str::<ConfigPatch>(r#"{"lookback": 3}"#).is_err(), "unknown fields refused");
-        assert!(serde_json::from_str::<ConfigPatch>(r#"{"click_lookback_days": -1}"#).is_err());
         assert_eq!(AttributionConfig::default().window_ms(), 7_200_000);
     }
 }

@@ -50,7 +50,11 @@ pub struct SelfReported<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution<C> {
-    Click { how: MatchType, click: C, ctit_seconds: u64 },
+    Click {
+        how: MatchType,
+        click: C,
+        ctit_seconds: u64,
+    },
     Metadata,
     Organic,
 }
@@ -77,7 +81,11 @@ pub enum Rejection {
 }
 
 /// Whether `candidate` may explain an install at `install_ms` under `config`.
-pub fn admissible<C>(candidate: &Candidate<C>, install_ms: u64, config: &AttributionConfig) -> Result<u64, Rejection> {
+pub fn admissible<C>(
+    candidate: &Candidate<C>,
+    install_ms: u64,
+    config: &AttributionConfig,
+) -> Result<u64, Rejection> {
     if install_ms < candidate.click_ts_ms {
         return Err(Rejection::BeforeClick);
     }
@@ -85,7 +93,9 @@ pub fn admissible<C>(candidate: &Candidate<C>, install_ms: u64, config: &Attribu
     if age_ms > config.lookback_ms() {
         return Err(Rejection::OutsideLookback);
     }
-    if candidate.how == MatchType::Fingerprint && (!config.fingerprint_enabled || age_ms > config.window_ms()) {
+    if candidate.how == MatchType::Fingerprint
+        && (!config.fingerprint_enabled || age_ms > config.window_ms())
+    {
         return Err(Rejection::OutsideWindow);
     }
     Ok(age_ms / 1000)
@@ -100,10 +110,18 @@ pub fn resolve<C: Clone>(
     reported: &SelfReported<'_>,
     config: &AttributionConfig,
 ) -> Resolution<C> {
-    for how in [MatchType::ClickId, MatchType::Referrer, MatchType::Fingerprint] {
+    for how in [
+        MatchType::ClickId,
+        MatchType::Referrer,
+        MatchType::Fingerprint,
+    ] {
         for candidate in candidates.iter().filter(|c| c.how == how) {
             if let Ok(ctit_seconds) = admissible(candidate, install_ms, config) {
-                return Resolution::Click { how, click: candidate.click.clone(), ctit_seconds };
+                return Resolution::Click {
+                    how,
+                    click: candidate.click.clone(),
+                    ctit_seconds,
+                };
             }
         }
     }
@@ -123,7 +141,11 @@ mod tests {
     const DAY: u64 = 86_400_000;
 
     fn c(how: MatchType, click_ts_ms: u64, id: &'static str) -> Candidate<&'static str> {
-        Candidate { how, click_ts_ms, click: id }
+        Candidate {
+            how,
+            click_ts_ms,
+            click: id,
+        }
     }
 
     #[test]
@@ -131,28 +153,104 @@ mod tests {
         use MatchType::*;
         let config = AttributionConfig::default(); // 7 d lookback, 120 min window, fingerprint on
         let none = SelfReported::default();
-        let meta = SelfReported { source: Some("newsletter"), ..Default::default() };
-        let blank = SelfReported { campaign: Some("  "), ..Default::default() };
+        let meta = SelfReported {
+            source: Some("newsletter"),
+            ..Default::default()
+        };
+        let blank = SelfReported {
+            campaign: Some("  "),
+            ..Default::default()
+        };
         let t = 100 * DAY; // install time
-        // (candidates, reported, expected match, expected click, expected ctit)
-        let cases: Vec<(Vec<Candidate<&str>>, &SelfReported, MatchType, Option<&str>, Option<u64>)> = vec![
+                           // (candidates, reported, expected match, expected click, expected ctit)
+        let cases: Vec<(
+            Vec<Candidate<&str>>,
+            &SelfReported,
+            MatchType,
+            Option<&str>,
+            Option<u64>,
+        )> = vec![
             (vec![], &none, Organic, None, None),
             (vec![], &meta, Metadata, None, None),
             (vec![], &blank, Organic, None, None),
-            (vec![c(ClickId, t - 90_000, "a")], &meta, ClickId, Some("a"), Some(90)),
+            (
+                vec![c(ClickId, t - 90_000, "a")],
+                &meta,
+                ClickId,
+                Some("a"),
+                Some(90),
+            ),
             // Order of preference, whatever the input order.
-            (vec![c(Fingerprint, t - MIN, "f"), c(Referrer, t - MIN, "r"), c(ClickId, t - MIN, "k")], &none, ClickId, Some("k"), Some(60)),
-            (vec![c(Fingerprint, t - MIN, "f"), c(Referrer, t - 2 * MIN, "r")], &none, Referrer, Some("r"), Some(120)),
-            (vec![c(Fingerprint, t - 5 * MIN, "f")], &meta, Fingerprint, Some("f"), Some(300)),
+            (
+                vec![
+                    c(Fingerprint, t - MIN, "f"),
+                    c(Referrer, t - MIN, "r"),
+                    c(ClickId, t - MIN, "k"),
+                ],
+                &none,
+                ClickId,
+                Some("k"),
+                Some(60),
+            ),
+            (
+                vec![c(Fingerprint, t - MIN, "f"), c(Referrer, t - 2 * MIN, "r")],
+                &none,
+                Referrer,
+                Some("r"),
+                Some(120),
+            ),
+            (
+                vec![c(Fingerprint, t - 5 * MIN, "f")],
+                &meta,
+                Fingerprint,
+                Some("f"),
+                Some(300),
+            ),
             // Window edges for fingerprints: exactly 120 min matches, one ms more does not.
-            (vec![c(Fingerprint, t - 120 * MIN, "f")], &none, Fingerprint, Some("f"), Some(7200)),
-            (vec![c(Fingerprint, t - 120 * MIN - 1, "f")], &none, Organic, None, None),
-            (vec![c(Fingerprint, t - 120 * MIN - 1, "f")], &meta, Metadata, None, None),
+            (
+                vec![c(Fingerprint, t - 120 * MIN, "f")],
+                &none,
+                Fingerprint,
+                Some("f"),
+                Some(7200),
+            ),
+            (
+                vec![c(Fingerprint, t - 120 * MIN - 1, "f")],
+                &none,
+                Organic,
+                None,
+                None,
+            ),
+            (
+                vec![c(Fingerprint, t - 120 * MIN - 1, "f")],
+                &meta,
+                Metadata,
+                None,
+                None,
+            ),
             // Lookback edges for click ids: exactly 7 d matches, one ms more does not.
-            (vec![c(ClickId, t - 7 * DAY, "k")], &none, ClickId, Some("k"), Some(7 * 86_400)),
-            (vec![c(ClickId, t - 7 * DAY - 1, "k")], &none, Organic, None, None),
+            (
+                vec![c(ClickId, t - 7 * DAY, "k")],
+                &none,
+                ClickId,
+                Some("k"),
+                Some(7 * 86_400),
+            ),
+            (
+                vec![c(ClickId, t - 7 * DAY - 1, "k")],
+                &none,
+                Organic,
+                None,
+                None,
+            ),
             // A stale click id falls through to a fresh fingerprint.
-            (vec![c(ClickId, t - 8 * DAY, "k"), c(Fingerprint, t - MIN, "f")], &none, Fingerprint, Some("f"), Some(60)),
+            (
+                vec![c(ClickId, t - 8 * DAY, "k"), c(Fingerprint, t - MIN, "f")],
+                &none,
+                Fingerprint,
+                Some("f"),
+                Some(60),
+            ),
             // An install dated before its click never matches it.
             (vec![c(ClickId, t + 1, "k")], &none, Organic, None, None),
             (vec![c(ClickId, t, "k")], &none, ClickId, Some("k"), Some(0)),
@@ -161,8 +259,16 @@ mod tests {
             let got = resolve(&candidates, t, reported, &config);
             assert_eq!(got.match_type(), want, "case {i}");
             match got {
-                Resolution::Click { click: got_click, ctit_seconds, .. } => {
-                    assert_eq!((Some(got_click), Some(ctit_seconds)), (click, ctit), "case {i}")
+                Resolution::Click {
+                    click: got_click,
+                    ctit_seconds,
+                    ..
+                } => {
+                    assert_eq!(
+                        (Some(got_click), Some(ctit_seconds)),
+                        (click, ctit),
+                        "case {i}"
+                    )
                 }
                 _ => assert_eq!((None, None), (click, ctit), "case {i}"),
             }
@@ -172,19 +278,54 @@ mod tests {
     #[test]
     fn tenant_settings_apply() {
         let t = 100 * DAY;
-        let short = AttributionConfig { click_lookback_days: 1, fingerprint_window_minutes: 5, fingerprint_enabled: true };
-        let off = AttributionConfig { fingerprint_enabled: false, ..AttributionConfig::default() };
+        let short = AttributionConfig {
+            click_lookback_days: 1,
+            fingerprint_window_minutes: 5,
+            fingerprint_enabled: true,
+        };
+        let off = AttributionConfig {
+            fingerprint_enabled: false,
+            ..AttributionConfig::default()
+        };
         let none = SelfReported::default();
         let cases = [
-            (&short, c(MatchType::Fingerprint, t - 5 * MIN, "f"), MatchType::Fingerprint),
-            (&short, c(MatchType::Fingerprint, t - 6 * MIN, "f"), MatchType::Organic),
-            (&short, c(MatchType::ClickId, t - DAY, "k"), MatchType::ClickId),
-            (&short, c(MatchType::ClickId, t - 2 * DAY, "k"), MatchType::Organic),
-            (&off, c(MatchType::Fingerprint, t - MIN, "f"), MatchType::Organic),
-            (&off, c(MatchType::Referrer, t - MIN, "r"), MatchType::Referrer),
+            (
+                &short,
+                c(MatchType::Fingerprint, t - 5 * MIN, "f"),
+                MatchType::Fingerprint,
+            ),
+            (
+                &short,
+                c(MatchType::Fingerprint, t - 6 * MIN, "f"),
+                MatchType::Organic,
+            ),
+            (
+                &short,
+                c(MatchType::ClickId, t - DAY, "k"),
+                MatchType::ClickId,
+            ),
+            (
+                &short,
+                c(MatchType::ClickId, t - 2 * DAY, "k"),
+                MatchType::Organic,
+            ),
+            (
+                &off,
+                c(MatchType::Fingerprint, t - MIN, "f"),
+                MatchType::Organic,
+            ),
+            (
+                &off,
+                c(MatchType::Referrer, t - MIN, "r"),
+                MatchType::Referrer,
+            ),
         ];
         for (config, candidate, want) in cases {
-            assert_eq!(resolve(&[candidate.clone()], t, &none, config).match_type(), want, "{candidate:?}");
+            assert_eq!(
+                resolve(&[candidate.clone()], t, &none, config).match_type(),
+                want,
+                "{candidate:?}"
+            );
         }
     }
 }

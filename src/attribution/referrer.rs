@@ -74,7 +74,10 @@ mod tests {
     fn referrer_table() {
         let id = ClickId::parse(ID);
         let cases: Vec<(String, Result<Option<ClickId>, ReferrerError>)> = vec![
-            (format!("utm_source=fb&utm_medium=cpc&click_id={ID}"), Ok(id)),
+            (
+                format!("utm_source=fb&utm_medium=cpc&click_id={ID}"),
+                Ok(id),
+            ),
             (format!("click_id={ID}"), Ok(id)),
             (format!("sluice_click_id={ID}&utm_source=x"), Ok(id)),
             // The whole referrer encoded once more.

@@ -151,6 +151,14 @@ async fn dispatch(app: &App, req: Request<Incoming>, peer: SocketAddr) -> (Route
         "/metrics" => (Route::Metrics, ops::metrics(app)),
         "/healthz" => (Route::Health, ops::healthz()),
         "/readyz" => (Route::Ready, ops::readyz(app).await),
+        "/v1/attribution/config" => {
+            let (parts, body) = req.into_parts();
+            let resp = api::attribution::config(app, &parts.method, &parts.headers, body).await;
+            (
+                Route::Attribution,
+                resp.unwrap_or_else(ApiError::into_response),
+            )
+        }
         _ if path == "/v1/links" || path.starts_with("/v1/links/") => {
             let id = path.strip_prefix("/v1/links/").map(str::to_string);
             if id

@@ -9,6 +9,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::attribution::AttributionConfig;
 use crate::link::Link;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,9 @@ impl Redis {
     fn tenant_key(&self, tenant: &str) -> String {
         format!("{}:{{t:{tenant}}}:tenant", self.prefix)
     }
+    fn config_key(&self, tenant: &str) -> String {
+        format!("{}:{{t:{tenant}}}:config", self.prefix)
+    }
     fn api_key_key(&self, hash: &str) -> String {
         format!("{}:key:{hash}", self.prefix)
     }
@@ -151,6 +155,27 @@ impl Redis {
             serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key: rkey, source })
         })
         .transpose()
+    }
+
+    /// The tenant's attribution settings (defaults until first changed).
+    pub async fn attribution_config(&self, tenant: &str) -> Result<AttributionConfig, RedisError> {
+        let mut c = self.conn.clone();
+        let key = self.config_key(tenant);
+        let raw: Option<String> = c.get(&key).await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key, source }))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    pub async fn put_attribution_config(
+        &self,
+        tenant: &str,
+        config: &AttributionConfig,
+    ) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        let json = serde_json::to_string(config).expect("serializable");
+        let _: () = c.set(self.config_key(tenant), json).await?;
+        Ok(())
     }
 
     /// Claims `link.id` globally. Returns false when the code is taken (by anyone, ever:

@@ -1,5 +1,6 @@
 //! JSON API handlers (`/v1/…`).
 
+pub mod attribution;
 pub mod links;
 
 use bytes::Bytes;
