@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::attribution::AttributionConfig;
+use crate::click::ClickId;
 use crate::link::Link;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +48,36 @@ pub struct NewTenant {
 pub struct Redis {
     conn: ConnectionManager,
     prefix: String,
+    flip: redis::Script,
 }
+
+/// How a flip resolved (see `redis/flip.lua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flip {
+    /// A retry: the answer the install got the first time (`None` when it matched nothing).
+    Remembered(Option<(String, ClickId)>),
+    /// This install won the click, found as `how` (click_id, referrer or fingerprint).
+    Claimed(String, ClickId),
+    /// No claimable click.
+    Nothing,
+}
+
+/// What a flip is asked.
+pub struct FlipRequest<'a> {
+    pub tenant: &'a str,
+    pub install_id: &'a str,
+    /// Explicit candidates in preference order: (click_id | referrer, click id).
+    pub explicit: &'a [(&'static str, ClickId)],
+    /// (platform, ip hash) of the installing device.
+    pub fingerprint: (&'a str, u64),
+    pub now_ms: u64,
+    /// 0 when fingerprinting is off.
+    pub window_ms: u64,
+    pub lookback_ms: u64,
+}
+
+/// How long a retried install gets the same answer.
+const ANSWER_TTL_MS: u64 = 30 * 86_400_000;
 
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -70,9 +100,11 @@ impl Redis {
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)));
         let conn = ConnectionManager::new_with_config(client, config).await?;
+        let flip = redis::Script::new(include_str!("../../redis/flip.lua"));
         Ok(Redis {
             conn,
             prefix: prefix.to_string(),
+            flip,
         })
     }
 
@@ -90,6 +122,12 @@ impl Redis {
     }
     fn config_key(&self, tenant: &str) -> String {
         format!("{}:{{t:{tenant}}}:config", self.prefix)
+    }
+    fn tenant_tag(&self, tenant: &str) -> String {
+        format!("{}:{{t:{tenant}}}", self.prefix)
+    }
+    pub fn fingerprint_key(&self, tenant: &str, platform: &str, ip_hash: u64) -> String {
+        format!("{}:fp:{platform}:{ip_hash}", self.tenant_tag(tenant))
     }
     fn api_key_key(&self, hash: &str) -> String {
         format!("{}:key:{hash}", self.prefix)
@@ -176,6 +214,63 @@ impl Redis {
         let json = serde_json::to_string(config).expect("serializable");
         let _: () = c.set(self.config_key(tenant), json).await?;
         Ok(())
+    }
+
+    /// Records a mobile click under its fingerprint for `window_ms` (the fingerprint writer
+    /// pipelines many of these).
+    pub fn add_fingerprint(
+        pipe: &mut redis::Pipeline,
+        key: &str,
+        click: ClickId,
+        ts_ms: u64,
+        window_ms: u64,
+    ) {
+        pipe.zadd(key, hex::encode(click.0), ts_ms)
+            .ignore()
+            .pexpire(key, window_ms as i64)
+            .ignore();
+    }
+
+    pub async fn query_pipeline(&self, pipe: &redis::Pipeline) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        pipe.query_async::<()>(&mut c).await?;
+        Ok(())
+    }
+
+    /// The atomic flip (`redis/flip.lua`).
+    pub async fn flip(&self, r: &FlipRequest<'_>) -> Result<Flip, RedisError> {
+        let tag = self.tenant_tag(r.tenant);
+        let mut invocation = self.flip.prepare_invoke();
+        invocation
+            .key(format!("{tag}:install:{}", r.install_id))
+            .key(self.fingerprint_key(r.tenant, r.fingerprint.0, r.fingerprint.1))
+            .arg(r.now_ms)
+            .arg(r.window_ms)
+            .arg(r.install_id)
+            .arg(format!("{tag}:claim:"))
+            .arg(r.lookback_ms.max(1))
+            .arg(ANSWER_TTL_MS);
+        for (how, click) in r.explicit {
+            invocation.arg(format!("{how}:{}", hex::encode(click.0)));
+        }
+        let mut c = self.conn.clone();
+        let reply: Vec<String> = invocation.invoke_async(&mut c).await?;
+        let click = |hex: &str| {
+            let mut id = [0u8; 16];
+            hex::decode_to_slice(hex, &mut id)
+                .ok()
+                .map(|()| ClickId(id))
+        };
+        Ok(match reply.as_slice() {
+            [tag, how, hex] if tag == "remembered" => {
+                Flip::Remembered(click(hex).map(|id| (how.clone(), id)))
+            }
+            [tag, how, hex] if tag == "claimed" => match click(hex) {
+                Some(id) => Flip::Claimed(how.clone(), id),
+                None => Flip::Nothing,
+            },
+            _ => Flip::Nothing,
+        })
     }
 
     /// Claims `link.id` globally. Returns false when the code is taken (by anyone, ever:

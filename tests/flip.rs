@@ -1,0 +1,168 @@
+//! The atomic flip (`redis/flip.lua`) against a real Redis: one click, one install, however
+//! many race; retries get the same answer; windows, explicit candidates and tenants.
+
+mod common;
+
+use common::*;
+use sluice::click::ClickId;
+use sluice::store::redis::{Flip, FlipRequest, Redis};
+
+const NOW: u64 = 1_795_305_600_000;
+const WINDOW: u64 = 2 * 3_600_000;
+const LOOKBACK: u64 = 7 * 86_400_000;
+
+fn request<'a>(
+    tenant: &'a str,
+    install_id: &'a str,
+    explicit: &'a [(&'static str, ClickId)],
+) -> FlipRequest<'a> {
+    FlipRequest {
+        tenant,
+        install_id,
+        explicit,
+        fingerprint: ("ios", 42),
+        now_ms: NOW,
+        window_ms: WINDOW,
+        lookback_ms: LOOKBACK,
+    }
+}
+
+async fn fingerprint(redis: &Redis, tenant: &str, click: ClickId, ts_ms: u64) {
+    let mut pipe = redis::pipe();
+    Redis::add_fingerprint(
+        &mut pipe,
+        &redis.fingerprint_key(tenant, "ios", 42),
+        click,
+        ts_ms,
+        WINDOW * 10,
+    );
+    redis.query_pipeline(&pipe).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_devices_race_one_wins() {
+    let env = TestEnv::new();
+    let redis = env.redis().await;
+    let tenant = unique("t");
+    let click = ClickId::new(NOW - 60_000);
+    fingerprint(&redis, &tenant, click, NOW - 60_000).await;
+
+    let racers: Vec<_> = (0..48)
+        .map(|i| {
+            let (redis, tenant) = (redis.clone(), tenant.clone());
+            tokio::spawn(async move {
+                let install = format!("device-{i}");
+                (
+                    install.clone(),
+                    redis.flip(&request(&tenant, &install, &[])).await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for r in racers {
+        let (install, flip) = r.await.unwrap();
+        match flip {
+            Flip::Claimed(how, id) => {
+                assert_eq!((how.as_str(), id), ("fingerprint", click));
+                winners.push(install);
+            }
+            Flip::Nothing => {}
+            other => panic!("first call of {install} answered {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one install wins the click: {winners:?}"
+    );
+    // Retries get the first answer, winner and losers alike.
+    let again = redis
+        .flip(&request(&tenant, &winners[0], &[]))
+        .await
+        .unwrap();
+    assert_eq!(again, Flip::Remembered(Some(("fingerprint".into(), click))));
+    let loser = if winners[0] == "device-0" {
+        "device-1"
+    } else {
+        "device-0"
+    };
+    assert_eq!(
+        redis.flip(&request(&tenant, loser, &[])).await.unwrap(),
+        Flip::Remembered(None)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_explicit_candidates_and_tenants() {
+    let env = TestEnv::new();
+    let redis = env.redis().await;
+    let tenant = unique("t");
+
+    // Just outside the window: no match; exactly at its edge: match.
+    let stale = ClickId::new(NOW - WINDOW - 1);
+    fingerprint(&redis, &tenant, stale, NOW - WINDOW - 1).await;
+    assert_eq!(
+        redis.flip(&request(&tenant, "i-stale", &[])).await.unwrap(),
+        Flip::Nothing
+    );
+    let edge = ClickId::new(NOW - WINDOW);
+    fingerprint(&redis, &tenant, edge, NOW - WINDOW).await;
+    assert_eq!(
+        redis.flip(&request(&tenant, "i-edge", &[])).await.unwrap(),
+        Flip::Claimed("fingerprint".into(), edge)
+    );
+
+    // Newest first among several fingerprints.
+    let older = ClickId::new(NOW - 600_000);
+    let newer = ClickId::new(NOW - 300_000);
+    fingerprint(&redis, &tenant, older, NOW - 600_000).await;
+    fingerprint(&redis, &tenant, newer, NOW - 300_000).await;
+    assert_eq!(
+        redis.flip(&request(&tenant, "i-new", &[])).await.unwrap(),
+        Flip::Claimed("fingerprint".into(), newer)
+    );
+
+    // An explicit click id wins over the fingerprint; once claimed, another install cannot
+    // take it by id and falls through to the remaining fingerprint.
+    let explicit = ClickId::new(NOW - 86_400_000);
+    let wanted = [("click_id", explicit)];
+    assert_eq!(
+        redis
+            .flip(&request(&tenant, "i-k1", &wanted))
+            .await
+            .unwrap(),
+        Flip::Claimed("click_id".into(), explicit)
+    );
+    assert_eq!(
+        redis
+            .flip(&request(&tenant, "i-k2", &wanted))
+            .await
+            .unwrap(),
+        Flip::Claimed("fingerprint".into(), older)
+    );
+    // A click won by fingerprint cannot be claimed again by id.
+    let by_id = [("referrer", newer)];
+    assert_eq!(
+        redis.flip(&request(&tenant, "i-k3", &by_id)).await.unwrap(),
+        Flip::Nothing
+    );
+
+    // Fingerprinting off: no fingerprint match.
+    let fresh = ClickId::new(NOW - 1_000);
+    fingerprint(&redis, &tenant, fresh, NOW - 1_000).await;
+    let mut off = request(&tenant, "i-off", &[]);
+    off.window_ms = 0;
+    assert_eq!(redis.flip(&off).await.unwrap(), Flip::Nothing);
+
+    // Another tenant, same IP hash and platform: never sees this tenant's clicks.
+    let other = unique("t");
+    assert_eq!(
+        redis.flip(&request(&other, "i-other", &[])).await.unwrap(),
+        Flip::Nothing
+    );
+    assert_eq!(
+        redis.flip(&request(&tenant, "i-mine", &[])).await.unwrap(),
+        Flip::Claimed("fingerprint".into(), fresh)
+    );
+}
