@@ -163,7 +163,8 @@ fn encode_loop(
     tx: mpsc::Sender<Batch>,
     metrics: &'static Metrics,
 ) {
-    let initial = cfg.max_bytes.min(16 << 20);
+    // Grows as a batch does; a quiet period's one-row batches stay small.
+    let initial = cfg.max_bytes.min(1 << 20);
     let mut b = Building::new(initial);
     let seal = |b: &mut Building| {
         let done = std::mem::replace(b, Building::new(initial));
