@@ -83,26 +83,33 @@ pub async fn handle(
     }
 }
 
+impl NewLink {
+    /// The link this body describes (its id still to be checked or generated), validated.
+    fn into_link(self, tenant: &str, now: String) -> Result<(Option<String>, Link), ApiError> {
+        let link = Link {
+            id: String::new(),
+            tenant_id: tenant.to_string(),
+            destination: self.destination,
+            campaign: self.campaign,
+            source: self.source,
+            medium: self.medium,
+            partner_id: self.partner_id,
+            ios_destination: self.ios_destination,
+            android_destination: self.android_destination,
+            fallback_url: self.fallback_url,
+            paused: self.paused,
+            created_at: now.clone(),
+            updated_at: now,
+            deleted_at: None,
+        };
+        validate(&link)?;
+        Ok((self.id, link))
+    }
+}
+
 async fn create(app: &App, tenant: &str, new: NewLink) -> Result<Response<Body>, ApiError> {
-    let now = time::now_rfc3339();
-    let mut link = Link {
-        id: String::new(),
-        tenant_id: tenant.to_string(),
-        destination: new.destination,
-        campaign: new.campaign,
-        source: new.source,
-        medium: new.medium,
-        partner_id: new.partner_id,
-        ios_destination: new.ios_destination,
-        android_destination: new.android_destination,
-        fallback_url: new.fallback_url,
-        paused: new.paused,
-        created_at: now.clone(),
-        updated_at: now,
-        deleted_at: None,
-    };
-    validate(&link)?;
-    match new.id {
+    let (id, mut link) = new.into_link(tenant, time::now_rfc3339())?;
+    match id {
         Some(code) => {
             if !link::valid_code(&code) {
                 return Err(ApiError::invalid_field(
@@ -267,24 +274,7 @@ mod tests {
 
     fn link_from(body: &[u8]) -> Option<Link> {
         let new: NewLink = serde_json::from_slice(body).ok()?;
-        let link = Link {
-            id: "x".into(),
-            tenant_id: "t".into(),
-            destination: new.destination,
-            campaign: new.campaign,
-            source: new.source,
-            medium: new.medium,
-            partner_id: new.partner_id,
-            ios_destination: new.ios_destination,
-            android_destination: new.android_destination,
-            fallback_url: new.fallback_url,
-            paused: new.paused,
-            created_at: String::new(),
-            updated_at: String::new(),
-            deleted_at: None,
-        };
-        validate(&link).ok()?;
-        Some(link)
+        new.into_link("t", String::new()).ok().map(|(_, link)| link)
     }
 
     proptest::proptest! {
