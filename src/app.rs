@@ -17,8 +17,12 @@ use crate::config::Config;
 use crate::link::LinkTable;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::flusher::FlushReport;
+use crate::pipeline::ring::RowQueue;
 use crate::pipeline::wal::{self, Wal};
 use crate::pipeline::{FlushConfig, Flusher, Ring, SpillStatus};
+
+/// Installs and other low-volume fact rows buffered for the flusher.
+const ROW_QUEUE_CAPACITY: usize = 65_536;
 use crate::store::clickhouse;
 use crate::store::redis::Redis;
 
@@ -27,6 +31,8 @@ pub struct App {
     pub config: Config,
     pub links: LinkTable,
     pub ring: Arc<Ring>,
+    /// Fact rows other than clicks (installs), on their way to the same flusher.
+    pub rows: Arc<RowQueue>,
     pub redis: Redis,
     pub ch: ::clickhouse::Client,
     pub geo: Option<Arc<Geo>>,
@@ -140,8 +146,10 @@ impl Server {
             );
         }
         let ip_hasher = IpHasher::new(ip_key.as_bytes());
+        let rows = Arc::new(RowQueue::new(ROW_QUEUE_CAPACITY));
         let flusher = Flusher::start(
             ring.clone(),
+            rows.clone(),
             Enricher::new(ip_hasher.clone(), geo.clone()),
             ch.clone(),
             FlushConfig {
@@ -161,6 +169,7 @@ impl Server {
             config,
             links: LinkTable::default(),
             ring,
+            rows,
             redis,
             ch,
             geo,

@@ -3,6 +3,7 @@
 //! ClickHouse and asks `resolve` which one wins.
 
 pub mod config;
+pub mod install;
 pub mod referrer;
 
 use serde::Serialize;

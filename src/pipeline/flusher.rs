@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tracing::error;
 
 use super::inserter::{Inserter, SpillStatus};
+use super::ring::RowQueue;
 use super::wal::Wal;
 use super::Ring;
 use crate::click::enrich::Enricher;
@@ -56,6 +57,7 @@ pub struct Batch {
 }
 
 pub const KIND_CLICKS: u8 = 1;
+pub const KIND_INSTALLS: u8 = 2;
 
 /// What shutdown achieved.
 #[derive(Debug, Default, Clone, Copy)]
@@ -80,6 +82,7 @@ const IDLE_SLEEP: Duration = Duration::from_millis(1);
 impl Flusher {
     pub fn start(
         ring: Arc<Ring>,
+        rows: Arc<RowQueue>,
         enricher: Enricher,
         ch: Client,
         cfg: FlushConfig,
@@ -94,7 +97,7 @@ impl Flusher {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("sluice-encoder".into())
-                .spawn(move || encode_loop(&ring, enricher, &cfg, &stop, tx, metrics))
+                .spawn(move || encode_loop(&ring, &rows, enricher, &cfg, &stop, tx, metrics))
                 .expect("spawn encoder thread")
         };
         let inserter = tokio::spawn(inserter.run(rx));
@@ -126,6 +129,7 @@ impl Flusher {
 }
 
 struct Building {
+    kind: u8,
     id: u64,
     buf: Vec<u8>,
     rows: usize,
@@ -139,8 +143,9 @@ struct Building {
 }
 
 impl Building {
-    fn new(capacity: usize) -> Building {
+    fn new(kind: u8, capacity: usize) -> Building {
         Building {
+            kind,
             id: rand::random(),
             buf: Vec::with_capacity(capacity),
             rows: 0,
@@ -153,10 +158,52 @@ impl Building {
             first_row_at: Instant::now(),
         }
     }
+
+    /// Whether a row at `ts_ms` must go into a fresh batch (another month: one batch, one
+    /// partition, one atomic block).
+    fn other_month(&self, ts_ms: u64) -> bool {
+        self.rows > 0 && time::month_of(ts_ms) != self.month
+    }
+
+    /// Accounts for a row at `ts_ms` about to be appended to `buf`.
+    fn add_row(&mut self, ts_ms: u64) {
+        if self.rows == 0 {
+            self.first_row_at = Instant::now();
+            self.month = time::month_of(ts_ms);
+        }
+        let day = (ts_ms / time::MS_PER_DAY) as u16;
+        self.first_day = self.first_day.min(day);
+        self.last_day = self.last_day.max(day);
+        self.rows += 1;
+    }
+
+    fn full(&self, cfg: &FlushConfig) -> bool {
+        self.rows >= cfg.max_rows || self.buf.len() >= cfg.max_bytes
+    }
+
+    fn due(&self, cfg: &FlushConfig) -> bool {
+        self.rows > 0 && self.first_row_at.elapsed() >= cfg.period
+    }
+
+    fn seal(&mut self, capacity: usize) -> Batch {
+        let done = std::mem::replace(self, Building::new(self.kind, capacity));
+        Batch {
+            id: done.id,
+            kind: done.kind,
+            rows: done.rows,
+            first_day: done.first_day,
+            last_day: done.last_day,
+            bots: done.bots,
+            previews: done.previews,
+            data: Bytes::from(done.buf),
+            wal: done.wal,
+        }
+    }
 }
 
 fn encode_loop(
     ring: &Ring,
+    rows: &RowQueue,
     mut enricher: Enricher,
     cfg: &FlushConfig,
     stop: &AtomicBool,
@@ -165,20 +212,14 @@ fn encode_loop(
 ) {
     // Grows as a batch does; a quiet period's one-row batches stay small.
     let initial = cfg.max_bytes.min(1 << 20);
-    let mut b = Building::new(initial);
-    let seal = |b: &mut Building| {
-        let done = std::mem::replace(b, Building::new(initial));
-        let batch = Batch {
-            id: done.id,
-            kind: KIND_CLICKS,
-            rows: done.rows,
-            first_day: done.first_day,
-            last_day: done.last_day,
-            bots: done.bots,
-            previews: done.previews,
-            data: Bytes::from(done.buf),
-            wal: done.wal,
-        };
+    let mut clicks = Building::new(KIND_CLICKS, initial);
+    let mut installs = Building::new(KIND_INSTALLS, 64 << 10);
+    let send = |b: &mut Building| {
+        let batch = b.seal(if b.kind == KIND_CLICKS {
+            initial
+        } else {
+            64 << 10
+        });
         metrics.batches_pending.increment(1.0);
         if tx.blocking_send(batch).is_err() {
             error!("inserter stopped; batch not written");
@@ -189,39 +230,47 @@ fn encode_loop(
         while popped < DRAIN_CHUNK {
             let Some(click) = ring.pop() else { break };
             popped += 1;
-            let month = time::month_of(click.ts_ms);
-            if b.rows > 0 && month != b.month {
-                seal(&mut b);
+            if clicks.other_month(click.ts_ms) {
+                send(&mut clicks);
             }
-            if b.rows == 0 {
-                b.first_row_at = Instant::now();
-                b.month = month;
-            }
-            let day = (click.ts_ms / time::MS_PER_DAY) as u16;
-            b.first_day = b.first_day.min(day);
-            b.last_day = b.last_day.max(day);
-            let flags = row::encode(&mut b.buf, &click, b.id, &mut enricher);
-            b.rows += 1;
-            b.bots += flags.is_bot as u64;
-            b.previews += flags.is_preview as u64;
+            clicks.add_row(click.ts_ms);
+            let flags = row::encode(&mut clicks.buf, &click, clicks.id, &mut enricher);
+            clicks.bots += flags.is_bot as u64;
+            clicks.previews += flags.is_preview as u64;
             if click.wal_segment != 0 {
-                match b.wal.last_mut() {
+                match clicks.wal.last_mut() {
                     Some((seq, n)) if *seq == click.wal_segment => *n += 1,
-                    _ => b.wal.push((click.wal_segment, 1)),
+                    _ => clicks.wal.push((click.wal_segment, 1)),
                 }
             }
-            if b.rows >= cfg.max_rows || b.buf.len() >= cfg.max_bytes {
-                seal(&mut b);
+            if clicks.full(cfg) {
+                send(&mut clicks);
             }
         }
-        if b.rows > 0 && b.first_row_at.elapsed() >= cfg.period {
-            seal(&mut b);
+        while let Some(fact) = rows.pop() {
+            popped += 1;
+            if installs.other_month(fact.ts_ms) {
+                send(&mut installs);
+            }
+            installs.add_row(fact.ts_ms);
+            installs.buf.extend_from_slice(&fact.row);
+            installs.buf.extend_from_slice(&installs.id.to_le_bytes());
+            if installs.full(cfg) {
+                send(&mut installs);
+            }
+        }
+        for b in [&mut clicks, &mut installs] {
+            if b.due(cfg) {
+                send(b);
+            }
         }
         if popped == 0 {
             metrics.ring_depth.set(0.0);
-            if stop.load(Ordering::Acquire) && ring.is_empty() {
-                if b.rows > 0 {
-                    seal(&mut b);
+            if stop.load(Ordering::Acquire) && ring.is_empty() && rows.is_empty() {
+                for b in [&mut clicks, &mut installs] {
+                    if b.rows > 0 {
+                        send(b);
+                    }
                 }
                 return;
             }

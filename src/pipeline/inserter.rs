@@ -19,7 +19,7 @@ use clickhouse::Client;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::flusher::{Batch, FlushConfig, FlushReport, KIND_CLICKS};
+use super::flusher::{Batch, FlushConfig, FlushReport, KIND_CLICKS, KIND_INSTALLS};
 use super::spill::{Spill, SpillError};
 use super::wal::{self, Wal};
 use crate::click::agent;
@@ -534,11 +534,12 @@ async fn present_click_ids(
     Ok(present)
 }
 
-/// The table a batch kind goes to and its column list (installs, events and conversions
-/// join clicks here as they are batched).
+/// The table a batch kind goes to and its column list.
 fn table(kind: u8) -> (&'static str, &'static str) {
-    debug_assert_eq!(kind, KIND_CLICKS, "unknown batch kind");
-    ("clicks", row::COLUMNS)
+    match kind {
+        KIND_INSTALLS => ("installs", crate::attribution::install::COLUMNS),
+        _ => ("clicks", row::COLUMNS),
+    }
 }
 
 async fn insert(ch: &Client, kind: u8, data: Bytes) -> Result<(), clickhouse::error::Error> {

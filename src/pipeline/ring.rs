@@ -42,3 +42,40 @@ impl Ring {
         self.queue.capacity()
     }
 }
+
+/// A fact row other than a click (an install today), encoded by whoever produced it with
+/// every column but the trailing `batch_id`, which the encoder appends.
+#[derive(Debug)]
+pub struct FactRow {
+    pub kind: u8,
+    pub ts_ms: u64,
+    pub row: Vec<u8>,
+}
+
+/// The queue of fact rows beside the click ring: low volume, same bounded lock-free queue.
+pub struct RowQueue {
+    queue: ArrayQueue<FactRow>,
+}
+
+impl RowQueue {
+    pub fn new(capacity: usize) -> RowQueue {
+        RowQueue {
+            queue: ArrayQueue::new(capacity),
+        }
+    }
+
+    /// Hands the row back when the queue is full (the caller answers 503: nothing is
+    /// half-stored).
+    #[allow(clippy::result_large_err)]
+    pub fn push(&self, row: FactRow) -> Result<(), FactRow> {
+        self.queue.push(row)
+    }
+
+    pub fn pop(&self) -> Option<FactRow> {
+        self.queue.pop()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}

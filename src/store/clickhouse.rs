@@ -8,10 +8,16 @@ use tracing::info;
 use crate::config::ClickHouseConfig;
 
 /// (version, SQL). Frozen once landed: add a new file, never edit an old one.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_clicks",
-    include_str!("../../clickhouse/0001_clicks.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_clicks",
+        include_str!("../../clickhouse/0001_clicks.sql"),
+    ),
+    (
+        "0002_installs",
+        include_str!("../../clickhouse/0002_installs.sql"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChError {
