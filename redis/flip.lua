@@ -4,7 +4,7 @@
 --
 -- KEYS[1]  the install's remembered answer   <p>:{t:<tenant>}:install:<install_id>
 -- KEYS[2]  the fingerprint of the install    <p>:{t:<tenant>}:fp:<platform>:<ip_hash>
---          (a sorted set: member = click id in hex, score = click time in ms)
+--          (a sorted set: member = "<click id hex>|<click facts JSON>", score = click time in ms)
 -- ARGV[1]  now, ms since the epoch
 -- ARGV[2]  fingerprint window, ms (0: fingerprinting off)
 -- ARGV[3]  install id
@@ -16,8 +16,10 @@
 -- ARGV[7…] explicit candidates in preference order, "<how>:<click hex>" with how = click_id |
 --          referrer (checked for age by the caller)
 --
--- Returns  {"remembered", how, click_hex}   a retry: the first answer ("none" and "" if none)
---          {"claimed", how, click_hex}      this install won the click
+-- Returns  {"remembered", how, click}   a retry: the first answer ("none" and "" if none)
+--          {"claimed", how, click}      this install won the click
+--          where click is the click id in hex for explicit candidates and the whole
+--          fingerprint member (id and facts) for fingerprint matches
 --          {"none"}                         no claimable click
 --
 -- Example  EVALSHA <sha> 2 sluice:{t:t_1}:install:dev-1 sluice:{t:t_1}:fp:ios:123 \
@@ -50,11 +52,11 @@ if ARGV[2] ~= '0' then
   local oldest = now - tonumber(ARGV[2])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. oldest)
   -- Newest first: the click closest to the install is the likeliest cause.
-  for _, click in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[2], now, oldest)) do
-    if claim(click) then
-      redis.call('ZREM', KEYS[2], click)
-      remember('fingerprint', click)
-      return {'claimed', 'fingerprint', click}
+  for _, member in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[2], now, oldest)) do
+    if claim(string.sub(member, 1, 32)) then
+      redis.call('ZREM', KEYS[2], member)
+      remember('fingerprint', member)
+      return {'claimed', 'fingerprint', member}
     end
   end
 end

@@ -16,6 +16,7 @@ use crate::click::geo::Geo;
 use crate::config::Config;
 use crate::link::LinkTable;
 use crate::metrics::{self, Metrics};
+use crate::pipeline::fingerprints;
 use crate::pipeline::flusher::FlushReport;
 use crate::pipeline::ring::RowQueue;
 use crate::pipeline::wal::{self, Wal};
@@ -81,6 +82,7 @@ pub struct Server {
     serving: Vec<std::thread::JoinHandle<()>>,
     refresher: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+    fingerprint_writer: JoinHandle<()>,
     flusher: Flusher,
 }
 
@@ -147,6 +149,9 @@ impl Server {
         }
         let ip_hasher = IpHasher::new(ip_key.as_bytes());
         let rows = Arc::new(RowQueue::new(ROW_QUEUE_CAPACITY));
+        let (fingerprints, fingerprint_rx) = tokio::sync::mpsc::channel(fingerprints::CAPACITY);
+        let fingerprint_writer =
+            tokio::spawn(fingerprints::run(redis.clone(), fingerprint_rx, metrics));
         let flusher = Flusher::start(
             ring.clone(),
             rows.clone(),
@@ -160,6 +165,7 @@ impl Server {
                 spill_max_bytes: config.pipeline.spill_max_bytes,
                 wal: wal.clone(),
                 wal_leftovers,
+                fingerprints: Some(fingerprints),
             },
             spill.clone(),
             metrics,
@@ -265,6 +271,7 @@ impl Server {
             serving,
             refresher,
             upkeep,
+            fingerprint_writer,
             flusher,
         })
     }
@@ -288,6 +295,9 @@ impl Server {
         if let Some(wal) = &self.app.wal {
             wal.finish();
         }
+        // The encoder is gone, so the channel is closed: this ends once the last
+        // fingerprints are written.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.fingerprint_writer).await;
         info!(lost_rows = report.lost_rows, "shutdown complete");
         report
     }

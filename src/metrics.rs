@@ -63,6 +63,8 @@ pub struct Metrics {
     pub wal_group_size: Histogram,
     pub wal_errors: Counter,
     pub clicks_recovered: Counter,
+    pub fingerprints_dropped: Counter,
+    pub matches: [Counter; 5],
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -122,6 +124,9 @@ pub fn init() -> &'static Metrics {
             wal_group_size: metrics::histogram!("sluice_wal_group_commit_rows"),
             wal_errors: metrics::counter!("sluice_wal_errors_total"),
             clicks_recovered: metrics::counter!("sluice_clicks_recovered_total"),
+            fingerprints_dropped: metrics::counter!("sluice_fingerprints_dropped_total"),
+            matches: ["click_id", "referrer", "fingerprint", "metadata", "organic"]
+                .map(|m| metrics::counter!("sluice_attribution_matches_total", "match_type" => m)),
         }
     })
 }
@@ -217,6 +222,14 @@ fn describe() {
     describe_counter!(
         "sluice_clicks_recovered_total",
         "Clicks recovered from write-ahead segments"
+    );
+    describe_counter!(
+        "sluice_fingerprints_dropped_total",
+        "Fingerprints not written to Redis"
+    );
+    describe_counter!(
+        "sluice_attribution_matches_total",
+        "Installs attributed, by match type"
     );
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use sluice::click::ClickId;
-use sluice::store::redis::{Flip, FlipRequest, Redis};
+use sluice::store::redis::{Claim, Flip, FlipRequest, Redis};
 
 const NOW: u64 = 1_795_305_600_000;
 const WINDOW: u64 = 2 * 3_600_000;
@@ -27,16 +27,35 @@ fn request<'a>(
     }
 }
 
+/// A fingerprint member as the writer stores it: the click id, then its facts.
+fn member(click: ClickId) -> String {
+    format!("{}|{{\"l\":\"promo\"}}", hex::encode(click.0))
+}
+
 async fn fingerprint(redis: &Redis, tenant: &str, click: ClickId, ts_ms: u64) {
     let mut pipe = redis::pipe();
-    Redis::add_fingerprint(
-        &mut pipe,
-        &redis.fingerprint_key(tenant, "ios", 42),
-        click,
-        ts_ms,
-        WINDOW * 10,
-    );
+    let key = redis.fingerprint_key(tenant, "ios", 42);
+    pipe.zadd(&key, member(click), ts_ms)
+        .ignore()
+        .pexpire(&key, (WINDOW * 10) as i64)
+        .ignore();
     redis.query_pipeline(&pipe).await.unwrap();
+}
+
+fn by_fingerprint(click: ClickId) -> Claim {
+    Claim {
+        how: "fingerprint".into(),
+        click,
+        member: Some(member(click)),
+    }
+}
+
+fn by(how: &str, click: ClickId) -> Claim {
+    Claim {
+        how: how.into(),
+        click,
+        member: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,8 +82,8 @@ async fn many_devices_race_one_wins() {
     for r in racers {
         let (install, flip) = r.await.unwrap();
         match flip {
-            Flip::Claimed(how, id) => {
-                assert_eq!((how.as_str(), id), ("fingerprint", click));
+            Flip::Claimed(claim) => {
+                assert_eq!(claim, by_fingerprint(click));
                 winners.push(install);
             }
             Flip::Nothing => {}
@@ -81,7 +100,7 @@ async fn many_devices_race_one_wins() {
         .flip(&request(&tenant, &winners[0], &[]))
         .await
         .unwrap();
-    assert_eq!(again, Flip::Remembered(Some(("fingerprint".into(), click))));
+    assert_eq!(again, Flip::Remembered(Some(by_fingerprint(click))));
     let loser = if winners[0] == "device-0" {
         "device-1"
     } else {
@@ -110,7 +129,7 @@ async fn windows_explicit_candidates_and_tenants() {
     fingerprint(&redis, &tenant, edge, NOW - WINDOW).await;
     assert_eq!(
         redis.flip(&request(&tenant, "i-edge", &[])).await.unwrap(),
-        Flip::Claimed("fingerprint".into(), edge)
+        Flip::Claimed(by_fingerprint(edge))
     );
 
     // Newest first among several fingerprints.
@@ -120,7 +139,7 @@ async fn windows_explicit_candidates_and_tenants() {
     fingerprint(&redis, &tenant, newer, NOW - 300_000).await;
     assert_eq!(
         redis.flip(&request(&tenant, "i-new", &[])).await.unwrap(),
-        Flip::Claimed("fingerprint".into(), newer)
+        Flip::Claimed(by_fingerprint(newer))
     );
 
     // An explicit click id wins over the fingerprint; once claimed, another install cannot
@@ -132,14 +151,14 @@ async fn windows_explicit_candidates_and_tenants() {
             .flip(&request(&tenant, "i-k1", &wanted))
             .await
             .unwrap(),
-        Flip::Claimed("click_id".into(), explicit)
+        Flip::Claimed(by("click_id", explicit))
     );
     assert_eq!(
         redis
             .flip(&request(&tenant, "i-k2", &wanted))
             .await
             .unwrap(),
-        Flip::Claimed("fingerprint".into(), older)
+        Flip::Claimed(by_fingerprint(older))
     );
     // A click won by fingerprint cannot be claimed again by id.
     let by_id = [("referrer", newer)];
@@ -163,6 +182,6 @@ async fn windows_explicit_candidates_and_tenants() {
     );
     assert_eq!(
         redis.flip(&request(&tenant, "i-mine", &[])).await.unwrap(),
-        Flip::Claimed("fingerprint".into(), fresh)
+        Flip::Claimed(by_fingerprint(fresh))
     );
 }

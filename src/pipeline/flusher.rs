@@ -17,12 +17,14 @@ use clickhouse::Client;
 use tokio::sync::mpsc;
 use tracing::error;
 
+use super::fingerprints::Fingerprint;
 use super::inserter::{Inserter, SpillStatus};
 use super::ring::RowQueue;
 use super::wal::Wal;
 use super::Ring;
 use crate::click::enrich::Enricher;
 use crate::click::row;
+use crate::click::row::Captured;
 use crate::metrics::Metrics;
 use crate::time;
 
@@ -37,6 +39,8 @@ pub struct FlushConfig {
     pub wal: Option<Arc<Wal>>,
     /// Write-ahead segments an earlier run left, to recover.
     pub wal_leftovers: Vec<(u64, PathBuf)>,
+    /// Where fingerprints of mobile clicks go (the Redis writer).
+    pub fingerprints: Option<mpsc::Sender<Fingerprint>>,
 }
 
 /// A sealed batch: encoded rows ready to be sent (and re-sent) verbatim.
@@ -234,7 +238,19 @@ fn encode_loop(
                 send(&mut clicks);
             }
             clicks.add_row(click.ts_ms);
-            let flags = row::encode(&mut clicks.buf, &click, clicks.id, &mut enricher);
+            let agent = enricher.agent(&click.user_agent);
+            let captured =
+                Captured::of(&click, enricher.ip_hash(click.ip), enricher.place(click.ip));
+            let flags = row::encode_captured(&mut clicks.buf, &captured, &agent, clicks.id);
+            if let Some(fp) = Fingerprint::of(&captured, !flags.is_bot && !flags.is_preview) {
+                if cfg
+                    .fingerprints
+                    .as_ref()
+                    .is_some_and(|tx| tx.try_send(fp).is_err())
+                {
+                    metrics.fingerprints_dropped.increment(1);
+                }
+            }
             clicks.bots += flags.is_bot as u64;
             clicks.previews += flags.is_preview as u64;
             if click.wal_segment != 0 {

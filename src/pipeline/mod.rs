@@ -2,6 +2,7 @@
 //! flusher that enriches and encodes batches, the inserter that writes them to ClickHouse,
 //! and the disk spill that keeps them while ClickHouse cannot.
 
+pub mod fingerprints;
 pub mod flusher;
 pub mod frame;
 pub mod inserter;

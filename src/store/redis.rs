@@ -55,11 +55,33 @@ pub struct Redis {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flip {
     /// A retry: the answer the install got the first time (`None` when it matched nothing).
-    Remembered(Option<(String, ClickId)>),
-    /// This install won the click, found as `how` (click_id, referrer or fingerprint).
-    Claimed(String, ClickId),
+    Remembered(Option<Claim>),
+    /// This install won the click.
+    Claimed(Claim),
     /// No claimable click.
     Nothing,
+}
+
+/// A claimed click: how it was found (click_id, referrer or fingerprint), its id, and for
+/// fingerprint matches the facts stored with the fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub how: String,
+    pub click: ClickId,
+    pub member: Option<String>,
+}
+
+impl Claim {
+    fn parse(how: &str, payload: &str) -> Option<Claim> {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(payload.get(..32)?, &mut id).ok()?;
+        let member = payload.contains('|').then(|| payload.to_string());
+        Some(Claim {
+            how: how.to_string(),
+            click: ClickId(id),
+            member,
+        })
+    }
 }
 
 /// What a flip is asked.
@@ -216,21 +238,6 @@ impl Redis {
         Ok(())
     }
 
-    /// Records a mobile click under its fingerprint for `window_ms` (the fingerprint writer
-    /// pipelines many of these).
-    pub fn add_fingerprint(
-        pipe: &mut redis::Pipeline,
-        key: &str,
-        click: ClickId,
-        ts_ms: u64,
-        window_ms: u64,
-    ) {
-        pipe.zadd(key, hex::encode(click.0), ts_ms)
-            .ignore()
-            .pexpire(key, window_ms as i64)
-            .ignore();
-    }
-
     pub async fn query_pipeline(&self, pipe: &redis::Pipeline) -> Result<(), RedisError> {
         let mut c = self.conn.clone();
         pipe.query_async::<()>(&mut c).await?;
@@ -255,20 +262,13 @@ impl Redis {
         }
         let mut c = self.conn.clone();
         let reply: Vec<String> = invocation.invoke_async(&mut c).await?;
-        let click = |hex: &str| {
-            let mut id = [0u8; 16];
-            hex::decode_to_slice(hex, &mut id)
-                .ok()
-                .map(|()| ClickId(id))
-        };
         Ok(match reply.as_slice() {
-            [tag, how, hex] if tag == "remembered" => {
-                Flip::Remembered(click(hex).map(|id| (how.clone(), id)))
+            [tag, how, payload] if tag == "remembered" => {
+                Flip::Remembered(Claim::parse(how, payload))
             }
-            [tag, how, hex] if tag == "claimed" => match click(hex) {
-                Some(id) => Flip::Claimed(how.clone(), id),
-                None => Flip::Nothing,
-            },
+            [tag, how, payload] if tag == "claimed" => {
+                Claim::parse(how, payload).map_or(Flip::Nothing, Flip::Claimed)
+            }
             _ => Flip::Nothing,
         })
     }

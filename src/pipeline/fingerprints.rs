@@ -1,0 +1,144 @@
+//! The fingerprint writer: a side output of the flusher. For each human click from a mobile
+//! platform the encoder offers a fingerprint (tenant, platform, IP hash → the click and its
+//! facts); a background task writes them to Redis in pipelined batches, each set living as
+//! long as its tenant's fingerprint window. The redirect never waits on any of it; when Redis
+//! is slow the bounded queue fills and fingerprints are dropped and counted.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::attribution::install::ClickFacts;
+use crate::attribution::AttributionConfig;
+use crate::click::row::Captured;
+use crate::metrics::Metrics;
+use crate::store::redis::Redis;
+
+pub const CAPACITY: usize = 65_536;
+const BATCH: usize = 2_000;
+const CONFIG_TTL: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct Fingerprint {
+    pub tenant: String,
+    pub platform: &'static str,
+    pub ip_hash: u64,
+    pub ts_ms: u64,
+    /// `<click id hex>|<facts JSON>`: what the flip claims and hands back.
+    pub member: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Facts<'a> {
+    l: &'a str,
+    c: &'a str,
+    s: &'a str,
+    m: &'a str,
+    p: &'a str,
+    u: [&'a str; 5],
+    g: &'a str,
+    t: u64,
+}
+
+impl Fingerprint {
+    /// The fingerprint of a click, if it is one to match installs against.
+    pub fn of(c: &Captured<'_>, human: bool) -> Option<Fingerprint> {
+        let platform = match c.platform {
+            "ios" => "ios",
+            "android" => "android",
+            _ => return None,
+        };
+        if !human {
+            return None;
+        }
+        let facts = Facts {
+            l: c.link_id,
+            c: c.campaign,
+            s: c.source,
+            m: c.medium,
+            p: c.partner_click_id,
+            u: c.subs,
+            g: c.place.country,
+            t: c.ts_ms,
+        };
+        let member = format!(
+            "{}|{}",
+            hex::encode(c.id),
+            serde_json::to_string(&facts).expect("serializable")
+        );
+        Some(Fingerprint {
+            tenant: c.tenant_id.to_string(),
+            platform,
+            ip_hash: c.ip_hash,
+            ts_ms: c.ts_ms,
+            member,
+        })
+    }
+}
+
+/// The click facts in a fingerprint member (as the flip returns it).
+pub fn parse_member(member: &str) -> Option<ClickFacts> {
+    let (hex_id, json) = member.split_once('|')?;
+    let mut click_id = [0u8; 16];
+    hex::decode_to_slice(hex_id, &mut click_id).ok()?;
+    let f: Facts<'_> = serde_json::from_str(json).ok()?;
+    Some(ClickFacts {
+        click_id,
+        ts_ms: f.t,
+        link_id: f.l.into(),
+        campaign: f.c.into(),
+        source: f.s.into(),
+        medium: f.m.into(),
+        partner_click_id: f.p.into(),
+        subs: f.u.map(String::from),
+        country: f.g.into(),
+    })
+}
+
+pub async fn run(redis: Redis, mut rx: mpsc::Receiver<Fingerprint>, metrics: &'static Metrics) {
+    let mut configs: HashMap<String, (AttributionConfig, Instant)> = HashMap::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut failing = false;
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for fp in batch.drain(..) {
+            let fresh = configs
+                .get(&fp.tenant)
+                .is_some_and(|(_, at)| at.elapsed() < CONFIG_TTL);
+            if !fresh {
+                // On a Redis error the defaults stand in until the next look.
+                let config = redis
+                    .attribution_config(&fp.tenant)
+                    .await
+                    .unwrap_or_default();
+                configs.insert(fp.tenant.clone(), (config, Instant::now()));
+            }
+            let config = &configs[&fp.tenant].0;
+            if !config.fingerprint_enabled {
+                continue;
+            }
+            let key = redis.fingerprint_key(&fp.tenant, fp.platform, fp.ip_hash);
+            pipe.zadd(&key, &fp.member, fp.ts_ms)
+                .ignore()
+                .pexpire(&key, config.window_ms() as i64)
+                .ignore();
+        }
+        match redis.query_pipeline(&pipe).await {
+            Ok(()) => failing = false,
+            Err(error) => {
+                metrics.redis_errors.increment(1);
+                metrics.fingerprints_dropped.increment(1);
+                if !failing {
+                    failing = true;
+                    warn!(%error, "fingerprint write failed; deferred matches miss these clicks");
+                }
+            }
+        }
+        if configs.len() > 100_000 {
+            configs.clear();
+        }
+    }
+}
