@@ -5,7 +5,7 @@
 -- KEYS[1]  the install's remembered answer   <p>:{t:<tenant>}:install:<install_id>
 -- KEYS[2]  the fingerprint of the install    <p>:{t:<tenant>}:fp:<platform>:<ip_hash>
 --          (a sorted set: member = "<click id hex>|<click facts JSON>", score = click time in ms)
--- ARGV[1]  now, ms since the epoch
+-- ARGV[1]  the install's time, ms since the epoch (clicks after it never match)
 -- ARGV[2]  fingerprint window, ms (0: fingerprinting off)
 -- ARGV[3]  install id
 -- ARGV[4]  claim key prefix                  <p>:{t:<tenant>}:claim:
@@ -13,7 +13,9 @@
 --          script touches is in one Redis Cluster slot)
 -- ARGV[5]  claim lifetime, ms (the click lookback: a claim outlives every match it could block)
 -- ARGV[6]  answer lifetime, ms (how long a retry gets the same answer)
--- ARGV[7…] explicit candidates in preference order, "<how>:<click hex>" with how = click_id |
+-- ARGV[7]  the current time, ms: fingerprints older than it minus the window are pruned
+--          (not relative to ARGV[1], which a client may date in the past or future)
+-- ARGV[8…] explicit candidates in preference order, "<how>:<click hex>" with how = click_id |
 --          referrer (checked for age by the caller)
 --
 -- Returns  {"remembered", how, click}   a retry: the first answer ("none" and "" if none)
@@ -24,7 +26,7 @@
 --
 -- Example  EVALSHA <sha> 2 sluice:{t:t_1}:install:dev-1 sluice:{t:t_1}:fp:ios:123 \
 --            1795305600000 7200000 dev-1 sluice:{t:t_1}:claim: 604800000 2592000000 \
---            click_id:0190a1b2c3d47e5f8a9b0c1d2e3f4a5b
+--            1795305600000 click_id:0190a1b2c3d47e5f8a9b0c1d2e3f4a5b
 local answer = redis.call('GET', KEYS[1])
 if answer then
   local how, click = string.match(answer, '^([^:]*):(.*)$')
@@ -39,7 +41,7 @@ local function remember(how, click)
   redis.call('SET', KEYS[1], how .. ':' .. click, 'PX', ARGV[6])
 end
 
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local how, click = string.match(ARGV[i], '^([%a_]+):(%x+)$')
   if how and claim(click) then
     remember(how, click)
@@ -48,9 +50,10 @@ for i = 7, #ARGV do
 end
 
 if ARGV[2] ~= '0' then
+  local window = tonumber(ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[7]) - window))
   local now = tonumber(ARGV[1])
-  local oldest = now - tonumber(ARGV[2])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. oldest)
+  local oldest = now - window
   -- Newest first: the click closest to the install is the likeliest cause.
   for _, member in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[2], now, oldest)) do
     if claim(string.sub(member, 1, 32)) then

@@ -47,6 +47,78 @@ pub fn rfc3339_from_ms(ms: u64) -> String {
     )
 }
 
+/// Day number of a civil date (inverse of `civil_from_days`).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses ISO 8601 / RFC 3339 date-times such as `2026-11-22T10:00:00Z`,
+/// `2026-11-22T10:00:00.123+02:00` or `2026-11-22 10:00:00Z` into Unix ms.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<u32> {
+        let part = s.get(from..from + len)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d, h, mi, sec) = (
+        num(0, 4)?,
+        num(5, 2)?,
+        num(8, 2)?,
+        num(11, 2)?,
+        num(14, 2)?,
+        num(17, 2)?,
+    );
+    if !(1..=12).contains(&mo) || d == 0 || d > 31 || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0u64;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        if frac.is_empty() {
+            return None;
+        }
+        ms = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
+    }
+    let offset_min: i64 = match s.get(i..)? {
+        "Z" | "z" => 0,
+        tz if tz.len() == 6 && matches!(&tz[..1], "+" | "-") && &tz[3..4] == ":" => {
+            let sign = if &tz[..1] == "-" { -1 } else { 1 };
+            sign * (i64::from(num(i + 1, 2)?) * 60 + i64::from(num(i + 4, 2)?))
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(i64::from(y), mo, d);
+    if civil_from_days(days) != (i64::from(y), mo, d) {
+        return None; // e.g. February 30
+    }
+    let secs =
+        days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(sec) - offset_min * 60;
+    u64::try_from(secs).ok().map(|s| s * 1000 + ms)
+}
+
 pub fn now_rfc3339() -> String {
     rfc3339_from_ms(now_ms())
 }
@@ -72,6 +144,30 @@ mod tests {
             assert_eq!(month_of(ms), month, "{text}");
         }
         assert_eq!(date_string(0), "1970-01-01");
+        for (ms, text, _) in cases {
+            assert_eq!(parse_rfc3339(text), Some(ms), "{text}");
+        }
         assert_eq!(date_string(20_595), "2026-05-22");
+    }
+
+    #[test]
+    fn parse_table() {
+        let cases = [
+            ("2026-05-22T00:02:03Z", Some(1_779_408_123_000)),
+            ("2026-05-22T02:02:03.456+02:00", Some(1_779_408_123_456)),
+            ("2026-05-21T23:02:03.4-01:00", Some(1_779_408_123_400)),
+            ("2026-05-22 00:02:03z", Some(1_779_408_123_000)),
+            ("2026-02-30T00:00:00Z", None),
+            ("2026-13-01T00:00:00Z", None),
+            ("2026-05-22T24:00:00Z", None),
+            ("2026-05-22T00:02:03", None),
+            ("2026-05-22", None),
+            ("not a date at all!!", None),
+            ("2026-05-22T00:02:03.Z", None),
+            ("1969-12-31T23:59:59Z", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_rfc3339(text), want, "{text}");
+        }
     }
 }

@@ -21,6 +21,7 @@ fn request<'a>(
         install_id,
         explicit,
         fingerprint: ("ios", 42),
+        install_ms: NOW,
         now_ms: NOW,
         window_ms: WINDOW,
         lookback_ms: LOOKBACK,

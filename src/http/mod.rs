@@ -151,6 +151,31 @@ async fn dispatch(app: &App, req: Request<Incoming>, peer: SocketAddr) -> (Route
         "/metrics" => (Route::Metrics, ops::metrics(app)),
         "/healthz" => (Route::Health, ops::healthz()),
         "/readyz" => (Route::Ready, ops::readyz(app).await),
+        "/v1/attribution/install" | "/v1/attribution/deferred" if method == Method::POST => {
+            let endpoint = if path.ends_with("install") {
+                api::attribution::Endpoint::Install
+            } else {
+                api::attribution::Endpoint::Deferred
+            };
+            let (parts, body) = req.into_parts();
+            let resp = api::attribution::attribute(app, endpoint, &parts.headers, peer, body).await;
+            (
+                Route::Attribution,
+                resp.unwrap_or_else(ApiError::into_response),
+            )
+        }
+        "/v1/attribution/link" if method == Method::PUT => {
+            let (parts, body) = req.into_parts();
+            let resp = api::attribution::bind_user(app, &parts.headers, body).await;
+            (
+                Route::Attribution,
+                resp.unwrap_or_else(ApiError::into_response),
+            )
+        }
+        "/v1/attribution/install" | "/v1/attribution/deferred" | "/v1/attribution/link" => (
+            Route::Attribution,
+            ApiError::method_not_allowed().into_response(),
+        ),
         "/v1/attribution/config" => {
             let (parts, body) = req.into_parts();
             let resp = api::attribution::config(app, &parts.method, &parts.headers, body).await;

@@ -78,4 +78,8 @@ impl RowQueue {
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
+
+    pub fn is_full(&self) -> bool {
+        self.queue.is_full()
+    }
 }

@@ -92,6 +92,9 @@ pub struct FlipRequest<'a> {
     pub explicit: &'a [(&'static str, ClickId)],
     /// (platform, ip hash) of the installing device.
     pub fingerprint: (&'a str, u64),
+    /// The install's time (as reported; clicks after it never match).
+    pub install_ms: u64,
+    /// The current time, for pruning expired fingerprints.
     pub now_ms: u64,
     /// 0 when fingerprinting is off.
     pub window_ms: u64,
@@ -251,12 +254,13 @@ impl Redis {
         invocation
             .key(format!("{tag}:install:{}", r.install_id))
             .key(self.fingerprint_key(r.tenant, r.fingerprint.0, r.fingerprint.1))
-            .arg(r.now_ms)
+            .arg(r.install_ms)
             .arg(r.window_ms)
             .arg(r.install_id)
             .arg(format!("{tag}:claim:"))
             .arg(r.lookback_ms.max(1))
-            .arg(ANSWER_TTL_MS);
+            .arg(ANSWER_TTL_MS)
+            .arg(r.now_ms);
         for (how, click) in r.explicit {
             invocation.arg(format!("{how}:{}", hex::encode(click.0)));
         }
@@ -271,6 +275,34 @@ impl Redis {
             }
             _ => Flip::Nothing,
         })
+    }
+
+    /// Binds `user_id` to an install the tenant reported (its remembered answer proves it);
+    /// false when no such install is known.
+    pub async fn bind_user(
+        &self,
+        tenant: &str,
+        install_id: &str,
+        user_id: &str,
+    ) -> Result<bool, RedisError> {
+        let tag = self.tenant_tag(tenant);
+        let mut c = self.conn.clone();
+        let known: bool = c.exists(format!("{tag}:install:{install_id}")).await?;
+        if known {
+            let _: () = c.set(format!("{tag}:user:{user_id}"), install_id).await?;
+        }
+        Ok(known)
+    }
+
+    /// The install a user is bound to.
+    pub async fn user_install(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Option<String>, RedisError> {
+        let mut c = self.conn.clone();
+        Ok(c.get(format!("{}:user:{user_id}", self.tenant_tag(tenant)))
+            .await?)
     }
 
     /// Claims `link.id` globally. Returns false when the code is taken (by anyone, ever:

@@ -1,16 +1,30 @@
-//! Attribution endpoints. `GET|PATCH /v1/attribution/config` (secret key): the tenant's
-//! lookback and fingerprint settings, validated, with the offending field named.
+//! Attribution endpoints: the client calls (`install`, `deferred`, the user binding; a
+//! publishable key suffices) and `GET|PATCH /v1/attribution/config` (secret key).
+
+use std::net::SocketAddr;
 
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Method, Response, StatusCode};
-use serde_json::json;
+use serde_json::{json, Map, Value};
+use tracing::warn;
 
 use super::read_json;
 use crate::app::App;
 use crate::attribution::config::ConfigPatch;
-use crate::http::auth::require_secret;
+use crate::attribution::install::{self, ClickFacts, InstallRow};
+use crate::attribution::{admissible, referrer, resolve, Candidate, MatchType, SelfReported};
+use crate::click::ClickId;
+use crate::http::auth::{authenticate, require_secret};
+use crate::http::client_ip::client_ip;
 use crate::http::error::{json_response, ApiError, Body};
+use crate::link::template::Values;
+use crate::pipeline::fingerprints;
+use crate::pipeline::flusher::KIND_INSTALLS;
+use crate::pipeline::ring::FactRow;
+use crate::store::clickhouse;
+use crate::store::redis::{Claim, Flip, FlipRequest};
+use crate::time;
 
 const BODY_LIMIT: usize = 16 * 1024;
 
@@ -36,4 +50,362 @@ pub async fn config(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// Which client endpoint is answering.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Install,
+    Deferred,
+}
+
+const MAX_INSTALL_ID: usize = 128;
+const MAX_META: usize = 256;
+
+/// A validated install report.
+struct Report<'a> {
+    install_id: &'a str,
+    platform: &'static str,
+    click_id: Option<ClickId>,
+    referrer_click: Option<ClickId>,
+    reported: [Option<&'a str>; 3],
+    device: [&'a str; 3],
+    installed_at: Option<u64>,
+}
+
+fn text<'a>(
+    body: &'a Map<String, Value>,
+    field: &str,
+    max: usize,
+) -> Result<Option<&'a str>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() > max => Err(ApiError::invalid_field(
+            field,
+            format!("is longer than {max} bytes"),
+        )),
+        Some(Value::String(s)) if s.chars().any(char::is_control) => Err(ApiError::invalid_field(
+            field,
+            "must not contain control characters",
+        )),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(ApiError::invalid_field(field, "must be a string")),
+    }
+}
+
+fn report(body: &Value) -> Result<Report<'_>, ApiError> {
+    let body = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))?;
+    let install_id = text(body, "install_id", MAX_INSTALL_ID)?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid_field("install_id", "is required"))?;
+    let platform = match text(body, "platform", 16)?
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("ios") => "ios",
+        Some("android") => "android",
+        Some("web") => "web",
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "platform",
+                "must be ios, android or web",
+            ))
+        }
+        None => return Err(ApiError::invalid_field("platform", "is required")),
+    };
+    let click_id = match text(body, "click_id", 64)? {
+        Some(s) => Some(
+            ClickId::parse(s.trim())
+                .ok_or_else(|| ApiError::invalid_field("click_id", "is not a Sluice click id"))?,
+        ),
+        None => None,
+    };
+    let referrer_click = match text(body, "install_referrer", referrer::MAX_LEN)? {
+        Some(r) => {
+            referrer::click_id(r).map_err(|e| ApiError::invalid_field("install_referrer", e))?
+        }
+        None => None,
+    };
+    let installed_at = match text(body, "installed_at", 64)? {
+        Some(s) => Some(time::parse_rfc3339(s).ok_or_else(|| {
+            ApiError::invalid_field("installed_at", "must be an ISO 8601 date-time with a zone")
+        })?),
+        None => None,
+    };
+    Ok(Report {
+        install_id,
+        platform,
+        click_id,
+        referrer_click,
+        reported: [
+            text(body, "source", MAX_META)?,
+            text(body, "medium", MAX_META)?,
+            text(body, "campaign", MAX_META)?,
+        ],
+        device: [
+            text(body, "os_version", 64)?.unwrap_or(""),
+            text(body, "device_model", 128)?.unwrap_or(""),
+            text(body, "app_version", 64)?.unwrap_or(""),
+        ],
+        installed_at,
+    })
+}
+
+/// `POST /v1/attribution/install` and `POST /v1/attribution/deferred` (publishable or secret
+/// key): resolve the install, claim its click atomically, record it once, answer.
+pub async fn attribute(
+    app: &App,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let caller = authenticate(app, headers).await?;
+    let tenant = caller.tenant_id.as_str();
+    let value: Value = read_json(body, BODY_LIMIT).await?;
+    let r = report(&value)?;
+    if app.rows.is_full() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "install recording is backed up; retry shortly",
+        ));
+    }
+    let config = app.redis.attribution_config(tenant).await?;
+    let received_ms = time::now_ms();
+    let install_ms = r.installed_at.unwrap_or(received_ms);
+
+    // Explicit candidates are looked up in ClickHouse under this tenant: another tenant's
+    // click id is simply not found.
+    let wanted: Vec<(&'static str, ClickId)> =
+        [("click_id", r.click_id), ("referrer", r.referrer_click)]
+            .into_iter()
+            .filter_map(|(h, id)| Some((h, id?)))
+            .collect();
+    let ids: Vec<ClickId> = wanted.iter().map(|(_, id)| *id).collect();
+    let known = clickhouse::click_facts(&app.ch, tenant, &ids).await?;
+    let explicit: Vec<(&'static str, ClickId)> = wanted
+        .iter()
+        .filter(|(how, id)| {
+            known.iter().any(|f| {
+                f.click_id == id.0
+                    && admissible(
+                        &Candidate {
+                            how: match_type(how),
+                            click_ts_ms: f.ts_ms,
+                            click: (),
+                        },
+                        install_ms,
+                        &config,
+                    )
+                    .is_ok()
+            })
+        })
+        .copied()
+        .collect();
+
+    let ip = client_ip(
+        peer.ip(),
+        headers.get_all("x-forwarded-for").iter(),
+        &app.trusted_proxies,
+    );
+    let fingerprinted = config.fingerprint_enabled && r.platform != "web";
+    let flip = app
+        .redis
+        .flip(&FlipRequest {
+            tenant,
+            install_id: r.install_id,
+            explicit: &explicit,
+            fingerprint: (r.platform, app.ip_hasher.hash(ip)),
+            install_ms,
+            now_ms: received_ms,
+            window_ms: if fingerprinted { config.window_ms() } else { 0 },
+            lookback_ms: config.lookback_ms(),
+        })
+        .await?;
+    let (first, claim) = match flip {
+        Flip::Claimed(claim) => (true, Some(claim)),
+        Flip::Nothing => (true, None),
+        Flip::Remembered(claim) => (false, claim),
+    };
+    let facts = match &claim {
+        Some(Claim {
+            member: Some(member),
+            ..
+        }) => fingerprints::parse_member(member),
+        Some(Claim { click, .. }) => match known.iter().find(|f| f.click_id == click.0) {
+            Some(f) => Some(f.clone()),
+            None => clickhouse::click_facts(&app.ch, tenant, &[*click])
+                .await?
+                .into_iter()
+                .next(),
+        },
+        None => None,
+    };
+    let reported = SelfReported {
+        source: r.reported[0],
+        medium: r.reported[1],
+        campaign: r.reported[2],
+    };
+    let (match_type, ctit) = match (&claim, &facts) {
+        (Some(c), Some(f)) => (
+            match_type(&c.how),
+            Some(install_ms.saturating_sub(f.ts_ms) / 1000),
+        ),
+        _ => (
+            resolve::<()>(&[], install_ms, &reported, &config).match_type(),
+            None,
+        ),
+    };
+
+    if first {
+        let mut row = Vec::with_capacity(256);
+        install::encode(
+            &InstallRow {
+                ts_ms: install_ms,
+                received_ms,
+                tenant_id: tenant,
+                install_id: r.install_id,
+                platform: r.platform,
+                match_type,
+                click: facts.as_ref(),
+                ctit_seconds: ctit.unwrap_or(0),
+                reported: [
+                    r.reported[0].unwrap_or(""),
+                    r.reported[1].unwrap_or(""),
+                    r.reported[2].unwrap_or(""),
+                ],
+                os_version: r.device[0],
+                device_model: r.device[1],
+                app_version: r.device[2],
+            },
+            &mut row,
+        );
+        if app
+            .rows
+            .push(FactRow {
+                kind: KIND_INSTALLS,
+                ts_ms: install_ms,
+                row,
+            })
+            .is_err()
+        {
+            warn!("install queue full; install answered but not recorded");
+        }
+        app.metrics.matches[match_index(match_type)].increment(1);
+    }
+
+    let target = facts.as_ref().and_then(|f| target_url(app, f, r.platform));
+    let click = facts.as_ref().map(|f| ClickId(f.click_id).to_string());
+    let attributed = facts.is_some();
+    let mut out = match endpoint {
+        Endpoint::Install => json!({
+            "install_id": r.install_id,
+            "attributed": attributed || match_type == MatchType::Metadata,
+            "match_type": match_type,
+        }),
+        Endpoint::Deferred => {
+            json!({ "install_id": r.install_id, "matched": attributed, "match_type": match_type })
+        }
+    };
+    if let Some(f) = &facts {
+        out["click_id"] = json!(click);
+        out["link_id"] = json!(f.link_id);
+        out["campaign"] = json!(f.campaign);
+        out["source"] = json!(f.source);
+        out["medium"] = json!(f.medium);
+        out["ctit_seconds"] = json!(ctit);
+    } else if match_type == MatchType::Metadata {
+        out["source"] = json!(r.reported[0]);
+        out["medium"] = json!(r.reported[1]);
+        out["campaign"] = json!(r.reported[2]);
+    }
+    if let Some(url) = target {
+        out["target"] = json!({ "url": url });
+    }
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+fn match_type(how: &str) -> MatchType {
+    match how {
+        "click_id" => MatchType::ClickId,
+        "referrer" => MatchType::Referrer,
+        _ => MatchType::Fingerprint,
+    }
+}
+
+fn match_index(m: MatchType) -> usize {
+    match m {
+        MatchType::ClickId => 0,
+        MatchType::Referrer => 1,
+        MatchType::Fingerprint => 2,
+        MatchType::Metadata => 3,
+        MatchType::Organic => 4,
+    }
+}
+
+/// The deferred deep link: the link's destination for the install's platform, expanded with
+/// the click's values (absent when the link is gone).
+fn target_url(app: &App, f: &ClickFacts, platform: &str) -> Option<String> {
+    let live = app.links.get(&f.link_id)?;
+    if live.is_gone() {
+        return None;
+    }
+    let template = match platform {
+        "ios" => live.ios.as_ref(),
+        "android" => live.android.as_ref(),
+        _ => None,
+    }
+    .unwrap_or(&live.destination);
+    let click_id = ClickId(f.click_id).to_string();
+    let mut out = Vec::with_capacity(256);
+    template.expand(
+        &Values {
+            click_id: &click_id,
+            partner_click_id: &f.partner_click_id,
+            link_id: &f.link_id,
+            campaign: &f.campaign,
+            source: &f.source,
+            medium: &f.medium,
+            subs: [&f.subs[0], &f.subs[1], &f.subs[2], &f.subs[3], &f.subs[4]],
+            country: &f.country,
+        },
+        &mut out,
+    );
+    String::from_utf8(out).ok()
+}
+
+/// `PUT /v1/attribution/link` (publishable or secret key): binds a user to an install so
+/// that the user's conversions attribute to the install's click.
+pub async fn bind_user(
+    app: &App,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let caller = authenticate(app, headers).await?;
+    let value: Value = read_json(body, BODY_LIMIT).await?;
+    let body = value
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))?;
+    let install_id = text(body, "install_id", MAX_INSTALL_ID)?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid_field("install_id", "is required"))?;
+    let user_id = text(body, "user_id", MAX_META)?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid_field("user_id", "is required"))?;
+    if !app
+        .redis
+        .bind_user(&caller.tenant_id, install_id, user_id)
+        .await?
+    {
+        return Err(ApiError::not_found(format!(
+            "no install {install_id:?} has been reported"
+        )));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "install_id": install_id, "user_id": user_id }),
+    ))
 }
