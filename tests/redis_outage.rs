@@ -57,6 +57,15 @@ async fn redis_killed_and_restarted() {
         "503 took {:?}",
         started.elapsed()
     );
+    // Attribution answers 503 too: it never guesses a match without Redis.
+    let resp = c
+        .post(format!("{b}/v1/attribution/deferred"))
+        .bearer_auth(&t.publishable_key)
+        .json(&json!({"install_id": "during-outage", "platform": "ios"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
     let ready: serde_json::Value = c
         .get(format!("{b}/readyz"))
         .send()

@@ -1,15 +1,16 @@
 //! The fingerprint writer: a side output of the flusher. For each human click from a mobile
 //! platform the encoder offers a fingerprint (tenant, platform, IP hash → the click and its
 //! facts); a background task writes them to Redis in pipelined batches, each set living as
-//! long as its tenant's fingerprint window. The redirect never waits on any of it; when Redis
-//! is slow the bounded queue fills and fingerprints are dropped and counted.
+//! long as its tenant's fingerprint window. The redirect never waits on any of it; while Redis
+//! is down the writer retries its batch and the bounded queue buffers the rest; past the bound
+//! fingerprints are dropped and counted (`sluice_fingerprints_dropped_total`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::attribution::install::ClickFacts;
 use crate::attribution::AttributionConfig;
@@ -126,16 +127,19 @@ pub async fn run(redis: Redis, mut rx: mpsc::Receiver<Fingerprint>, metrics: &'s
                 .pexpire(&key, config.window_ms() as i64)
                 .ignore();
         }
-        match redis.query_pipeline(&pipe).await {
-            Ok(()) => failing = false,
-            Err(error) => {
-                metrics.redis_errors.increment(1);
-                metrics.fingerprints_dropped.increment(1);
-                if !failing {
-                    failing = true;
-                    warn!(%error, "fingerprint write failed; deferred matches miss these clicks");
-                }
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = redis.query_pipeline(&pipe).await {
+            metrics.redis_errors.increment(1);
+            if !failing {
+                failing = true;
+                warn!(%error, "fingerprint writes failing; buffering until Redis answers");
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        if failing {
+            failing = false;
+            info!("fingerprint writes recovered");
         }
         if configs.len() > 100_000 {
             configs.clear();
