@@ -2,7 +2,8 @@
 //! and nowhere else. Tenant-owned keys are hash-tagged `{t:<id>}` so that every script that
 //! touches one tenant stays in one Redis Cluster slot.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
@@ -49,6 +50,44 @@ pub struct Redis {
     conn: ConnectionManager,
     prefix: String,
     flip: redis::Script,
+    /// API key lookups, for `KEY_CACHE_TTL`: a revoked key keeps working that long.
+    keys: Arc<TtlCache<Option<KeyRecord>>>,
+    /// Attribution settings, for `CONFIG_CACHE_TTL`: a change made on another node takes
+    /// that long to apply here.
+    configs: Arc<TtlCache<AttributionConfig>>,
+}
+
+const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+const CONFIG_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// A small read-through cache for per-request lookups on the client endpoints' hot path.
+struct TtlCache<V> {
+    map: parking_lot::Mutex<ahash::AHashMap<String, (V, Instant)>>,
+    ttl: Duration,
+}
+
+impl<V: Clone> TtlCache<V> {
+    fn new(ttl: Duration) -> TtlCache<V> {
+        TtlCache {
+            map: parking_lot::Mutex::new(ahash::AHashMap::new()),
+            ttl,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<V> {
+        let map = self.map.lock();
+        map.get(key)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(v, _)| v.clone())
+    }
+
+    fn put(&self, key: String, value: V) {
+        let mut map = self.map.lock();
+        if map.len() >= 100_000 {
+            map.clear();
+        }
+        map.insert(key, (value, Instant::now()));
+    }
 }
 
 /// How a flip resolved (see `redis/flip.lua`).
@@ -130,6 +169,8 @@ impl Redis {
             conn,
             prefix: prefix.to_string(),
             flip,
+            keys: Arc::new(TtlCache::new(KEY_CACHE_TTL)),
+            configs: Arc::new(TtlCache::new(CONFIG_CACHE_TTL)),
         })
     }
 
@@ -211,23 +252,36 @@ impl Redis {
 
     /// Looks an API key up by its hash; keys themselves are never stored.
     pub async fn key_record(&self, key: &str) -> Result<Option<KeyRecord>, RedisError> {
+        let hash = hash_key(key);
+        if let Some(cached) = self.keys.get(&hash) {
+            return Ok(cached);
+        }
         let mut c = self.conn.clone();
-        let rkey = self.api_key_key(&hash_key(key));
+        let rkey = self.api_key_key(&hash);
         let raw: Option<String> = c.get(&rkey).await?;
-        raw.map(|r| {
-            serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key: rkey, source })
-        })
-        .transpose()
+        let record = raw
+            .map(|r| {
+                serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key: rkey, source })
+            })
+            .transpose()?;
+        self.keys.put(hash, record.clone());
+        Ok(record)
     }
 
     /// The tenant's attribution settings (defaults until first changed).
     pub async fn attribution_config(&self, tenant: &str) -> Result<AttributionConfig, RedisError> {
+        if let Some(cached) = self.configs.get(tenant) {
+            return Ok(cached);
+        }
         let mut c = self.conn.clone();
         let key = self.config_key(tenant);
         let raw: Option<String> = c.get(&key).await?;
-        raw.map(|r| serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key, source }))
-            .transpose()
-            .map(Option::unwrap_or_default)
+        let config: AttributionConfig = raw
+            .map(|r| serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key, source }))
+            .transpose()?
+            .unwrap_or_default();
+        self.configs.put(tenant.to_string(), config.clone());
+        Ok(config)
     }
 
     pub async fn put_attribution_config(
@@ -238,6 +292,7 @@ impl Redis {
         let mut c = self.conn.clone();
         let json = serde_json::to_string(config).expect("serializable");
         let _: () = c.set(self.config_key(tenant), json).await?;
+        self.configs.put(tenant.to_string(), config.clone());
         Ok(())
     }
 
