@@ -235,6 +235,10 @@ async fn resolution_order_windows_and_tenants() {
         ),
         (Some("metadata"), Some(true), Some("newsletter"))
     );
+    assert!(
+        v.get("medium").is_none(),
+        "fields not reported are left out: {v}"
+    );
     let v = ctx
         .install(
             "192.0.2.5",

@@ -323,7 +323,7 @@ mod tests {
         ];
         for (config, candidate, want) in cases {
             assert_eq!(
-                resolve(&[candidate.clone()], t, &none, config).match_type(),
+                resolve(std::slice::from_ref(&candidate), t, &none, config).match_type(),
                 want,
                 "{candidate:?}"
             );

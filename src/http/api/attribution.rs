@@ -318,9 +318,11 @@ pub async fn attribute(
         out["medium"] = json!(f.medium);
         out["ctit_seconds"] = json!(ctit);
     } else if match_type == MatchType::Metadata {
-        out["source"] = json!(r.reported[0]);
-        out["medium"] = json!(r.reported[1]);
-        out["campaign"] = json!(r.reported[2]);
+        for (field, value) in ["source", "medium", "campaign"].into_iter().zip(r.reported) {
+            if let Some(v) = value {
+                out[field] = json!(v);
+            }
+        }
     }
     if let Some(url) = target {
         out["target"] = json!({ "url": url });
