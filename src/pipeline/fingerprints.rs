@@ -21,6 +21,9 @@ use crate::store::redis::Redis;
 pub const CAPACITY: usize = 65_536;
 const BATCH: usize = 2_000;
 const CONFIG_TTL: Duration = Duration::from_secs(10);
+/// The newest clicks kept per fingerprint: one carrier-NAT address can send a flood, and a
+/// deferred match only ever wants the newest unclaimed click.
+pub const PER_FINGERPRINT: usize = 64;
 
 #[derive(Debug)]
 pub struct Fingerprint {
@@ -104,7 +107,9 @@ pub async fn run(redis: Redis, mut rx: mpsc::Receiver<Fingerprint>, metrics: &'s
     let mut batch = Vec::with_capacity(BATCH);
     let mut failing = false;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut pipe = redis::pipe();
+        // One ZADD per fingerprint per batch, however many clicks it got (a shared IP's
+        // clicks arrive together), then the TTL and the cap on its size.
+        let mut groups: HashMap<String, (u64, Vec<(u64, String)>)> = HashMap::new();
         for fp in batch.drain(..) {
             let fresh = configs
                 .get(&fp.tenant)
@@ -122,9 +127,19 @@ pub async fn run(redis: Redis, mut rx: mpsc::Receiver<Fingerprint>, metrics: &'s
                 continue;
             }
             let key = redis.fingerprint_key(&fp.tenant, fp.platform, fp.ip_hash);
-            pipe.zadd(&key, &fp.member, fp.ts_ms)
+            groups
+                .entry(key)
+                .or_insert_with(|| (config.window_ms(), Vec::new()))
+                .1
+                .push((fp.ts_ms, fp.member));
+        }
+        let mut pipe = redis::pipe();
+        for (key, (window_ms, members)) in &groups {
+            pipe.zadd_multiple(key, members)
                 .ignore()
-                .pexpire(&key, config.window_ms() as i64)
+                .pexpire(key, *window_ms as i64)
+                .ignore()
+                .zremrangebyrank(key, 0, -(PER_FINGERPRINT as isize) - 1)
                 .ignore();
         }
         let mut backoff = Duration::from_millis(100);
