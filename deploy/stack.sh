@@ -23,7 +23,7 @@ need_install() {
 }
 
 ch_up() { curl -fsS "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1; }
-redis_up() { redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; }
+redis_up() { [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]; }  # not while loading its AOF
 
 start_clickhouse() {
   if ch_up; then return; fi
@@ -46,7 +46,7 @@ start_redis() {
   log "starting redis on 127.0.0.1:$REDIS_PORT (AOF on)"
   redis-server "$ROOT/redis/redis.conf" --port "$REDIS_PORT" --dir "$VAR/redis" \
     --daemonize yes --pidfile "$VAR/redis/pid" --logfile "$VAR/redis/redis.log"
-  for _ in $(seq 1 60); do redis_up && return; sleep 0.25; done
+  for _ in $(seq 1 480); do redis_up && return; sleep 0.25; done
   log "redis did not come up; see $VAR/redis/redis.log"; exit 1
 }
 

@@ -43,3 +43,6 @@ wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s loadtest/deferred.lua "http://127.
 curl -fsS "http://127.0.0.1:$PORT/metrics" | grep '^sluice_attribution_matches_total' || true
 kill -TERM $PID; wait $PID || true
 echo "install rows: $(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_deferred" --data-binary 'SELECT count() FROM installs')"
+# The run leaves one remembered answer per install in Redis: clear them out of the dev stack.
+redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern 'sluice_deferred:*' --count 10000 \
+  | xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null

@@ -279,8 +279,18 @@ impl Process {
 }
 
 /// Every answered request (by its partner click id `p<i>`) among the clicks matching
-/// `filter` is stored exactly once, and nothing else matching it is stored twice.
+/// `filter` is stored exactly once, and nothing else matching it is stored twice. Waits (up to
+/// a minute) for at least as many rows as answers first: replay and recovery take a moment.
 pub async fn assert_exactly_once(env: &TestEnv, answered: &[usize], filter: &str) {
+    let count = format!("SELECT count() FROM clicks WHERE {filter}");
+    let stored = env
+        .wait_for(&count, answered.len() as u64, Duration::from_secs(60))
+        .await;
+    assert!(
+        stored >= answered.len() as u64,
+        "{stored} rows for {} answered clicks",
+        answered.len()
+    );
     let stored = env
         .ch(&format!(
             "SELECT partner_click_id FROM clicks WHERE {filter} FORMAT TSV"
