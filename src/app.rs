@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::click::enrich::{Enricher, IpHasher};
 use crate::click::geo::Geo;
 use crate::config::Config;
+use crate::http::rate_limit::RateLimiter;
 use crate::link::LinkTable;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::fingerprints;
@@ -22,8 +23,9 @@ use crate::pipeline::ring::RowQueue;
 use crate::pipeline::wal::{self, Wal};
 use crate::pipeline::{FlushConfig, Flusher, Ring, SpillStatus};
 
-/// Installs and other low-volume fact rows buffered for the flusher.
+/// Installs, events and conversions buffered for the flusher: requests at most, and bytes.
 const ROW_QUEUE_CAPACITY: usize = 65_536;
+const ROW_QUEUE_BYTES: usize = 64 << 20;
 use crate::store::clickhouse;
 use crate::store::redis::Redis;
 
@@ -32,8 +34,10 @@ pub struct App {
     pub config: Config,
     pub links: LinkTable,
     pub ring: Arc<Ring>,
-    /// Fact rows other than clicks (installs), on their way to the same flusher.
+    /// Fact rows other than clicks (installs, events, conversions), on their way to the
+    /// same flusher.
     pub rows: Arc<RowQueue>,
+    pub limits: RateLimiter,
     pub redis: Redis,
     pub ch: ::clickhouse::Client,
     pub geo: Option<Arc<Geo>>,
@@ -148,7 +152,7 @@ impl Server {
             );
         }
         let ip_hasher = IpHasher::new(ip_key.as_bytes());
-        let rows = Arc::new(RowQueue::new(ROW_QUEUE_CAPACITY));
+        let rows = Arc::new(RowQueue::new(ROW_QUEUE_CAPACITY, ROW_QUEUE_BYTES));
         let (fingerprints, fingerprint_rx) = tokio::sync::mpsc::channel(fingerprints::CAPACITY);
         let fingerprint_writer =
             tokio::spawn(fingerprints::run(redis.clone(), fingerprint_rx, metrics));
@@ -172,6 +176,7 @@ impl Server {
         );
         let app = Arc::new(App {
             trusted_proxies: config.trusted_proxies.clone(),
+            limits: RateLimiter::new(&config.rate_limit),
             config,
             links: LinkTable::default(),
             ring,

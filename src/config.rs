@@ -29,6 +29,10 @@ pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "SLUICE_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_HTTP_THREADS: &str = "SLUICE_HTTP_THREADS";
 pub const ENV_SPILL_MAX_BYTES: &str = "SLUICE_SPILL_MAX_BYTES";
 pub const ENV_WRITE_AHEAD: &str = "SLUICE_WRITE_AHEAD";
+pub const ENV_PUBLIC_URL: &str = "SLUICE_PUBLIC_URL";
+pub const ENV_RATE_LIMIT_TENANT: &str = "SLUICE_RATE_LIMIT_TENANT";
+pub const ENV_RATE_LIMIT_KEY: &str = "SLUICE_RATE_LIMIT_KEY";
+pub const ENV_RATE_LIMIT_BURST_SECONDS: &str = "SLUICE_RATE_LIMIT_BURST_SECONDS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -69,6 +73,35 @@ pub struct Config {
     /// HTTP serving threads (one single-threaded runtime and one SO_REUSEPORT socket each);
     /// 0 = one per core.
     pub http_threads: usize,
+    pub rate_limit: RateLimitConfig,
+    /// The origin clients reach Sluice at (`https://go.example.com`), for the URLs it hands
+    /// out (webhook sources); empty = the request's `Host`.
+    pub public_url: String,
+}
+
+/// API rate limits (token buckets, enforced by each node on its own: N nodes admit up to N
+/// times these). The redirect is never limited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per second per tenant, all its keys and webhook sources together.
+    pub tenant_per_second: f64,
+    /// Requests per second per API key or webhook source.
+    pub key_per_second: f64,
+    /// Bucket size, in seconds of the rate: how long a burst may run at any speed.
+    pub burst_seconds: f64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        // Generous: far above what one node's API can serve, so only a runaway client meets
+        // them; operators lower them per deployment.
+        RateLimitConfig {
+            tenant_per_second: 50_000.0,
+            key_per_second: 50_000.0,
+            burst_seconds: 2.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +152,8 @@ impl Default for Config {
             link_refresh_ms: 250,
             shutdown_timeout_ms: 30_000,
             http_threads: 0,
+            rate_limit: RateLimitConfig::default(),
+            public_url: String::new(),
         }
     }
 }
@@ -269,6 +304,18 @@ impl Config {
         if let Some(v) = get(ENV_HTTP_THREADS) {
             self.http_threads = parse(ENV_HTTP_THREADS, &v)?;
         }
+        if let Some(v) = get(ENV_PUBLIC_URL) {
+            self.public_url = v;
+        }
+        if let Some(v) = get(ENV_RATE_LIMIT_TENANT) {
+            self.rate_limit.tenant_per_second = parse(ENV_RATE_LIMIT_TENANT, &v)?;
+        }
+        if let Some(v) = get(ENV_RATE_LIMIT_KEY) {
+            self.rate_limit.key_per_second = parse(ENV_RATE_LIMIT_KEY, &v)?;
+        }
+        if let Some(v) = get(ENV_RATE_LIMIT_BURST_SECONDS) {
+            self.rate_limit.burst_seconds = parse(ENV_RATE_LIMIT_BURST_SECONDS, &v)?;
+        }
         if let Some(v) = get(ENV_SHUTDOWN_TIMEOUT_MS) {
             self.shutdown_timeout_ms = parse(ENV_SHUTDOWN_TIMEOUT_MS, &v)?;
         }
@@ -303,6 +350,19 @@ impl Config {
         }
         if p.flush_max_rows == 0 || p.flush_max_bytes < 4096 || p.flush_period_ms == 0 {
             return bad("pipeline flush limits must be positive (max_bytes at least 4096)");
+        }
+        if !(self.public_url.is_empty()
+            || self.public_url.starts_with("http://")
+            || self.public_url.starts_with("https://"))
+        {
+            return bad("public_url must be an http(s) URL");
+        }
+        let r = &self.rate_limit;
+        if !(r.tenant_per_second > 0.0 && r.key_per_second > 0.0 && r.burst_seconds > 0.0)
+            || r.tenant_per_second * r.burst_seconds < 1.0
+            || r.key_per_second * r.burst_seconds < 1.0
+        {
+            return bad("rate limits must be positive and allow at least one request per burst");
         }
         if self.link_refresh_ms == 0 {
             return bad("link_refresh_ms must be positive");

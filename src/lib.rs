@@ -4,6 +4,7 @@ pub mod app;
 pub mod attribution;
 pub mod click;
 pub mod config;
+pub mod conversions;
 pub mod http;
 pub mod link;
 pub mod metrics;

@@ -12,16 +12,22 @@ pub enum Route {
     Redirect,
     Links,
     Attribution,
+    Events,
+    Sources,
+    Conversions,
     Metrics,
     Health,
     Ready,
     Other,
 }
 
-const ROUTES: [(Route, &str); 7] = [
+const ROUTES: [(Route, &str); 10] = [
     (Route::Redirect, "redirect"),
     (Route::Links, "links"),
     (Route::Attribution, "attribution"),
+    (Route::Events, "events"),
+    (Route::Sources, "sources"),
+    (Route::Conversions, "conversions"),
     (Route::Metrics, "metrics"),
     (Route::Health, "healthz"),
     (Route::Ready, "readyz"),
@@ -36,7 +42,7 @@ pub struct RouteMetrics {
 }
 
 pub struct Metrics {
-    routes: [RouteMetrics; 7],
+    routes: [RouteMetrics; 10],
     pub ring_depth: Gauge,
     pub ring_capacity: Gauge,
     pub clicks_enqueued: Counter,
@@ -65,6 +71,27 @@ pub struct Metrics {
     pub clicks_recovered: Counter,
     pub fingerprints_dropped: Counter,
     pub matches: [Counter; 5],
+    /// Installs, events and conversions inserted into ClickHouse.
+    facts_flushed: [Counter; 3],
+    pub events_received: Counter,
+    pub events_deduped: Counter,
+    /// Conversions by outcome: accepted, deduped, unattributed, failed.
+    pub conversions: [Counter; 4],
+    pub rate_limited: Counter,
+}
+
+impl Metrics {
+    /// Counts rows that reached ClickHouse, by pipeline kind.
+    pub fn rows_flushed(&self, kind: u8, rows: u64) {
+        use crate::pipeline::flusher::{KIND_CLICKS, KIND_CONVERSIONS, KIND_EVENTS};
+        match kind {
+            KIND_CLICKS => &self.clicks_flushed,
+            KIND_EVENTS => &self.facts_flushed[1],
+            KIND_CONVERSIONS => &self.facts_flushed[2],
+            _ => &self.facts_flushed[0],
+        }
+        .increment(rows);
+    }
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -127,6 +154,13 @@ pub fn init() -> &'static Metrics {
             fingerprints_dropped: metrics::counter!("sluice_fingerprints_dropped_total"),
             matches: ["click_id", "referrer", "fingerprint", "metadata", "organic"]
                 .map(|m| metrics::counter!("sluice_attribution_matches_total", "match_type" => m)),
+            facts_flushed: ["installs", "events", "conversions"]
+                .map(|k| metrics::counter!("sluice_facts_flushed_total", "kind" => k)),
+            events_received: metrics::counter!("sluice_events_total", "result" => "accepted"),
+            events_deduped: metrics::counter!("sluice_events_total", "result" => "deduped"),
+            conversions: ["accepted", "deduped", "unattributed", "failed"]
+                .map(|r| metrics::counter!("sluice_conversions_total", "result" => r)),
+            rate_limited: metrics::counter!("sluice_rate_limited_total"),
         }
     })
 }
@@ -156,6 +190,19 @@ fn describe() {
         "sluice_clicks_flushed_total",
         "Click rows inserted into ClickHouse"
     );
+    describe_counter!(
+        "sluice_facts_flushed_total",
+        "Install, event and conversion rows inserted into ClickHouse, by kind"
+    );
+    describe_counter!(
+        "sluice_events_total",
+        "Server-to-server events received, stored (accepted) or already known (deduped)"
+    );
+    describe_counter!(
+        "sluice_conversions_total",
+        "Webhook-source conversions by outcome"
+    );
+    describe_counter!("sluice_rate_limited_total", "API requests refused with 429");
     describe_counter!(
         "sluice_clicks_flagged_total",
         "Flushed clicks flagged as bot or preview"

@@ -72,3 +72,56 @@ pub fn encode(r: &InstallRow<'_>, out: &mut Vec<u8>) {
     put_str(out, r.device_model);
     put_str(out, r.app_version);
 }
+
+/// What an install was attributed to, remembered in Redis when the install is reported, so
+/// that its later events and its user's conversions carry the same attribution on their rows
+/// (stats and postbacks never join at read time).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstallAttribution {
+    pub match_type: MatchType,
+    /// Hex click id; empty for metadata and organic installs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub click_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub link_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub campaign: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub medium: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub partner_id: String,
+}
+
+impl InstallAttribution {
+    /// Attributed to something (a click or self-reported campaign metadata), not organic.
+    pub fn attributed(&self) -> bool {
+        self.match_type != MatchType::Organic
+    }
+}
+
+/// The attribution columns events and conversions share, in their table order: `install_id,
+/// attributed, match_type, click_id, link_id, campaign, source, medium, partner_id`. An
+/// unknown install has empty values and `attributed = 0`.
+pub fn encode_attribution(out: &mut Vec<u8>, install_id: &str, a: Option<&InstallAttribution>) {
+    put_str(out, install_id);
+    out.push(a.is_some_and(InstallAttribution::attributed) as u8);
+    let Some(a) = a else {
+        put_str(out, "");
+        out.extend_from_slice(&[0; 16]);
+        for _ in 0..5 {
+            put_str(out, "");
+        }
+        return;
+    };
+    put_str(out, a.match_type.as_str());
+    let mut click = [0u8; 16];
+    if hex::decode_to_slice(&a.click_id, &mut click).is_err() {
+        click = [0; 16];
+    }
+    out.extend_from_slice(&click);
+    for v in [&a.link_id, &a.campaign, &a.source, &a.medium, &a.partner_id] {
+        put_str(out, v);
+    }
+}

@@ -6,11 +6,11 @@ pub mod config;
 pub mod install;
 pub mod referrer;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::AttributionConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchType {
     #[serde(rename = "click_id")]
@@ -18,6 +18,7 @@ pub enum MatchType {
     Referrer,
     Fingerprint,
     Metadata,
+    #[default]
     Organic,
 }
 

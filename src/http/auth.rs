@@ -40,9 +40,78 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Caller, ApiE
         return Err(invalid_key());
     }
     let record = app.redis.key_record(key).await?.ok_or_else(invalid_key)?;
+    rate_limit(app, &record.tenant_id, key)?;
     Ok(Caller {
         tenant_id: record.tenant_id,
         kind: record.kind,
+    })
+}
+
+/// Server-to-server calls (`POST /v1/events`): HTTP Basic with the tenant id as username and
+/// a secret key as password. A secret key as `Bearer` works too.
+pub async fn authenticate_basic(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some((tenant, key)) = basic_credentials(headers) else {
+        return require_secret(app, headers).await.map_err(|e| {
+            if e.code == "missing_api_key" {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_credentials",
+                    "send Basic credentials: username = tenant id, password = secret key",
+                )
+            } else {
+                e
+            }
+        });
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "the tenant id and secret key do not match a tenant",
+        )
+    };
+    if !key.starts_with("sk_") || key.len() > 128 {
+        return Err(bad());
+    }
+    let record = app.redis.key_record(&key).await?.ok_or_else(bad)?;
+    if record.kind != KeyKind::Secret || record.tenant_id != tenant {
+        return Err(bad());
+    }
+    rate_limit(app, &record.tenant_id, &key)?;
+    Ok(Caller {
+        tenant_id: record.tenant_id,
+        kind: record.kind,
+    })
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// Takes a token from the tenant's and the key's (or webhook source's) bucket, or answers 429
+/// with `Retry-After`. Buckets are keyed by a hash: no key is kept in memory.
+pub fn rate_limit(app: &App, tenant: &str, key: &str) -> Result<(), ApiError> {
+    let bucket = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+    app.limits.check(tenant, &bucket).map_err(|wait| {
+        app.metrics.rate_limited.increment(1);
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests for this tenant or key; retry after the Retry-After seconds",
+        );
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        e
     })
 }
 
@@ -87,6 +156,28 @@ mod tests {
                 map.insert(*k, HeaderValue::from_str(v).unwrap());
             }
             assert_eq!(presented_key(&map), *want, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn basic_extraction() {
+        // base64("t_1:sk_abc") and friends.
+        let cases = [
+            ("Basic dF8xOnNrX2FiYw==", Some(("t_1", "sk_abc"))),
+            ("basic  dF8xOnNrX2FiYw== ", Some(("t_1", "sk_abc"))),
+            ("Basic dF8xc2tfYWJj", None), // no colon
+            ("Basic !!!", None),
+            ("Bearer sk_abc", None),
+        ];
+        for (header, want) in cases {
+            let mut map = HeaderMap::new();
+            map.insert(AUTHORIZATION, HeaderValue::from_str(header).unwrap());
+            let got = basic_credentials(&map);
+            assert_eq!(
+                got.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+                want,
+                "{header}"
+            );
         }
     }
 }

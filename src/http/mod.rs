@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod error;
 pub mod ops;
+pub mod rate_limit;
 pub mod redirect;
 
 use std::convert::Infallible;
@@ -181,6 +182,48 @@ async fn dispatch(app: &App, req: Request<Incoming>, peer: SocketAddr) -> (Route
             let resp = api::attribution::config(app, &parts.method, &parts.headers, body).await;
             (
                 Route::Attribution,
+                resp.unwrap_or_else(ApiError::into_response),
+            )
+        }
+        "/v1/events" => {
+            if method != Method::POST {
+                return (
+                    Route::Events,
+                    ApiError::method_not_allowed().into_response(),
+                );
+            }
+            let (parts, body) = req.into_parts();
+            let resp = api::events::ingest(app, &parts.headers, body).await;
+            (Route::Events, resp.unwrap_or_else(ApiError::into_response))
+        }
+        _ if path == "/v1/sources" || path.starts_with("/v1/sources/") => {
+            let id = path.strip_prefix("/v1/sources/").map(str::to_string);
+            if id
+                .as_deref()
+                .is_some_and(|id| id.is_empty() || id.contains('/'))
+            {
+                return (
+                    Route::Sources,
+                    ApiError::not_found("no such route").into_response(),
+                );
+            }
+            let (parts, body) = req.into_parts();
+            let resp =
+                api::sources::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await;
+            (Route::Sources, resp.unwrap_or_else(ApiError::into_response))
+        }
+        _ if path.starts_with("/w/") => {
+            if method != Method::POST {
+                return (
+                    Route::Conversions,
+                    ApiError::method_not_allowed().into_response(),
+                );
+            }
+            let token = path["/w/".len()..].to_string();
+            let (parts, body) = req.into_parts();
+            let resp = api::sources::receive(app, &token, &parts.headers, body).await;
+            (
+                Route::Conversions,
                 resp.unwrap_or_else(ApiError::into_response),
             )
         }

@@ -19,7 +19,7 @@ use tracing::error;
 
 use super::fingerprints::Fingerprint;
 use super::inserter::{Inserter, SpillStatus};
-use super::ring::RowQueue;
+use super::ring::{Facts, Receipt, RowQueue};
 use super::wal::Wal;
 use super::Ring;
 use crate::click::enrich::Enricher;
@@ -58,10 +58,30 @@ pub struct Batch {
     pub data: Bytes,
     /// Clicks per write-ahead segment, to release segments once the batch is durable.
     pub wal: Vec<(u64, u32)>,
+    /// Rows per waiting request, to tell each once the batch is durable.
+    pub receipts: Vec<(Arc<Receipt>, u32)>,
+}
+
+impl Batch {
+    /// The batch is in ClickHouse or the spill: release what waits for that.
+    pub fn settle(&self, wal: Option<&Wal>) {
+        if let Some(w) = wal {
+            w.mark_durable(&self.wal);
+        }
+        for (receipt, rows) in &self.receipts {
+            receipt.settle(*rows);
+        }
+    }
 }
 
 pub const KIND_CLICKS: u8 = 1;
 pub const KIND_INSTALLS: u8 = 2;
+pub const KIND_EVENTS: u8 = 3;
+pub const KIND_CONVERSIONS: u8 = 4;
+/// The fact kinds that arrive through the row queue, in the encoder's order.
+const FACT_KINDS: [u8; 3] = [KIND_INSTALLS, KIND_EVENTS, KIND_CONVERSIONS];
+/// Starting buffer of a fact batch (it grows with the batch).
+const FACT_BUFFER: usize = 64 << 10;
 
 /// What shutdown achieved.
 #[derive(Debug, Default, Clone, Copy)]
@@ -143,6 +163,7 @@ struct Building {
     bots: u64,
     previews: u64,
     wal: Vec<(u64, u32)>,
+    receipts: Vec<(Arc<Receipt>, u32)>,
     first_row_at: Instant,
 }
 
@@ -159,6 +180,7 @@ impl Building {
             bots: 0,
             previews: 0,
             wal: Vec::new(),
+            receipts: Vec::new(),
             first_row_at: Instant::now(),
         }
     }
@@ -181,6 +203,31 @@ impl Building {
         self.rows += 1;
     }
 
+    /// Appends one request's fact rows, sealing (through `send`) whenever a month changes
+    /// or the batch fills.
+    fn append_facts(&mut self, facts: &Facts, cfg: &FlushConfig, send: &dyn Fn(&mut Building)) {
+        let mut start = 0;
+        for &(end, ts_ms) in &facts.rows {
+            if self.other_month(ts_ms) {
+                send(self);
+            }
+            self.add_row(ts_ms);
+            self.buf
+                .extend_from_slice(&facts.data[start as usize..end as usize]);
+            self.buf.extend_from_slice(&self.id.to_le_bytes());
+            start = end;
+            if let Some(receipt) = &facts.receipt {
+                match self.receipts.last_mut() {
+                    Some((r, n)) if Arc::ptr_eq(r, receipt) => *n += 1,
+                    _ => self.receipts.push((receipt.clone(), 1)),
+                }
+            }
+            if self.full(cfg) {
+                send(self);
+            }
+        }
+    }
+
     fn full(&self, cfg: &FlushConfig) -> bool {
         self.rows >= cfg.max_rows || self.buf.len() >= cfg.max_bytes
     }
@@ -201,6 +248,7 @@ impl Building {
             previews: done.previews,
             data: Bytes::from(done.buf),
             wal: done.wal,
+            receipts: done.receipts,
         }
     }
 }
@@ -217,12 +265,12 @@ fn encode_loop(
     // Grows as a batch does; a quiet period's one-row batches stay small.
     let initial = cfg.max_bytes.min(1 << 20);
     let mut clicks = Building::new(KIND_CLICKS, initial);
-    let mut installs = Building::new(KIND_INSTALLS, 64 << 10);
+    let mut facts = FACT_KINDS.map(|kind| Building::new(kind, FACT_BUFFER));
     let send = |b: &mut Building| {
         let batch = b.seal(if b.kind == KIND_CLICKS {
             initial
         } else {
-            64 << 10
+            FACT_BUFFER
         });
         metrics.batches_pending.increment(1.0);
         if tx.blocking_send(batch).is_err() {
@@ -265,17 +313,11 @@ fn encode_loop(
         }
         while let Some(fact) = rows.pop() {
             popped += 1;
-            if installs.other_month(fact.ts_ms) {
-                send(&mut installs);
-            }
-            installs.add_row(fact.ts_ms);
-            installs.buf.extend_from_slice(&fact.row);
-            installs.buf.extend_from_slice(&installs.id.to_le_bytes());
-            if installs.full(cfg) {
-                send(&mut installs);
+            if let Some(b) = facts.iter_mut().find(|b| b.kind == fact.kind) {
+                b.append_facts(&fact, cfg, &send);
             }
         }
-        for b in [&mut clicks, &mut installs] {
+        for b in std::iter::once(&mut clicks).chain(facts.iter_mut()) {
             if b.due(cfg) {
                 send(b);
             }
@@ -283,7 +325,7 @@ fn encode_loop(
         if popped == 0 {
             metrics.ring_depth.set(0.0);
             if stop.load(Ordering::Acquire) && ring.is_empty() && rows.is_empty() {
-                for b in [&mut clicks, &mut installs] {
+                for b in std::iter::once(&mut clicks).chain(facts.iter_mut()) {
                     if b.rows > 0 {
                         send(b);
                     }

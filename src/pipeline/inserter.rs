@@ -19,7 +19,9 @@ use clickhouse::Client;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::flusher::{Batch, FlushConfig, FlushReport, KIND_CLICKS, KIND_INSTALLS};
+use super::flusher::{
+    Batch, FlushConfig, FlushReport, KIND_CLICKS, KIND_CONVERSIONS, KIND_EVENTS, KIND_INSTALLS,
+};
 use super::spill::{Spill, SpillError};
 use super::wal::{self, Wal};
 use crate::click::agent;
@@ -151,9 +153,7 @@ impl Inserter {
         while let Some((batch, attempted)) = self.memory.front() {
             match spill.append(batch, *attempted) {
                 Ok(()) => {
-                    if let Some(w) = &self.wal {
-                        w.mark_durable(&batch.wal);
-                    }
+                    batch.settle(self.wal.as_deref());
                     self.metrics.clicks_spilled.increment(batch.rows as u64);
                     self.metrics.spill_written.increment(1);
                     if self.status.failing.swap(false, Ordering::Relaxed) {
@@ -350,6 +350,7 @@ impl Inserter {
                 previews: 0,
                 data: Bytes::new(),
                 wal: Vec::new(),
+                receipts: Vec::new(),
             };
             let mut data = Vec::new();
             for c in missing.iter().filter(|c| time::month_of(c.ts_ms) == month) {
@@ -424,11 +425,9 @@ impl Inserter {
             .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(how) => {
-                if let Some(w) = &self.wal {
-                    w.mark_durable(&batch.wal);
-                }
+                batch.settle(self.wal.as_deref());
                 self.metrics.flush_ok.increment(1);
-                self.metrics.clicks_flushed.increment(batch.rows as u64);
+                self.metrics.rows_flushed(batch.kind, batch.rows as u64);
                 self.metrics.clicks_bot.increment(batch.bots);
                 self.metrics.clicks_preview.increment(batch.previews);
                 self.metrics.flush_batch_rows.record(batch.rows as f64);
@@ -538,6 +537,8 @@ async fn present_click_ids(
 fn table(kind: u8) -> (&'static str, &'static str) {
     match kind {
         KIND_INSTALLS => ("installs", crate::attribution::install::COLUMNS),
+        KIND_EVENTS => ("events", crate::conversions::event::COLUMNS),
+        KIND_CONVERSIONS => ("conversions", crate::conversions::conversion::COLUMNS),
         _ => ("clicks", row::COLUMNS),
     }
 }

@@ -83,6 +83,7 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Spilled, usize)>, DecodeError
         previews,
         data,
         wal: Vec::new(),
+        receipts: Vec::new(),
     };
     Ok(Some((Spilled { batch, attempted }, used)))
 }
@@ -395,6 +396,7 @@ mod tests {
             kind: 1,
             data: Bytes::copy_from_slice(data),
             wal: Vec::new(),
+            receipts: Vec::new(),
         }
     }
 

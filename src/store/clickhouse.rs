@@ -20,6 +20,14 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_installs",
         include_str!("../../clickhouse/0002_installs.sql"),
     ),
+    (
+        "0003_events",
+        include_str!("../../clickhouse/0003_events.sql"),
+    ),
+    (
+        "0004_conversions",
+        include_str!("../../clickhouse/0004_conversions.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,10 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::attribution::install::InstallAttribution;
 use crate::attribution::AttributionConfig;
 use crate::click::ClickId;
+use crate::conversions::source::{self, Source};
 use crate::link::Link;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,8 @@ pub struct Redis {
     /// Attribution settings, for `CONFIG_CACHE_TTL`: a change made on another node takes
     /// that long to apply here.
     configs: Arc<TtlCache<AttributionConfig>>,
+    /// Tenants whose default webhook source is known to exist.
+    provisioned: Arc<parking_lot::Mutex<ahash::AHashSet<String>>>,
 }
 
 const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -142,6 +146,16 @@ pub struct FlipRequest<'a> {
 
 /// How long a retried install gets the same answer.
 const ANSWER_TTL_MS: u64 = 30 * 86_400_000;
+/// How long an install's attribution is remembered for its events and conversions (and for
+/// binding users to it): about 200 bytes per install.
+pub const INSTALL_MEMORY_MS: u64 = 400 * 86_400_000;
+
+/// Who a webhook token belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookOwner {
+    pub tenant_id: String,
+    pub source_id: String,
+}
 
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -171,6 +185,7 @@ impl Redis {
             flip,
             keys: Arc::new(TtlCache::new(KEY_CACHE_TTL)),
             configs: Arc::new(TtlCache::new(CONFIG_CACHE_TTL)),
+            provisioned: Arc::default(),
         })
     }
 
@@ -194,6 +209,27 @@ impl Redis {
     }
     pub fn fingerprint_key(&self, tenant: &str, platform: &str, ip_hash: u64) -> String {
         format!("{}:fp:{platform}:{ip_hash}", self.tenant_tag(tenant))
+    }
+    /// An idempotency key of `namespace` (`event`, `conversion`) for `id`.
+    pub fn idempotency_key(&self, tenant: &str, namespace: &str, id: &str) -> String {
+        format!("{}:idem:{namespace}:{id}", self.tenant_tag(tenant))
+    }
+    /// An install's remembered attribution (`InstallAttribution` JSON).
+    pub fn attribution_key(&self, tenant: &str, install_id: &str) -> String {
+        format!("{}:attr:{install_id}", self.tenant_tag(tenant))
+    }
+    /// The install a user is bound to.
+    pub fn user_key(&self, tenant: &str, user_id: &str) -> String {
+        format!("{}:user:{user_id}", self.tenant_tag(tenant))
+    }
+    fn sources_key(&self, tenant: &str) -> String {
+        format!("{}:sources", self.tenant_tag(tenant))
+    }
+    fn default_source_key(&self, tenant: &str) -> String {
+        format!("{}:sources:default", self.tenant_tag(tenant))
+    }
+    fn webhook_key(&self, token: &str) -> String {
+        format!("{}:webhook:{token}", self.prefix)
     }
     fn api_key_key(&self, hash: &str) -> String {
         format!("{}:key:{hash}", self.prefix)
@@ -332,19 +368,18 @@ impl Redis {
         })
     }
 
-    /// Binds `user_id` to an install the tenant reported (its remembered answer proves it);
-    /// false when no such install is known.
+    /// Binds `user_id` to an install the tenant reported; false when no such install is
+    /// known.
     pub async fn bind_user(
         &self,
         tenant: &str,
         install_id: &str,
         user_id: &str,
     ) -> Result<bool, RedisError> {
-        let tag = self.tenant_tag(tenant);
         let mut c = self.conn.clone();
-        let known: bool = c.exists(format!("{tag}:install:{install_id}")).await?;
+        let known: bool = c.exists(self.attribution_key(tenant, install_id)).await?;
         if known {
-            let _: () = c.set(format!("{tag}:user:{user_id}"), install_id).await?;
+            let _: () = c.set(self.user_key(tenant, user_id), install_id).await?;
         }
         Ok(known)
     }
@@ -356,8 +391,189 @@ impl Redis {
         user_id: &str,
     ) -> Result<Option<String>, RedisError> {
         let mut c = self.conn.clone();
-        Ok(c.get(format!("{}:user:{user_id}", self.tenant_tag(tenant)))
-            .await?)
+        Ok(c.get(self.user_key(tenant, user_id)).await?)
+    }
+
+    /// Remembers what an install was attributed to (the first answer stands: a retried
+    /// install report does not change it).
+    pub async fn remember_attribution(
+        &self,
+        tenant: &str,
+        install_id: &str,
+        attribution: &InstallAttribution,
+    ) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        redis::cmd("SET")
+            .arg(self.attribution_key(tenant, install_id))
+            .arg(serde_json::to_string(attribution).expect("serializable"))
+            .arg("NX")
+            .arg("PX")
+            .arg(INSTALL_MEMORY_MS)
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// In one round trip: takes each of `take` that nobody holds (`SET NX` with a
+    /// `pending_ms` lifetime; true where taken) and reads `get`.
+    pub async fn take_and_get(
+        &self,
+        take: &[String],
+        pending_ms: u64,
+        get: &[String],
+    ) -> Result<(Vec<bool>, Vec<Option<String>>), RedisError> {
+        if take.is_empty() && get.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut pipe = redis::pipe();
+        for key in take {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(pending_ms);
+        }
+        if !get.is_empty() {
+            pipe.cmd("MGET").arg(get);
+        }
+        let mut c = self.conn.clone();
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+        let got = match get.is_empty() {
+            true => Vec::new(),
+            false => match replies.pop() {
+                Some(redis::Value::Array(values)) => values
+                    .into_iter()
+                    .map(|v| match v {
+                        redis::Value::BulkString(b) => String::from_utf8(b).ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => vec![None; get.len()],
+            },
+        };
+        let taken = replies
+            .into_iter()
+            .map(|v| !matches!(v, redis::Value::Nil))
+            .collect();
+        Ok((taken, got))
+    }
+
+    pub async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, RedisError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn.clone();
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut c).await?)
+    }
+
+    /// Gives taken keys their full lifetime (what they guard is now stored).
+    pub async fn confirm(&self, keys: &[String], ttl_ms: u64) -> Result<(), RedisError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
+        }
+        self.query_pipeline(&pipe).await
+    }
+
+    /// Lets go of taken keys (what they guard was not stored).
+    pub async fn release(&self, keys: &[String]) -> Result<(), RedisError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let _: () = c.del(keys).await?;
+        Ok(())
+    }
+
+    /// Creates the tenant's `default` source unless it was created before (even if since
+    /// deleted: a deleted default stays deleted).
+    pub async fn ensure_default_source(&self, tenant: &str) -> Result<(), RedisError> {
+        if self.provisioned.lock().contains(tenant) {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let flag = self.default_source_key(tenant);
+        let done: bool = c.exists(&flag).await?;
+        if !done {
+            let default = Source::new(source::DEFAULT_NAME, "custom");
+            self.create_source(tenant, &default).await?;
+            let won: bool = c.set_nx(&flag, &default.id).await?;
+            if !won {
+                // Another request provisioned it at the same moment: keep theirs.
+                self.delete_source(tenant, &default.id).await?;
+            }
+        }
+        self.provisioned.lock().insert(tenant.to_string());
+        Ok(())
+    }
+
+    pub async fn create_source(&self, tenant: &str, source: &Source) -> Result<(), RedisError> {
+        let owner = WebhookOwner {
+            tenant_id: tenant.to_string(),
+            source_id: source.id.clone(),
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(
+                self.sources_key(tenant),
+                &source.id,
+                serde_json::to_string(source).expect("serializable"),
+            )
+            .set(
+                self.webhook_key(&source.token),
+                serde_json::to_string(&owner).expect("serializable"),
+            );
+        self.query_pipeline(&pipe).await
+    }
+
+    pub async fn sources(&self, tenant: &str) -> Result<Vec<Source>, RedisError> {
+        let mut c = self.conn.clone();
+        let key = self.sources_key(tenant);
+        let raws: Vec<(String, String)> = c.hgetall(&key).await?;
+        let mut sources = raws
+            .iter()
+            .map(|(_, raw)| {
+                serde_json::from_str(raw).map_err(|source| RedisError::Corrupt {
+                    key: key.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<Source>, _>>()?;
+        sources.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(sources)
+    }
+
+    pub async fn source(&self, tenant: &str, id: &str) -> Result<Option<Source>, RedisError> {
+        let mut c = self.conn.clone();
+        let key = self.sources_key(tenant);
+        let raw: Option<String> = c.hget(&key, id).await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key, source }))
+            .transpose()
+    }
+
+    /// Deletes a source and its webhook URL; false when there was no such source.
+    pub async fn delete_source(&self, tenant: &str, id: &str) -> Result<bool, RedisError> {
+        let Some(source) = self.source(tenant, id).await? else {
+            return Ok(false);
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hdel(self.sources_key(tenant), id)
+            .del(self.webhook_key(&source.token));
+        self.query_pipeline(&pipe).await?;
+        Ok(true)
+    }
+
+    pub async fn webhook_owner(&self, token: &str) -> Result<Option<WebhookOwner>, RedisError> {
+        let mut c = self.conn.clone();
+        let key = self.webhook_key(token);
+        let raw: Option<String> = c.get(&key).await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key, source }))
+            .transpose()
     }
 
     /// Claims `link.id` globally. Returns false when the code is taken (by anyone, ever:

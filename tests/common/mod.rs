@@ -347,3 +347,40 @@ pub async fn create_link(server: &Server, key: &str, body: serde_json::Value) ->
     assert_eq!(status, 201, "create link: {value}");
     value
 }
+
+/// Clicks `code` (whose destination ends in `{click_id}`), waits for the click in ClickHouse,
+/// and reports `install_id` with that click id: an install attributed by click id.
+pub async fn attributed_install(
+    env: &TestEnv,
+    server: &Server,
+    key: &str,
+    code: &str,
+    install_id: &str,
+) -> sluice::click::ClickId {
+    let resp = http()
+        .get(format!("{}/{code}", base(server)))
+        .header("user-agent", "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    let loc = resp.headers()["location"].to_str().unwrap().to_string();
+    let click = sluice::click::ClickId::parse(&loc[loc.len() - 36..]).expect("click id");
+    let sql = format!(
+        "SELECT count() FROM clicks WHERE lower(hex(click_id)) = '{}'",
+        hex::encode(click.0)
+    );
+    assert_eq!(env.wait_for(&sql, 1, Duration::from_secs(20)).await, 1);
+    let resp = http()
+        .post(format!("{}/v1/attribution/install", base(server)))
+        .bearer_auth(key)
+        .json(&serde_json::json!({
+            "install_id": install_id, "platform": "android", "click_id": click.to_string()
+        }))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["match_type"], "click_id", "{v}");
+    click
+}

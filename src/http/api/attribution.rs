@@ -12,7 +12,7 @@ use tracing::warn;
 use super::read_json;
 use crate::app::App;
 use crate::attribution::config::ConfigPatch;
-use crate::attribution::install::{self, ClickFacts, InstallRow};
+use crate::attribution::install::{self, ClickFacts, InstallAttribution, InstallRow};
 use crate::attribution::{admissible, referrer, resolve, Candidate, MatchType, SelfReported};
 use crate::click::ClickId;
 use crate::http::auth::{authenticate, require_secret};
@@ -21,7 +21,7 @@ use crate::http::error::{json_response, ApiError, Body};
 use crate::link::template::Values;
 use crate::pipeline::fingerprints;
 use crate::pipeline::flusher::KIND_INSTALLS;
-use crate::pipeline::ring::FactRow;
+use crate::pipeline::ring::Facts;
 use crate::store::clickhouse;
 use crate::store::redis::{Claim, Flip, FlipRequest};
 use crate::time;
@@ -166,7 +166,7 @@ pub async fn attribute(
     let tenant = caller.tenant_id.as_str();
     let value: Value = read_json(body, BODY_LIMIT).await?;
     let r = report(&value)?;
-    if app.rows.is_full() {
+    if app.rows.is_full(1024) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -260,8 +260,37 @@ pub async fn attribute(
         ),
     };
 
+    // Remembered for the install's events and its user's conversions (and every retry, so
+    // a crash between the flip and this write heals on the retry).
+    let remembered = match &facts {
+        Some(f) => InstallAttribution {
+            match_type,
+            click_id: hex::encode(f.click_id),
+            link_id: f.link_id.clone(),
+            campaign: f.campaign.clone(),
+            source: f.source.clone(),
+            medium: f.medium.clone(),
+            partner_id: app
+                .links
+                .get(&f.link_id)
+                .and_then(|l| l.link.partner_id.clone())
+                .unwrap_or_default(),
+        },
+        None if match_type == MatchType::Metadata => InstallAttribution {
+            match_type,
+            source: r.reported[0].unwrap_or("").to_string(),
+            medium: r.reported[1].unwrap_or("").to_string(),
+            campaign: r.reported[2].unwrap_or("").to_string(),
+            ..InstallAttribution::default()
+        },
+        None => InstallAttribution::default(),
+    };
+    app.redis
+        .remember_attribution(tenant, r.install_id, &remembered)
+        .await?;
+
     if first {
-        let mut row = Vec::with_capacity(256);
+        let mut row = Facts::new(KIND_INSTALLS);
         install::encode(
             &InstallRow {
                 ts_ms: install_ms,
@@ -281,17 +310,10 @@ pub async fn attribute(
                 device_model: r.device[1],
                 app_version: r.device[2],
             },
-            &mut row,
+            &mut row.data,
         );
-        if app
-            .rows
-            .push(FactRow {
-                kind: KIND_INSTALLS,
-                ts_ms: install_ms,
-                row,
-            })
-            .is_err()
-        {
+        row.end_row(install_ms);
+        if app.rows.push(row).is_err() {
             warn!("install queue full; install answered but not recorded");
         }
         app.metrics.matches[match_index(match_type)].increment(1);

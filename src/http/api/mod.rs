@@ -1,15 +1,30 @@
 //! JSON API handlers (`/v1/…`).
 
 pub mod attribution;
+pub mod events;
 pub mod links;
+pub mod sources;
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use hyper::header::{HeaderMap, CONTENT_LENGTH};
 use hyper::StatusCode;
 use serde::de::DeserializeOwned;
+use tracing::warn;
 
 use super::error::ApiError;
+use crate::app::App;
+use crate::conversions::{BodyError, IDEMPOTENCY_TTL_MS, MAX_ITEMS};
+use crate::pipeline::ring::Facts;
+
+/// How long an idempotency key taken for a request lives before what it guards is durable:
+/// if this node dies first, the key lapses and the sender's retry is stored.
+const PENDING_KEY_MS: u64 = 120_000;
+/// How long a request waits for its rows to become durable before answering 503.
+const DURABLE_WAIT: Duration = Duration::from_secs(30);
 
 /// Reads a JSON body of at most `limit` bytes.
 pub async fn read_json<T: DeserializeOwned>(body: Incoming, limit: usize) -> Result<T, ApiError> {
@@ -28,11 +43,7 @@ pub async fn read_json<T: DeserializeOwned>(body: Incoming, limit: usize) -> Res
 pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body is larger than {limit} bytes"),
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
         Err(_) => Err(ApiError::bad_request(
             "body_unreadable",
             "request body could not be read",
@@ -44,4 +55,74 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> 
 fn unknown_field(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("unknown field `")?;
     rest.split('`').next()
+}
+
+/// A body the `Content-Length` already shows is too large is refused before it is read.
+pub fn check_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => Err(too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body is larger than {limit} bytes"),
+    )
+}
+
+/// A batch body refused as a whole.
+pub fn body_error(e: BodyError, what: &str) -> ApiError {
+    match e {
+        BodyError::TooMany => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            format!("at most {MAX_ITEMS} {what} per request"),
+        ),
+        BodyError::Malformed(message) => {
+            ApiError::bad_request("invalid_json", format!("invalid JSON body: {message}"))
+        }
+    }
+}
+
+/// Hands a request's rows to the pipeline and waits until they are durable (in ClickHouse or
+/// the fsynced spill), then gives the idempotency keys taken for them their full lifetime.
+/// Refused rows release their keys, so a retry is stored.
+pub async fn store_durably(app: &App, facts: Facts, taken: &[String]) -> Result<(), ApiError> {
+    if facts.rows.is_empty() {
+        return Ok(());
+    }
+    let (facts, durable) = facts.with_receipt();
+    if app.rows.push(facts).is_err() {
+        app.redis.release(taken).await?;
+        return Err(busy());
+    }
+    match tokio::time::timeout(DURABLE_WAIT, durable).await {
+        Ok(Ok(())) => {
+            if let Err(error) = app.redis.confirm(taken, IDEMPOTENCY_TTL_MS).await {
+                // Stored; the keys still guard retries for their pending lifetime.
+                warn!(%error, keys = taken.len(), "could not extend idempotency keys");
+            }
+            Ok(())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_confirmed",
+            "the data could not be confirmed stored in time; retry (idempotency keys prevent duplicates)",
+        )),
+    }
+}
+
+pub fn busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "ingestion is backed up; retry shortly",
+    )
 }

@@ -1,0 +1,129 @@
+//! `POST /v1/events`: server-to-server event batches (Basic auth). The whole batch is
+//! validated first (any bad event refuses it, naming each by index and field); then each
+//! event id is taken once per tenant for 30 days, the installs are looked up for their
+//! attribution, and the new events are stored before the 204.
+
+use ahash::{AHashMap, AHashSet};
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+use tracing::warn;
+
+use super::{body_error, busy, check_length, read_body, store_durably, PENDING_KEY_MS};
+use crate::app::App;
+use crate::attribution::install::InstallAttribution;
+use crate::conversions::{event, MAX_BODY};
+use crate::http::auth::authenticate_basic;
+use crate::http::error::{empty_response, ApiError, Body};
+use crate::pipeline::flusher::KIND_EVENTS;
+use crate::pipeline::ring::Facts;
+use crate::time;
+
+pub async fn ingest(
+    app: &App,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let caller = authenticate_basic(app, headers).await?;
+    let tenant = caller.tenant_id.as_str();
+    check_length(headers, MAX_BODY)?;
+    let bytes = read_body(body, MAX_BODY).await?;
+    let raws = event::parse_batch(&bytes).map_err(|e| body_error(e, "events"))?;
+    let now = time::now_ms();
+    let mut events = Vec::with_capacity(raws.len());
+    let mut errors = Vec::new();
+    for (index, raw) in raws.iter().enumerate() {
+        match event::validate(index, raw, now) {
+            Ok(e) => events.push(e),
+            Err(mut bad) => errors.append(&mut bad),
+        }
+    }
+    if !errors.is_empty() {
+        let invalid: AHashSet<usize> = errors.iter().map(|e| e.index).collect();
+        return Err(ApiError::bad_request(
+            "invalid_events",
+            format!(
+                "{} of {} events are invalid; nothing in this batch was stored",
+                invalid.len(),
+                raws.len()
+            ),
+        )
+        .with_details(json!({ "errors": errors })));
+    }
+    // An id twice in one batch is one event.
+    let mut seen = AHashSet::with_capacity(events.len());
+    events.retain(|e| seen.insert(e.event_id));
+    if events.is_empty() {
+        return Ok(empty_response(StatusCode::NO_CONTENT));
+    }
+    if app.rows.is_full(bytes.len()) {
+        return Err(busy());
+    }
+
+    let keys: Vec<String> = events
+        .iter()
+        .map(|e| {
+            app.redis
+                .idempotency_key(tenant, "event", &hex::encode(e.event_id))
+        })
+        .collect();
+    let installs: Vec<&str> = {
+        let mut distinct = AHashSet::new();
+        events
+            .iter()
+            .map(|e| e.installation_id.as_str())
+            .filter(|i| distinct.insert(*i))
+            .collect()
+    };
+    let attribution_keys: Vec<String> = installs
+        .iter()
+        .map(|i| app.redis.attribution_key(tenant, i))
+        .collect();
+    let (taken, found) = app
+        .redis
+        .take_and_get(&keys, PENDING_KEY_MS, &attribution_keys)
+        .await?;
+    let attributions = decode_attributions(&installs, found);
+
+    let mut facts = Facts::new(KIND_EVENTS);
+    facts.data.reserve(bytes.len() + events.len() * 96);
+    let mut stored_keys = Vec::with_capacity(events.len());
+    for ((e, key), taken) in events.iter().zip(keys).zip(taken) {
+        if !taken {
+            continue;
+        }
+        let attribution = attributions.get(e.installation_id.as_str());
+        event::encode(&mut facts.data, e, now, tenant, attribution);
+        facts.end_row(e.ts_ms);
+        stored_keys.push(key);
+    }
+    let stored = stored_keys.len() as u64;
+    store_durably(app, facts, &stored_keys).await?;
+    app.metrics.events_received.increment(stored);
+    app.metrics
+        .events_deduped
+        .increment(raws.len() as u64 - stored);
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// Pairs installs with their remembered attribution (unknown installs are left out).
+pub fn decode_attributions<'a>(
+    installs: &[&'a str],
+    found: Vec<Option<String>>,
+) -> AHashMap<&'a str, InstallAttribution> {
+    installs
+        .iter()
+        .zip(found)
+        .filter_map(|(install, raw)| {
+            let raw = raw?;
+            match serde_json::from_str(&raw) {
+                Ok(a) => Some((*install, a)),
+                Err(error) => {
+                    warn!(%error, "unreadable install attribution; treated as unknown");
+                    None
+                }
+            }
+        })
+        .collect()
+}
