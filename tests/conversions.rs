@@ -91,7 +91,21 @@ impl Ctx {
         assert_eq!(resp.status(), 200);
     }
 
-    async fn rows(&self, sql_where: &str) -> Vec<Value> {
+    /// The tenant's conversions matching `sql_where`, once at least `want` are stored (or
+    /// after 20 s): an answered conversion is durable, and may reach ClickHouse through the
+    /// spill a moment later.
+    async fn rows(&self, sql_where: &str, want: usize) -> Vec<Value> {
+        let started = std::time::Instant::now();
+        loop {
+            let rows = self.rows_now(sql_where).await;
+            if rows.len() >= want || started.elapsed() > std::time::Duration::from_secs(20) {
+                return rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn rows_now(&self, sql_where: &str) -> Vec<Value> {
         let out = self
             .env
             .ch(&format!(
@@ -220,7 +234,7 @@ async fn sources_lifecycle_and_isolation() {
         .post(&path, json!({"user_id": "nobody", "type": "signup"}))
         .await;
     assert_eq!(status, 404, "{v}");
-    let kept = ctx.rows(&format!("source_id = '{id}'")).await;
+    let kept = ctx.rows(&format!("source_id = '{id}'"), 1).await;
     assert_eq!(kept.len(), 1);
     for bad in ["/w/unknown", &format!("/w/{}", "a".repeat(64))] {
         let (status, _) = ctx.post(bad, json!({"user_id": "u", "type": "t"})).await;
@@ -259,7 +273,7 @@ async fn concurrent_duplicates_count_once() {
         }
     }
     assert_eq!(totals, [1, 19, 0, 0]);
-    let rows = ctx.rows("1").await;
+    let rows = ctx.rows("1", 1).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(
         rows[0],
@@ -345,6 +359,11 @@ async fn items_fail_alone_and_refunds_sum() {
     assert!(results[7]["error"]["field"].is_null());
     assert!(results[0]["conversion_id"].is_string());
 
+    assert_eq!(
+        ctx.rows("1", 4).await.len(),
+        4,
+        "3 accepted + 1 unattributed"
+    );
     let sums = ctx
         .env
         .ch(&format!(
@@ -355,7 +374,7 @@ async fn items_fail_alone_and_refunds_sum() {
         .await;
     assert_eq!(sums, "purchase\tUSD\t2\t7500\nsignup\t\t1\t0\n");
     // The stranger's conversion is kept for audit, unattributed and with no install.
-    let audit = ctx.rows("user_id = 'stranger'").await;
+    let audit = ctx.rows("user_id = 'stranger'", 1).await;
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0][6], 0);
     assert_eq!(audit[0][7], "");

@@ -72,13 +72,15 @@ impl Ctx {
             .await
     }
 
-    async fn stored(&self) -> u64 {
-        self.env
-            .ch_u64(&format!(
-                "SELECT count() FROM events WHERE tenant_id = '{}'",
-                self.tenant.tenant_id
-            ))
-            .await
+    /// The tenant's stored events once `want` are there (or the count after 20 s). A 204
+    /// means durable: in ClickHouse, or in the spill when another insert was in flight, and
+    /// replayed from there moments later.
+    async fn stored(&self, want: u64) -> u64 {
+        let sql = format!(
+            "SELECT count() FROM events WHERE tenant_id = '{}'",
+            self.tenant.tenant_id
+        );
+        self.env.wait_for(&sql, want, Duration::from_secs(20)).await
     }
 }
 
@@ -88,8 +90,7 @@ async fn batch_limits_are_exact() {
     let batch: Vec<Value> = (0..1000).map(|_| event("dev-1")).collect();
     let (status, body) = ctx.send(&batch).await;
     assert_eq!(status, 204, "{body}");
-    // The 204 comes once the rows are durable: they are in ClickHouse now.
-    assert_eq!(ctx.stored().await, 1000);
+    assert_eq!(ctx.stored(1000).await, 1000);
 
     let batch: Vec<Value> = (0..1001).map(|_| event("dev-1")).collect();
     let (status, body) = ctx.send(&batch).await;
@@ -118,7 +119,7 @@ async fn batch_limits_are_exact() {
         .await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "body_too_large");
-    assert_eq!(ctx.stored().await, 1001);
+    assert_eq!(ctx.stored(1001).await, 1001);
     ctx.env.cleanup().await;
 }
 
@@ -142,7 +143,7 @@ async fn one_bad_event_rejects_the_batch_and_names_it() {
         vec![(17, "event_id"), (31, "event_name"), (31, "payload")]
     );
     assert_eq!(
-        ctx.stored().await,
+        ctx.stored(0).await,
         0,
         "nothing of a rejected batch is stored"
     );
@@ -178,7 +179,7 @@ async fn one_bad_event_rejects_the_batch_and_names_it() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(ctx.stored().await, 0);
+    assert_eq!(ctx.stored(0).await, 0);
     ctx.env.cleanup().await;
 }
 
@@ -188,7 +189,7 @@ async fn replayed_batches_are_stored_once() {
     let batch: Vec<Value> = (0..200).map(|_| event("dev-1")).collect();
     assert_eq!(ctx.send(&batch).await.0, 204);
     assert_eq!(ctx.send(&batch).await.0, 204, "a replay is accepted");
-    assert_eq!(ctx.stored().await, 200);
+    assert_eq!(ctx.stored(200).await, 200);
 
     // The same new batch sent four times at once: one copy stored.
     let batch: Vec<Value> = (0..300).map(|_| event("dev-2")).collect();
@@ -213,14 +214,14 @@ async fn replayed_batches_are_stored_once() {
     for send in sends {
         assert_eq!(send.await.unwrap(), 204);
     }
-    assert_eq!(ctx.stored().await, 500);
+    assert_eq!(ctx.stored(500).await, 500);
     // An id twice within one batch is one event; a partial replay stores only the new ones.
     let mut mixed = batch[..10].to_vec();
     let fresh = event("dev-3");
     mixed.push(fresh.clone());
     mixed.push(fresh);
     assert_eq!(ctx.send(&mixed).await.0, 204);
-    assert_eq!(ctx.stored().await, 501);
+    assert_eq!(ctx.stored(501).await, 501);
     // Idempotency is per tenant: another tenant may use the same ids.
     let other = ctx.env.tenant().await;
     let body = serde_json::to_vec(&json!({ "events": &batch[..5] })).unwrap();
@@ -230,10 +231,14 @@ async fn replayed_batches_are_stored_once() {
     assert_eq!(status, 204);
     let theirs = ctx
         .env
-        .ch_u64(&format!(
-            "SELECT count() FROM events WHERE tenant_id = '{}'",
-            other.tenant_id
-        ))
+        .wait_for(
+            &format!(
+                "SELECT count() FROM events WHERE tenant_id = '{}'",
+                other.tenant_id
+            ),
+            5,
+            Duration::from_secs(20),
+        )
         .await;
     assert_eq!(theirs, 5);
     ctx.env.cleanup().await;
@@ -264,6 +269,7 @@ async fn events_carry_the_install_attribution() {
     known["event_name"] = json!("Level_Up");
     let unknown = event("dev-never-seen");
     assert_eq!(ctx.send(&[known.clone(), unknown.clone()]).await.0, 204);
+    assert_eq!(ctx.stored(2).await, 2);
     let rows = ctx
         .env
         .ch(&format!(
@@ -355,10 +361,14 @@ async fn a_burst_past_the_rate_limit_gets_429_then_recovers() {
     let other = env.tenant().await;
     assert_eq!(send(&other).await.unwrap().status(), 204);
     let stored = env
-        .ch_u64(&format!(
-            "SELECT count() FROM events WHERE tenant_id = '{}'",
-            t.tenant_id
-        ))
+        .wait_for(
+            &format!(
+                "SELECT count() FROM events WHERE tenant_id = '{}'",
+                t.tenant_id
+            ),
+            ok + 1,
+            Duration::from_secs(20),
+        )
         .await;
     assert_eq!(stored, ok + 1, "refused requests stored nothing");
     env.cleanup().await;
