@@ -24,7 +24,7 @@ PID=$!
 cleanup() {
   kill -TERM $PID 2>/dev/null || true
   # The run leaves an idempotency key per event in Redis (30 days): clear them out.
-  redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "$DB:*" --count 10000 \
+  redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "$DB:*" \
     | xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
 }
 trap cleanup EXIT

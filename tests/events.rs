@@ -373,3 +373,40 @@ async fn a_burst_past_the_rate_limit_gets_429_then_recovers() {
     assert_eq!(stored, ok + 1, "refused requests stored nothing");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_died_does_not_block_its_retry() {
+    let ctx = Ctx::new().await;
+    let redis = ctx.env.redis().await;
+    let tenant = ctx.tenant.tenant_id.as_str();
+    let key_of = |e: &Value| {
+        let id = e["event_id"].as_str().unwrap().replace('-', "");
+        redis.idempotency_key(tenant, "event", &id)
+    };
+    let now = sluice::time::now_ms();
+    let (pending, ttl) = (120_000, 30 * 86_400_000);
+    // A request took these ids three minutes ago and never finished (its node died before
+    // the rows were durable): the sender's retry is stored.
+    let dead: Vec<Value> = (0..3).map(|_| event("dev-1")).collect();
+    let keys: Vec<String> = dead.iter().map(key_of).collect();
+    let taken = redis
+        .take_keys(tenant, &keys, "dead-request", now - 180_000, pending, ttl)
+        .await
+        .unwrap();
+    assert_eq!(taken, [true, true, true]);
+    // A request still within its window holds its ids: a concurrent copy is a duplicate.
+    let live: Vec<Value> = (0..2).map(|_| event("dev-1")).collect();
+    let keys: Vec<String> = live.iter().map(key_of).collect();
+    redis
+        .take_keys(tenant, &keys, "live-request", now, pending, ttl)
+        .await
+        .unwrap();
+    let mut batch = dead.clone();
+    batch.extend(live.iter().cloned());
+    assert_eq!(ctx.send(&batch).await.0, 204);
+    assert_eq!(ctx.stored(3).await, 3);
+    // Once stored, the retried ids stand like any other.
+    assert_eq!(ctx.send(&dead).await.0, 204);
+    assert_eq!(ctx.stored(3).await, 3);
+    ctx.env.cleanup().await;
+}

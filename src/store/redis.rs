@@ -52,6 +52,7 @@ pub struct Redis {
     conn: ConnectionManager,
     prefix: String,
     flip: redis::Script,
+    idempotency: redis::Script,
     /// API key lookups, for `KEY_CACHE_TTL`: a revoked key keeps working that long.
     keys: Arc<TtlCache<Option<KeyRecord>>>,
     /// Attribution settings, for `CONFIG_CACHE_TTL`: a change made on another node takes
@@ -157,6 +158,11 @@ pub struct WebhookOwner {
     pub source_id: String,
 }
 
+/// A fresh id for a request that takes idempotency keys.
+pub fn request_id() -> String {
+    random_hex(16)
+}
+
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
@@ -183,6 +189,7 @@ impl Redis {
             conn,
             prefix: prefix.to_string(),
             flip,
+            idempotency: redis::Script::new(include_str!("../../redis/idempotency.lua")),
             keys: Arc::new(TtlCache::new(KEY_CACHE_TTL)),
             configs: Arc::new(TtlCache::new(CONFIG_CACHE_TTL)),
             provisioned: Arc::default(),
@@ -221,6 +228,9 @@ impl Redis {
     /// The install a user is bound to.
     pub fn user_key(&self, tenant: &str, user_id: &str) -> String {
         format!("{}:user:{user_id}", self.tenant_tag(tenant))
+    }
+    fn inflight_key(&self, tenant: &str) -> String {
+        format!("{}:idem:inflight", self.tenant_tag(tenant))
     }
     fn sources_key(&self, tenant: &str) -> String {
         format!("{}:sources", self.tenant_tag(tenant))
@@ -414,49 +424,55 @@ impl Redis {
         Ok(())
     }
 
-    /// In one round trip: takes each of `take` that nobody holds (`SET NX` with a
-    /// `pending_ms` lifetime; true where taken) and reads `get`.
-    pub async fn take_and_get(
+    /// Takes the idempotency keys of request `request` (`redis/idempotency.lua`): true
+    /// where this request now holds the key, false for duplicates.
+    pub async fn take_keys(
         &self,
-        take: &[String],
+        tenant: &str,
+        keys: &[String],
+        request: &str,
+        now_ms: u64,
         pending_ms: u64,
-        get: &[String],
-    ) -> Result<(Vec<bool>, Vec<Option<String>>), RedisError> {
-        if take.is_empty() && get.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
+        ttl_ms: u64,
+    ) -> Result<Vec<bool>, RedisError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for key in take {
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(1)
-                .arg("NX")
-                .arg("PX")
-                .arg(pending_ms);
+        let mut invocation = self.idempotency.prepare_invoke();
+        invocation.key(self.inflight_key(tenant));
+        for key in keys {
+            invocation.key(key);
         }
-        if !get.is_empty() {
-            pipe.cmd("MGET").arg(get);
-        }
+        invocation
+            .arg(request)
+            .arg(now_ms)
+            .arg(pending_ms)
+            .arg(ttl_ms);
         let mut c = self.conn.clone();
-        let mut replies: Vec<redis::Value> = pipe.query_async(&mut c).await?;
-        let got = match get.is_empty() {
-            true => Vec::new(),
-            false => match replies.pop() {
-                Some(redis::Value::Array(values)) => values
-                    .into_iter()
-                    .map(|v| match v {
-                        redis::Value::BulkString(b) => String::from_utf8(b).ok(),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => vec![None; get.len()],
-            },
-        };
-        let taken = replies
-            .into_iter()
-            .map(|v| !matches!(v, redis::Value::Nil))
-            .collect();
-        Ok((taken, got))
+        let taken: Vec<u8> = invocation.invoke_async(&mut c).await?;
+        Ok(taken.into_iter().map(|t| t == 1).collect())
+    }
+
+    /// The request's rows are durable: its keys stand for their whole lifetime.
+    pub async fn finish_request(&self, tenant: &str, request: &str) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        let _: () = c.zrem(self.inflight_key(tenant), request).await?;
+        Ok(())
+    }
+
+    /// The request's rows were refused: lets go of its keys so a retry is stored.
+    pub async fn release_request(
+        &self,
+        tenant: &str,
+        keys: &[String],
+        request: &str,
+    ) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        if !keys.is_empty() {
+            pipe.del(keys).ignore();
+        }
+        pipe.zrem(self.inflight_key(tenant), request).ignore();
+        self.query_pipeline(&pipe).await
     }
 
     pub async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, RedisError> {
@@ -465,28 +481,6 @@ impl Redis {
         }
         let mut c = self.conn.clone();
         Ok(redis::cmd("MGET").arg(keys).query_async(&mut c).await?)
-    }
-
-    /// Gives taken keys their full lifetime (what they guard is now stored).
-    pub async fn confirm(&self, keys: &[String], ttl_ms: u64) -> Result<(), RedisError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
-        }
-        self.query_pipeline(&pipe).await
-    }
-
-    /// Lets go of taken keys (what they guard was not stored).
-    pub async fn release(&self, keys: &[String]) -> Result<(), RedisError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut c = self.conn.clone();
-        let _: () = c.del(keys).await?;
-        Ok(())
     }
 
     /// Creates the tenant's `default` source unless it was created before (even if since

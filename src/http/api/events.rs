@@ -10,7 +10,7 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 use tracing::warn;
 
-use super::{body_error, busy, check_length, read_body, store_durably, PENDING_KEY_MS};
+use super::{body_error, busy, check_length, read_body, store_durably, Taken};
 use crate::app::App;
 use crate::attribution::install::InstallAttribution;
 use crate::conversions::{event, MAX_BODY};
@@ -80,26 +80,20 @@ pub async fn ingest(
         .iter()
         .map(|i| app.redis.attribution_key(tenant, i))
         .collect();
-    let (taken, found) = app
-        .redis
-        .take_and_get(&keys, PENDING_KEY_MS, &attribution_keys)
-        .await?;
+    let ((held, taken), found) = tokio::try_join!(Taken::take(app, tenant, &keys), async {
+        Ok(app.redis.mget(&attribution_keys).await?)
+    })?;
     let attributions = decode_attributions(&installs, found);
 
     let mut facts = Facts::new(KIND_EVENTS);
     facts.data.reserve(bytes.len() + events.len() * 96);
-    let mut stored_keys = Vec::with_capacity(events.len());
-    for ((e, key), taken) in events.iter().zip(keys).zip(taken) {
-        if !taken {
-            continue;
-        }
+    for (e, _) in events.iter().zip(taken).filter(|(_, taken)| *taken) {
         let attribution = attributions.get(e.installation_id.as_str());
         event::encode(&mut facts.data, e, now, tenant, attribution);
         facts.end_row(e.ts_ms);
-        stored_keys.push(key);
     }
-    let stored = stored_keys.len() as u64;
-    store_durably(app, facts, &stored_keys).await?;
+    let stored = facts.rows.len() as u64;
+    store_durably(app, facts, held).await?;
     app.metrics.events_received.increment(stored);
     app.metrics
         .events_deduped

@@ -19,6 +19,8 @@ use super::error::ApiError;
 use crate::app::App;
 use crate::conversions::{BodyError, IDEMPOTENCY_TTL_MS, MAX_ITEMS};
 use crate::pipeline::ring::Facts;
+use crate::store::redis::{request_id, Redis};
+use crate::time;
 
 /// How long an idempotency key taken for a request lives before what it guards is durable:
 /// if this node dies first, the key lapses and the sender's retry is stored.
@@ -91,32 +93,98 @@ pub fn body_error(e: BodyError, what: &str) -> ApiError {
     }
 }
 
+/// Idempotency keys a request took (`redis/idempotency.lua`), released or finished with
+/// its rows.
+pub struct Taken<'a> {
+    pub tenant: &'a str,
+    pub request: String,
+    pub keys: Vec<String>,
+}
+
+impl<'a> Taken<'a> {
+    /// Takes `keys` for a new request; returns which were taken (the rest are duplicates).
+    pub async fn take(
+        app: &App,
+        tenant: &'a str,
+        keys: &[String],
+    ) -> Result<(Taken<'a>, Vec<bool>), ApiError> {
+        let request = request_id();
+        let taken = app
+            .redis
+            .take_keys(
+                tenant,
+                keys,
+                &request,
+                time::now_ms(),
+                PENDING_KEY_MS,
+                IDEMPOTENCY_TTL_MS,
+            )
+            .await?;
+        let held = Taken {
+            tenant,
+            request,
+            keys: keys
+                .iter()
+                .zip(&taken)
+                .filter(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+                .collect(),
+        };
+        Ok((held, taken))
+    }
+}
+
 /// Hands a request's rows to the pipeline and waits until they are durable (in ClickHouse or
-/// the fsynced spill), then gives the idempotency keys taken for them their full lifetime.
-/// Refused rows release their keys, so a retry is stored.
-pub async fn store_durably(app: &App, facts: Facts, taken: &[String]) -> Result<(), ApiError> {
+/// the fsynced spill), then marks the request finished so its keys stand. Refused rows
+/// release the keys, so a retry is stored.
+pub async fn store_durably(app: &App, facts: Facts, taken: Taken<'_>) -> Result<(), ApiError> {
     if facts.rows.is_empty() {
         return Ok(());
     }
     let (facts, durable) = facts.with_receipt();
     if app.rows.push(facts).is_err() {
-        app.redis.release(taken).await?;
+        app.redis
+            .release_request(taken.tenant, &taken.keys, &taken.request)
+            .await?;
         return Err(busy());
     }
-    match tokio::time::timeout(DURABLE_WAIT, durable).await {
+    let finish = |tenant: String, request: String, redis: Redis| async move {
+        if let Err(error) = redis.finish_request(&tenant, &request).await {
+            // The keys hold for the pending window; past it a retry would be stored again.
+            warn!(%error, "could not mark an ingest request finished");
+        }
+    };
+    let finished = finish(
+        taken.tenant.to_string(),
+        taken.request.clone(),
+        app.redis.clone(),
+    );
+    let mut durable = durable;
+    match tokio::time::timeout(DURABLE_WAIT, &mut durable).await {
         Ok(Ok(())) => {
-            if let Err(error) = app.redis.confirm(taken, IDEMPOTENCY_TTL_MS).await {
-                // Stored; the keys still guard retries for their pending lifetime.
-                warn!(%error, keys = taken.len(), "could not extend idempotency keys");
-            }
+            finished.await;
             Ok(())
         }
-        _ => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_confirmed",
-            "the data could not be confirmed stored in time; retry (idempotency keys prevent duplicates)",
-        )),
+        Ok(Err(_)) => Err(not_confirmed()),
+        Err(_) => {
+            // Still on its way (ClickHouse and the spill both stuck): finish it whenever it
+            // lands, so the keys stand then.
+            tokio::spawn(async move {
+                if durable.await.is_ok() {
+                    finished.await;
+                }
+            });
+            Err(not_confirmed())
+        }
     }
+}
+
+fn not_confirmed() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_confirmed",
+        "the data could not be confirmed stored in time; retry (idempotency keys prevent duplicates)",
+    )
 }
 
 pub fn busy() -> ApiError {

@@ -10,7 +10,7 @@ use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::events::decode_attributions;
-use super::{body_error, busy, check_length, read_body, read_json, store_durably, PENDING_KEY_MS};
+use super::{body_error, busy, check_length, read_body, read_json, store_durably, Taken};
 use crate::app::App;
 use crate::click::ClickId;
 use crate::conversions::conversion::{self, Context, Conversion};
@@ -186,10 +186,9 @@ pub async fn receive(
         .iter()
         .map(|u| app.redis.user_key(tenant, u))
         .collect();
-    let (taken, bound) = app
-        .redis
-        .take_and_get(&take, PENDING_KEY_MS, &user_keys)
-        .await?;
+    let ((held, taken), bound) = tokio::try_join!(Taken::take(app, tenant, &take), async {
+        Ok(app.redis.mget(&user_keys).await?)
+    })?;
     let installs: AHashMap<&str, String> = users
         .iter()
         .zip(bound)
@@ -211,7 +210,6 @@ pub async fn receive(
 
     let now = time::now_ms();
     let mut facts = Facts::new(KIND_CONVERSIONS);
-    let mut stored_keys = Vec::new();
     let outcomes: Vec<Outcome> = items
         .iter()
         .enumerate()
@@ -225,7 +223,6 @@ pub async fn receive(
                 if first != i || !taken[at] {
                     return Outcome::Deduped;
                 }
-                stored_keys.push(take[at].clone());
             }
             let install_id = installs.get(c.user_id.as_str()).map_or("", String::as_str);
             let attribution = attributions.get(install_id);
@@ -250,7 +247,7 @@ pub async fn receive(
             }
         })
         .collect();
-    store_durably(app, facts, &stored_keys).await?;
+    store_durably(app, facts, held).await?;
 
     let mut counts = [0u64; 4];
     let results: Vec<Value> = outcomes
