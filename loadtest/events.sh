@@ -41,6 +41,9 @@ START=$(date +%s.%N)
 VUS="$VUS" DURATION="$DURATION" k6 run --quiet --summary-export "$WORK/events-summary.json" loadtest/events.js \
   | tee "$WORK/events.out"
 END=$(date +%s.%N)
+curl -fsS "$SLUICE_URL/metrics" | grep -E '^sluice_(flush_duration_seconds_(sum|count)|flush_batches_total|spill_batches_total|facts_flushed_total|events_total|http_requests_total\{route="events")' \
+  > "$WORK/events-metrics.txt" || true
+cat "$WORK/events-metrics.txt"
 STORED="$(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=$DB" --data-binary "SELECT count() FROM events")"
 python3 - "$WORK/events-summary.json" "$STORED" "$START" "$END" <<'PY'
 import json, sys

@@ -100,10 +100,9 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// Takes a token from the tenant's and the key's (or webhook source's) bucket, or answers 429
-/// with `Retry-After`. Buckets are keyed by a hash: no key is kept in memory.
+/// with `Retry-After`.
 pub fn rate_limit(app: &App, tenant: &str, key: &str) -> Result<(), ApiError> {
-    let bucket = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
-    app.limits.check(tenant, &bucket).map_err(|wait| {
+    app.limits.check(tenant, key).map_err(|wait| {
         app.metrics.rate_limited.increment(1);
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use parking_lot::Mutex;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::RateLimitConfig;
 
@@ -19,7 +20,8 @@ struct Bucket {
 struct Buckets {
     per_second: f64,
     burst: f64,
-    map: AHashMap<String, Bucket>,
+    /// By xxh3 of the tenant id or key: no allocation per request, no key kept in memory.
+    map: AHashMap<u64, Bucket>,
 }
 
 impl Buckets {
@@ -32,14 +34,14 @@ impl Buckets {
     }
 
     /// The bucket's tokens now (refilled), and how long until one token is there.
-    fn level(&mut self, id: &str, now: Instant) -> (f64, Duration) {
-        if self.map.len() >= 100_000 && !self.map.contains_key(id) {
+    fn level(&mut self, id: u64, now: Instant) -> (f64, Duration) {
+        if self.map.len() >= 100_000 && !self.map.contains_key(&id) {
             // Full buckets are the default state: forgetting them changes nothing.
             let (rate, burst) = (self.per_second, self.burst);
             self.map
                 .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
         }
-        let b = self.map.entry(id.to_string()).or_insert(Bucket {
+        let b = self.map.entry(id).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
@@ -54,8 +56,8 @@ impl Buckets {
         (b.tokens, wait)
     }
 
-    fn take(&mut self, id: &str) {
-        if let Some(b) = self.map.get_mut(id) {
+    fn take(&mut self, id: u64) {
+        if let Some(b) = self.map.get_mut(&id) {
             b.tokens -= 1.0;
         }
     }
@@ -82,6 +84,7 @@ impl RateLimiter {
     }
 
     fn check_at(&self, tenant: &str, key: &str, now: Instant) -> Result<(), Duration> {
+        let (tenant, key) = (xxh3_64(tenant.as_bytes()), xxh3_64(key.as_bytes()));
         let mut guard = self.inner.lock();
         let (tenants, keys) = &mut *guard;
         let (t, t_wait) = tenants.level(tenant, now);

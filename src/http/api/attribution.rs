@@ -260,8 +260,8 @@ pub async fn attribute(
         ),
     };
 
-    // Remembered for the install's events and its user's conversions (and every retry, so
-    // a crash between the flip and this write heals on the retry).
+    // Remembered for the install's events and its user's conversions (on every retry too,
+    // so a crash between the flip and this write heals on the retry).
     let remembered = match &facts {
         Some(f) => InstallAttribution {
             match_type,
@@ -285,9 +285,21 @@ pub async fn attribute(
         },
         None => InstallAttribution::default(),
     };
-    app.redis
-        .remember_attribution(tenant, r.install_id, &remembered)
-        .await?;
+    // Not awaited: the write is queued on the shared Redis connection now, ahead of anything
+    // a later request sends, and the answer does not wait a round trip for it.
+    let (redis, tenant_id, install_id) = (
+        app.redis.clone(),
+        tenant.to_string(),
+        r.install_id.to_string(),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = redis
+            .remember_attribution(&tenant_id, &install_id, &remembered)
+            .await
+        {
+            warn!(%error, "install attribution not remembered; a retry of the install writes it");
+        }
+    });
 
     if first {
         let mut row = Facts::new(KIND_INSTALLS);
