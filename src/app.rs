@@ -22,6 +22,8 @@ use crate::pipeline::flusher::FlushReport;
 use crate::pipeline::ring::RowQueue;
 use crate::pipeline::wal::{self, Wal};
 use crate::pipeline::{FlushConfig, Flusher, Ring, SpillStatus};
+use crate::stats::cache::Cache;
+use crate::stats::query::Ask;
 
 /// Installs, events and conversions buffered for the flusher: requests at most, and bytes.
 const ROW_QUEUE_CAPACITY: usize = 65_536;
@@ -38,6 +40,8 @@ pub struct App {
     /// same flusher.
     pub rows: Arc<RowQueue>,
     pub limits: RateLimiter,
+    /// Stats answers, per tenant and query, for `stats_cache_ms`.
+    pub stats: Cache<Ask, Arc<serde_json::Value>>,
     pub redis: Redis,
     pub ch: ::clickhouse::Client,
     pub geo: Option<Arc<Geo>>,
@@ -177,6 +181,7 @@ impl Server {
         let app = Arc::new(App {
             trusted_proxies: config.trusted_proxies.clone(),
             limits: RateLimiter::new(&config.rate_limit),
+            stats: Cache::new(Duration::from_millis(config.stats_cache_ms)),
             config,
             links: LinkTable::default(),
             ring,

@@ -29,6 +29,7 @@ pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "SLUICE_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_HTTP_THREADS: &str = "SLUICE_HTTP_THREADS";
 pub const ENV_SPILL_MAX_BYTES: &str = "SLUICE_SPILL_MAX_BYTES";
 pub const ENV_WRITE_AHEAD: &str = "SLUICE_WRITE_AHEAD";
+pub const ENV_STATS_CACHE_MS: &str = "SLUICE_STATS_CACHE_MS";
 pub const ENV_PUBLIC_URL: &str = "SLUICE_PUBLIC_URL";
 pub const ENV_RATE_LIMIT_TENANT: &str = "SLUICE_RATE_LIMIT_TENANT";
 pub const ENV_RATE_LIMIT_KEY: &str = "SLUICE_RATE_LIMIT_KEY";
@@ -77,6 +78,8 @@ pub struct Config {
     /// The origin clients reach Sluice at (`https://go.example.com`), for the URLs it hands
     /// out (webhook sources); empty = the request's `Host`.
     pub public_url: String,
+    /// How long a stats answer is reused per tenant and query (0 = not cached).
+    pub stats_cache_ms: u64,
 }
 
 /// API rate limits (token buckets, enforced by each node on its own: N nodes admit up to N
@@ -154,6 +157,7 @@ impl Default for Config {
             http_threads: 0,
             rate_limit: RateLimitConfig::default(),
             public_url: String::new(),
+            stats_cache_ms: 1_000,
         }
     }
 }
@@ -303,6 +307,9 @@ impl Config {
         }
         if let Some(v) = get(ENV_HTTP_THREADS) {
             self.http_threads = parse(ENV_HTTP_THREADS, &v)?;
+        }
+        if let Some(v) = get(ENV_STATS_CACHE_MS) {
+            self.stats_cache_ms = parse(ENV_STATS_CACHE_MS, &v)?;
         }
         if let Some(v) = get(ENV_PUBLIC_URL) {
             self.public_url = v;

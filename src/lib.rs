@@ -9,5 +9,6 @@ pub mod http;
 pub mod link;
 pub mod metrics;
 pub mod pipeline;
+pub mod stats;
 pub mod store;
 pub mod time;

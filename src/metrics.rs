@@ -15,19 +15,21 @@ pub enum Route {
     Events,
     Sources,
     Conversions,
+    Stats,
     Metrics,
     Health,
     Ready,
     Other,
 }
 
-const ROUTES: [(Route, &str); 10] = [
+const ROUTES: [(Route, &str); 11] = [
     (Route::Redirect, "redirect"),
     (Route::Links, "links"),
     (Route::Attribution, "attribution"),
     (Route::Events, "events"),
     (Route::Sources, "sources"),
     (Route::Conversions, "conversions"),
+    (Route::Stats, "stats"),
     (Route::Metrics, "metrics"),
     (Route::Health, "healthz"),
     (Route::Ready, "readyz"),
@@ -42,7 +44,7 @@ pub struct RouteMetrics {
 }
 
 pub struct Metrics {
-    routes: [RouteMetrics; 10],
+    routes: [RouteMetrics; 11],
     pub ring_depth: Gauge,
     pub ring_capacity: Gauge,
     pub clicks_enqueued: Counter,
@@ -78,6 +80,7 @@ pub struct Metrics {
     /// Conversions by outcome: accepted, deduped, unattributed, failed.
     pub conversions: [Counter; 4],
     pub rate_limited: Counter,
+    pub stats_queries: Counter,
 }
 
 impl Metrics {
@@ -161,6 +164,7 @@ pub fn init() -> &'static Metrics {
             conversions: ["accepted", "deduped", "unattributed", "failed"]
                 .map(|r| metrics::counter!("sluice_conversions_total", "result" => r)),
             rate_limited: metrics::counter!("sluice_rate_limited_total"),
+            stats_queries: metrics::counter!("sluice_stats_clickhouse_queries_total"),
         }
     })
 }

@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 use crate::app::App;
 use crate::link;
 use crate::metrics::Route;
+use crate::stats::Group;
 use error::{ApiError, Body};
 
 /// Slow clients get this long to send their request headers (slowloris).
@@ -184,6 +185,43 @@ async fn dispatch(app: &App, req: Request<Incoming>, peer: SocketAddr) -> (Route
                 Route::Attribution,
                 resp.unwrap_or_else(ApiError::into_response),
             )
+        }
+        "/v1/attribution/stats"
+        | "/v1/attribution/stats/by-campaign"
+        | "/v1/attribution/stats/by-source"
+        | "/v1/attribution/stats/timeseries" => {
+            if method != Method::GET {
+                return (Route::Stats, ApiError::method_not_allowed().into_response());
+            }
+            let group = match path.rsplit('/').next() {
+                Some("by-campaign") => Group::Campaign,
+                Some("by-source") => Group::Source,
+                Some("timeseries") => Group::Day,
+                _ => Group::Total,
+            };
+            let resp = api::stats::tenant_stats(app, group, req.headers(), req.uri().query()).await;
+            (Route::Stats, resp.unwrap_or_else(ApiError::into_response))
+        }
+        "/v1/attribution/results" => {
+            if method != Method::GET {
+                return (Route::Stats, ApiError::method_not_allowed().into_response());
+            }
+            let resp = api::results::results(app, req.headers(), req.uri().query()).await;
+            (Route::Stats, resp.unwrap_or_else(ApiError::into_response))
+        }
+        _ if path.starts_with("/v1/links/") && path.ends_with("/stats") => {
+            let id = &path["/v1/links/".len()..path.len() - "/stats".len()];
+            if method != Method::GET {
+                return (Route::Stats, ApiError::method_not_allowed().into_response());
+            }
+            if id.is_empty() || id.contains('/') {
+                return (
+                    Route::Stats,
+                    ApiError::not_found("no such route").into_response(),
+                );
+            }
+            let resp = api::stats::link_stats(app, id, req.headers(), req.uri().query()).await;
+            (Route::Stats, resp.unwrap_or_else(ApiError::into_response))
         }
         "/v1/events" => {
             if method != Method::POST {

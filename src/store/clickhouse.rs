@@ -28,6 +28,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_conversions",
         include_str!("../../clickhouse/0004_conversions.sql"),
     ),
+    (
+        "0005_stats",
+        include_str!("../../clickhouse/0005_stats.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +210,84 @@ pub async fn click_facts(
             })
         })
         .collect())
+}
+
+/// A matched (not organic) install, as `GET /v1/attribution/results` lists it.
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize, serde::Serialize)]
+pub struct MatchedInstall {
+    pub install_id: String,
+    pub ts_ms: u64,
+    pub platform: String,
+    pub match_type: String,
+    pub click_id: String,
+    pub click_ts_ms: u64,
+    pub ctit_seconds: u64,
+    pub link_id: String,
+    pub campaign: String,
+    pub source: String,
+    pub medium: String,
+    pub partner_click_id: String,
+    pub country: String,
+}
+
+/// Which matched installs to list, newest first.
+#[derive(Debug, Default)]
+pub struct ResultsFilter {
+    pub campaign: Option<String>,
+    pub source: Option<String>,
+    pub from_day: Option<u16>,
+    pub to_day: Option<u16>,
+    /// Strictly older than this (ts_ms, install_id): the last one of the previous page.
+    pub before: Option<(u64, String)>,
+    pub limit: usize,
+}
+
+/// The tenant's matched installs, newest first by install time then install id: a total
+/// order, so a cursor (the last row's pair) pages through them exactly once each, whatever
+/// arrives meanwhile.
+pub async fn matched_installs(
+    ch: &Client,
+    tenant: &str,
+    f: &ResultsFilter,
+) -> Result<Vec<MatchedInstall>, ChError> {
+    let mut sql = String::from(
+        "SELECT install_id, ts_ms, platform, match_type, lower(hex(click_id)) AS click_id, \
+         click_ts_ms, ctit_seconds, link_id, campaign, source, medium, partner_click_id, country \
+         FROM installs WHERE tenant_id = ? AND match_type != 'organic'",
+    );
+    if f.campaign.is_some() {
+        sql.push_str(" AND campaign = ?");
+    }
+    if f.source.is_some() {
+        sql.push_str(" AND source = ?");
+    }
+    if let Some(day) = f.from_day {
+        sql.push_str(&format!(
+            " AND date >= toDate('{}')",
+            time::date_string(day)
+        ));
+    }
+    if let Some(day) = f.to_day {
+        sql.push_str(&format!(
+            " AND date <= toDate('{}')",
+            time::date_string(day)
+        ));
+    }
+    if f.before.is_some() {
+        sql.push_str(" AND (ts_ms < ? OR (ts_ms = ? AND install_id < ?))");
+    }
+    sql.push_str(&format!(
+        " ORDER BY ts_ms DESC, install_id DESC LIMIT {}",
+        f.limit
+    ));
+    let mut q = ch.query(&sql).bind(tenant);
+    for v in [&f.campaign, &f.source].into_iter().flatten() {
+        q = q.bind(v);
+    }
+    if let Some((ts, id)) = &f.before {
+        q = q.bind(ts).bind(ts).bind(id);
+    }
+    Ok(q.fetch_all::<MatchedInstall>().await?)
 }
 
 #[cfg(test)]

@@ -208,7 +208,7 @@ async fn delete(app: &App, tenant: &str, id: &str) -> Result<Response<Body>, Api
 }
 
 /// The tenant's live link, or 404 (also for other tenants' and deleted links).
-async fn owned(app: &App, tenant: &str, id: &str) -> Result<Link, ApiError> {
+pub(crate) async fn owned(app: &App, tenant: &str, id: &str) -> Result<Link, ApiError> {
     match app.redis.get_link(id).await? {
         Some(link) if link.tenant_id == tenant && link.deleted_at.is_none() => Ok(link),
         _ => Err(ApiError::not_found(format!("no link with id {id:?}"))),

@@ -3,7 +3,9 @@
 pub mod attribution;
 pub mod events;
 pub mod links;
+pub mod results;
 pub mod sources;
+pub mod stats;
 
 use std::time::Duration;
 
@@ -193,4 +195,22 @@ pub fn busy() -> ApiError {
         "busy",
         "ingestion is backed up; retry shortly",
     )
+}
+
+/// Query parameters, form-decoded (`+` is a space); later duplicates are kept after earlier.
+pub fn query_params(query: Option<&str>) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
