@@ -89,6 +89,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     serving: Vec<std::thread::JoinHandle<()>>,
     refresher: JoinHandle<()>,
+    retention: Option<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
     fingerprint_writer: JoinHandle<()>,
     flusher: Flusher,
@@ -228,6 +229,9 @@ impl Server {
             })
         };
 
+        let retention = (app.config.retention_interval_ms > 0)
+            .then(|| tokio::spawn(crate::retention::run(app.clone())));
+
         let upkeep = tokio::spawn(async {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
@@ -280,6 +284,7 @@ impl Server {
             stop,
             serving,
             refresher,
+            retention,
             upkeep,
             fingerprint_writer,
             flusher,
@@ -298,6 +303,9 @@ impl Server {
         .await;
         self.refresher.abort();
         self.upkeep.abort();
+        if let Some(retention) = &self.retention {
+            retention.abort();
+        }
         let pending = self.app.ring.len();
         info!(pending, "draining click pipeline");
         let timeout = Duration::from_millis(self.app.config.shutdown_timeout_ms);

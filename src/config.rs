@@ -29,6 +29,8 @@ pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "SLUICE_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_HTTP_THREADS: &str = "SLUICE_HTTP_THREADS";
 pub const ENV_SPILL_MAX_BYTES: &str = "SLUICE_SPILL_MAX_BYTES";
 pub const ENV_WRITE_AHEAD: &str = "SLUICE_WRITE_AHEAD";
+pub const ENV_RETENTION_INTERVAL_MS: &str = "SLUICE_RETENTION_INTERVAL_MS";
+pub const ENV_STATS_RETENTION_DAYS: &str = "SLUICE_STATS_RETENTION_DAYS";
 pub const ENV_STATS_CACHE_MS: &str = "SLUICE_STATS_CACHE_MS";
 pub const ENV_PUBLIC_URL: &str = "SLUICE_PUBLIC_URL";
 pub const ENV_RATE_LIMIT_TENANT: &str = "SLUICE_RATE_LIMIT_TENANT";
@@ -80,6 +82,10 @@ pub struct Config {
     pub public_url: String,
     /// How long a stats answer is reused per tenant and query (0 = not cached).
     pub stats_cache_ms: u64,
+    /// How often raw rows past their tenant's retention are dropped (0 = never).
+    pub retention_interval_ms: u64,
+    /// Daily stats aggregates older than this are dropped (0 = kept for ever).
+    pub stats_retention_days: u32,
 }
 
 /// API rate limits (token buckets, enforced by each node on its own: N nodes admit up to N
@@ -158,6 +164,8 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             public_url: String::new(),
             stats_cache_ms: 1_000,
+            retention_interval_ms: 3_600_000,
+            stats_retention_days: 0,
         }
     }
 }
@@ -307,6 +315,12 @@ impl Config {
         }
         if let Some(v) = get(ENV_HTTP_THREADS) {
             self.http_threads = parse(ENV_HTTP_THREADS, &v)?;
+        }
+        if let Some(v) = get(ENV_RETENTION_INTERVAL_MS) {
+            self.retention_interval_ms = parse(ENV_RETENTION_INTERVAL_MS, &v)?;
+        }
+        if let Some(v) = get(ENV_STATS_RETENTION_DAYS) {
+            self.stats_retention_days = parse(ENV_STATS_RETENTION_DAYS, &v)?;
         }
         if let Some(v) = get(ENV_STATS_CACHE_MS) {
             self.stats_cache_ms = parse(ENV_STATS_CACHE_MS, &v)?;

@@ -9,6 +9,7 @@ pub mod http;
 pub mod link;
 pub mod metrics;
 pub mod pipeline;
+pub mod retention;
 pub mod stats;
 pub mod store;
 pub mod time;

@@ -22,7 +22,7 @@ async fn config_is_validated_and_per_tenant() {
     let url = format!("{}/v1/attribution/config", base(&server));
     let a = env.tenant().await;
     let b = env.tenant().await;
-    let defaults = json!({"click_lookback_days": 7, "fingerprint_window_minutes": 120, "fingerprint_enabled": true});
+    let defaults = json!({"click_lookback_days": 7, "fingerprint_window_minutes": 120, "fingerprint_enabled": true, "raw_retention_days": 400});
 
     assert_eq!(
         call(reqwest::Method::GET, &url, &a.secret_key, None).await,
@@ -38,7 +38,7 @@ async fn config_is_validated_and_per_tenant() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        json!({"click_lookback_days": 7, "fingerprint_window_minutes": 30, "fingerprint_enabled": true})
+        json!({"click_lookback_days": 7, "fingerprint_window_minutes": 30, "fingerprint_enabled": true, "raw_retention_days": 400})
     );
 
     // (patch, field named in the 400)

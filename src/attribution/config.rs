@@ -11,6 +11,9 @@ pub struct AttributionConfig {
     /// A fingerprint match must be younger than this (1–1440 minutes).
     pub fingerprint_window_minutes: u32,
     pub fingerprint_enabled: bool,
+    /// Raw clicks, installs, events and conversions older than this are deleted (31–3650
+    /// days); the daily aggregates behind stats are kept.
+    pub raw_retention_days: u32,
 }
 
 impl Default for AttributionConfig {
@@ -19,6 +22,7 @@ impl Default for AttributionConfig {
             click_lookback_days: 7,
             fingerprint_window_minutes: 120,
             fingerprint_enabled: true,
+            raw_retention_days: 400,
         }
     }
 }
@@ -29,6 +33,7 @@ pub struct ConfigPatch {
     pub click_lookback_days: Option<u32>,
     pub fingerprint_window_minutes: Option<u32>,
     pub fingerprint_enabled: Option<bool>,
+    pub raw_retention_days: Option<u32>,
 }
 
 /// The field that is unknown, mistyped or out of range, and why.
@@ -61,6 +66,7 @@ impl ConfigPatch {
             match key.as_str() {
                 "click_lookback_days" => patch.click_lookback_days = Some(integer()?),
                 "fingerprint_window_minutes" => patch.fingerprint_window_minutes = Some(integer()?),
+                "raw_retention_days" => patch.raw_retention_days = Some(integer()?),
                 "fingerprint_enabled" => {
                     patch.fingerprint_enabled = Some(
                         v.as_bool()
@@ -100,7 +106,10 @@ impl AttributionConfig {
             self.fingerprint_window_minutes,
             1,
             1440,
-        )
+        )?;
+        // At least a month longer than idempotency keys live, so a replayed event or
+        // conversion always finds what it would duplicate.
+        range("raw_retention_days", self.raw_retention_days, 31, 3650)
     }
 
     /// The config with `patch` applied, if the result is valid.
@@ -115,6 +124,7 @@ impl AttributionConfig {
             fingerprint_enabled: patch
                 .fingerprint_enabled
                 .unwrap_or(self.fingerprint_enabled),
+            raw_retention_days: patch.raw_retention_days.unwrap_or(self.raw_retention_days),
         };
         next.validate()?;
         Ok(next)
@@ -157,6 +167,8 @@ mod tests {
                 Err("click_lookback_days"),
             ),
             (r#"{"fingerprint_enabled": 1}"#, Err("fingerprint_enabled")),
+            (r#"{"raw_retention_days": 30}"#, Err("raw_retention_days")),
+            (r#"{"raw_retention_days": 3651}"#, Err("raw_retention_days")),
             (r#"{"lookback": 3}"#, Err("lookback")),
             ("[]", Err("")),
         ];

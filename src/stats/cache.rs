@@ -13,8 +13,11 @@ use tokio::sync::OnceCell;
 
 pub struct Cache<K, V> {
     ttl: Duration,
-    entries: Mutex<AHashMap<K, (Instant, Arc<OnceCell<V>>)>>,
+    entries: Mutex<AHashMap<K, Entry<V>>>,
 }
+
+/// When the entry was started, and its value once computed.
+type Entry<V> = (Instant, Arc<OnceCell<V>>);
 
 /// Entries kept at most; past it, stale ones are dropped (fresh ones are few: one per
 /// tenant and query asked within the last interval).

@@ -453,6 +453,21 @@ impl Redis {
         Ok(taken.into_iter().map(|t| t == 1).collect())
     }
 
+    /// A deployment-wide lock on `name` for `hold` (no release: it lapses), so periodic jobs
+    /// run on one node per interval.
+    pub async fn take_lock(&self, name: &str, hold: Duration) -> Result<bool, RedisError> {
+        let mut c = self.conn.clone();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(format!("{}:lock:{name}", self.prefix))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(hold.as_millis().max(1) as u64)
+            .query_async(&mut c)
+            .await?;
+        Ok(taken.is_some())
+    }
+
     /// The request's rows are durable: its keys stand for their whole lifetime.
     pub async fn finish_request(&self, tenant: &str, request: &str) -> Result<(), RedisError> {
         let mut c = self.conn.clone();
