@@ -6,6 +6,9 @@
 -- fact tables. Rows existing before this migration are folded in once, at the end.
 
 -- Clicks: human clicks (neither bot nor preview), unique human clicks by IP hash, bots, previews.
+-- Unique clicks are HyperLogLog sketches (uniqHLL12: exact up to 16 distinct, about 1.6%
+-- error beyond): merging 30 days of them costs milliseconds where exact sets over millions of
+-- IPs cost seconds.
 CREATE TABLE IF NOT EXISTS stats_clicks {on_cluster} (
     tenant_id String,
     date Date,
@@ -14,7 +17,7 @@ CREATE TABLE IF NOT EXISTS stats_clicks {on_cluster} (
     source String,
     medium String,
     clicks AggregateFunction(sum, UInt64),
-    unique_clicks AggregateFunction(uniqIf, UInt64, UInt8),
+    unique_clicks AggregateFunction(uniqHLL12If, UInt64, UInt8),
     bot_clicks AggregateFunction(sum, UInt64),
     preview_clicks AggregateFunction(sum, UInt64)
 ) ENGINE = AggregatingMergeTree
@@ -24,7 +27,7 @@ ORDER BY (tenant_id, date, link_id, campaign, source, medium);
 CREATE MATERIALIZED VIEW IF NOT EXISTS stats_clicks_mv {on_cluster} TO stats_clicks AS
 SELECT tenant_id, date, link_id, campaign, source, medium,
     sumState(toUInt64(is_bot = 0 AND is_preview = 0)) AS clicks,
-    uniqIfState(ip_hash, is_bot = 0 AND is_preview = 0) AS unique_clicks,
+    uniqHLL12IfState(ip_hash, is_bot = 0 AND is_preview = 0) AS unique_clicks,
     sumState(toUInt64(is_bot)) AS bot_clicks,
     sumState(toUInt64(is_preview)) AS preview_clicks
 FROM clicks
@@ -95,7 +98,7 @@ GROUP BY tenant_id, date, link_id, campaign, source, medium, type, currency;
 INSERT INTO stats_clicks
 SELECT tenant_id, date, link_id, campaign, source, medium,
     sumState(toUInt64(is_bot = 0 AND is_preview = 0)),
-    uniqIfState(ip_hash, is_bot = 0 AND is_preview = 0),
+    uniqHLL12IfState(ip_hash, is_bot = 0 AND is_preview = 0),
     sumState(toUInt64(is_bot)),
     sumState(toUInt64(is_preview))
 FROM clicks

@@ -519,7 +519,7 @@ async fn random_traffic_matches_plain_aggregates_over_the_raw_tables() {
                 async move { env.ch(&sql).await }
             };
             let clicks = raw(format!(
-                "SELECT sum(is_bot = 0 AND is_preview = 0), uniqIf(ip_hash, is_bot = 0 AND is_preview = 0), sum(is_bot), sum(is_preview) FROM clicks WHERE {scope}"
+                "SELECT sum(is_bot = 0 AND is_preview = 0), uniqHLL12If(ip_hash, is_bot = 0 AND is_preview = 0), sum(is_bot), sum(is_preview) FROM clicks WHERE {scope}"
             ))
             .await;
             let got = format!(
@@ -586,7 +586,7 @@ async fn random_traffic_matches_plain_aggregates_over_the_raw_tables() {
                     .collect();
                 got.sort();
                 let want = raw(format!(
-                    "SELECT {keys}, sum(is_bot = 0 AND is_preview = 0), uniqIf(ip_hash, is_bot = 0 AND is_preview = 0) \
+                    "SELECT {keys}, sum(is_bot = 0 AND is_preview = 0), uniqHLL12If(ip_hash, is_bot = 0 AND is_preview = 0) \
                      FROM clicks WHERE {scope} GROUP BY {keys} ORDER BY {keys}"
                 ))
                 .await;

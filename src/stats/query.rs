@@ -99,7 +99,7 @@ pub async fn figures(ch: &Client, ask: &Ask) -> Result<BTreeMap<Vec<String>, Fig
     let scope = ask.scope();
     let clicks = ask
         .bind(ch.query(&format!(
-            "SELECT {keys}, sumMerge(clicks) AS clicks, uniqIfMerge(unique_clicks) AS unique_clicks, \
+            "SELECT {keys}, sumMerge(clicks) AS clicks, uniqHLL12IfMerge(unique_clicks) AS unique_clicks, \
              sumMerge(bot_clicks) AS bot_clicks, sumMerge(preview_clicks) AS preview_clicks \
              FROM stats_clicks WHERE {scope} {}",
             match group_by.trim_end_matches(", ") {

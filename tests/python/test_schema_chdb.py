@@ -42,3 +42,77 @@ def test_migrations_load_and_clicks_round_trip(tmp_path):
     ))
     assert out.strip() == "promo\tspring\tGB\t0190A1B2C3D47E5F8A9B0C1D2E3F4A5B\t1"
     s.close()
+
+
+# The shapes of the stats queries in src/stats/query.rs (keys, scope, re-aggregation), with
+# the tenant and link bound the way the Rust client binds them.
+SCOPE = "tenant_id = 't_1' AND date >= toDate('2026-11-01') AND date <= toDate('2026-11-30')"
+GROUPINGS = {
+    "total": ("'' AS k1, '' AS k2", ""),
+    "campaign": ("campaign AS k1, '' AS k2", "k1, k2, "),
+    "source": ("source AS k1, medium AS k2", "k1, k2, "),
+    "day": ("toString(date) AS k1, '' AS k2", "k1, k2, "),
+}
+
+
+def stats_queries(keys: str, group_by: str, scope: str) -> list[str]:
+    clicks_group = f"GROUP BY {group_by.rstrip(', ')}" if group_by else ""
+    return [
+        f"SELECT {keys}, sumMerge(clicks) AS clicks, uniqHLL12IfMerge(unique_clicks) AS unique_clicks, "
+        f"sumMerge(bot_clicks) AS bot_clicks, sumMerge(preview_clicks) AS preview_clicks "
+        f"FROM stats_clicks WHERE {scope} {clicks_group}",
+        f"SELECT {keys}, match_type AS name, sum(installs) AS n FROM stats_installs "
+        f"WHERE {scope} GROUP BY {group_by}match_type",
+        f"SELECT {keys}, event_name AS name, sum(events) AS n FROM stats_events "
+        f"WHERE {scope} GROUP BY {group_by}event_name",
+        f"SELECT {keys}, type AS kind, currency, sum(conversions) AS n, sum(sum_cents) AS sum_cents "
+        f"FROM stats_conversions WHERE {scope} GROUP BY {group_by}type, currency",
+    ]
+
+
+def test_views_feed_every_stats_query(tmp_path):
+    s = chdb.session.Session(str(tmp_path / "chdb"))
+    s.query("CREATE DATABASE IF NOT EXISTS sluice")
+    s.query("USE sluice")
+    for path in MIGRATIONS:
+        for stmt in statements(path.read_text()):
+            s.query(stmt)
+    # Two inserts, so the aggregates sit in separate parts and must be merged by the query.
+    for ip in (1, 2):
+        s.query(
+            "INSERT INTO clicks (date, ts_ms, tenant_id, link_id, campaign, source, medium, ip_hash, is_bot, is_preview) VALUES "
+            f"('2026-11-22', 1, 't_1', 'l1', 'spring', 'fb', 'cpc', {ip}, 0, 0), "
+            f"('2026-11-22', 2, 't_1', 'l1', 'spring', 'fb', 'cpc', {ip}, 0, 0), "
+            "('2026-11-22', 3, 't_1', 'l1', 'spring', 'fb', 'cpc', 9, 1, 0), "
+            "('2026-11-21', 4, 't_2', 'l9', 'other', 'fb', 'cpc', 9, 0, 0)"
+        )
+    s.query(
+        "INSERT INTO installs (date, ts_ms, tenant_id, install_id, match_type, link_id, campaign, source, medium) VALUES "
+        "('2026-11-22', 1, 't_1', 'i1', 'click_id', 'l1', 'spring', 'fb', 'cpc'), "
+        "('2026-11-22', 1, 't_1', 'i2', 'organic', '', '', '', '')"
+    )
+    s.query(
+        "INSERT INTO conversions (date, ts_ms, tenant_id, type, amount_cents, currency, attributed, link_id, campaign) VALUES "
+        "('2026-11-22', 1, 't_1', 'purchase', 1000, 'USD', 1, 'l1', 'spring'), "
+        "('2026-11-22', 1, 't_1', 'purchase', -300, 'USD', 1, 'l1', 'spring'), "
+        "('2026-11-22', 1, 't_1', 'purchase', 999, 'USD', 0, '', '')"
+    )
+    s.query(
+        "INSERT INTO events (date, ts_ms, tenant_id, event_name, link_id, campaign) VALUES "
+        "('2026-11-22', 1, 't_1', 'level_up', 'l1', 'spring')"
+    )
+    for name, (keys, group_by) in GROUPINGS.items():
+        out = [str(s.query(q, "TSV")).strip("\n") for q in stats_queries(keys, group_by, SCOPE)]
+        key = {"total": "\t", "campaign": "spring\t", "source": "fb\tcpc", "day": "2026-11-22\t"}[name]
+        assert out[0] == f"{key}\t4\t2\t2\t0", (name, out[0])
+        assert sorted(out[1].splitlines()) == sorted(
+            [f"{key}\tclick_id\t1"] + ([f"\t\torganic\t1"] if name in ("campaign", "source") else [f"{key}\torganic\t1"])
+        ), (name, out[1])
+        # Events and conversions here carry no source/medium.
+        conv_key = key if name != "source" else "\t"
+        assert out[2] == f"{conv_key}\tlevel_up\t1", (name, out[2])
+        assert out[3] == f"{conv_key}\tpurchase\tUSD\t2\t700", (name, out[3])
+    # The per-link scope.
+    link = [str(s.query(q, "TSV")).strip("\n") for q in stats_queries("'' AS k1, '' AS k2", "", SCOPE + " AND link_id = 'l1'")]
+    assert link[0] == "\t\t4\t2\t2\t0"
+    s.close()
