@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Stats at scale: seeds CLICKS synthetic clicks (with proportional installs and conversions)
 # into a fresh database, then
-#   1. uncached: each stats endpoint (30-day window) measured alone with oha against a node
-#      whose cache is off (every request runs its ClickHouse queries);
+#   1. uncached: each stats endpoint (30-day window) measured alone with oha, one request at a
+#      time, against a node whose cache is off (every request runs its ClickHouse queries);
 #   2. polling: VUS k6 dashboards poll all five endpoints every second against a node with the
 #      default 1 s cache while oha sends redirect traffic, and the ClickHouse queries the stats
 #      cost are counted from /metrics.
@@ -28,7 +28,7 @@ export SLUICE_CLICKHOUSE_DATABASE=$DB SLUICE_REDIS_PREFIX=$DB SLUICE_DATA_DIR="$
 TENANT="$(./target/release/sluice tenant create --name stats-load)"
 field() { echo "$TENANT" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 TENANT_ID="$(field tenant_id)"
-export SLUICE_SK="$(field secret_key)" SLUICE_LINK=seed-0
+export SLUICE_SK="$(field secret_key)" SLUICE_LINK="$TENANT_ID-0"
 bash loadtest/seed.sh "$DB" "$TENANT_ID" "$CLICKS"
 
 PIDS=()
@@ -43,14 +43,14 @@ start 18086 0
 start 18087 1000
 # The seeded link must exist for its stats endpoint (the seed wrote facts, not links).
 curl -fsS -X POST "http://127.0.0.1:18086/v1/links" -H "Authorization: Bearer $SLUICE_SK" \
-  -d '{"id":"seed-0","destination":"https://example.com/?c={click_id}","campaign":"campaign-0","source":"facebook","medium":"cpc"}' >/dev/null || true
+  -d "{\"id\":\"$SLUICE_LINK\",\"destination\":\"https://example.com/?c={click_id}\",\"campaign\":\"campaign-0\"}" >/dev/null
 
-echo "== uncached, one endpoint at a time (30d window over $CLICKS clicks)"
+echo "== uncached, one request at a time per endpoint (30d window over $CLICKS clicks)"
 for e in "totals /v1/attribution/stats?window=30d" "by-campaign /v1/attribution/stats/by-campaign?window=30d" \
          "by-source /v1/attribution/stats/by-source?window=30d" "timeseries /v1/attribution/stats/timeseries?window=30d" \
-         "link /v1/links/seed-0/stats?window=30d"; do
+         "link /v1/links/$SLUICE_LINK/stats?window=30d"; do
   set -- $e
-  "$OHA" -n 500 -c 4 --no-tui --output-format json -H "Authorization: Bearer $SLUICE_SK" "http://127.0.0.1:18086$2" > "$WORK/stats-$1.json"
+  "$OHA" -n 300 -c 1 --no-tui --output-format json -H "Authorization: Bearer $SLUICE_SK" "http://127.0.0.1:18086$2" > "$WORK/stats-$1.json"
   python3 - "$1" "$WORK/stats-$1.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[2]))

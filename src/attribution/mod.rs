@@ -283,7 +283,7 @@ mod tests {
         let short = AttributionConfig {
             click_lookback_days: 1,
             fingerprint_window_minutes: 5,
-            fingerprint_enabled: true,
+            ..AttributionConfig::default()
         };
         let off = AttributionConfig {
             fingerprint_enabled: false,
