@@ -82,6 +82,22 @@ impl App {
     }
 }
 
+/// This node's stable name (its delivery consumer), kept in the data directory so that after
+/// a restart it takes up the deliveries it held.
+fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node_id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_string());
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let id = format!("node-{}", hex::encode(rand::random::<[u8; 8]>()));
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
 /// A started server; `shutdown` drains it.
 pub struct Server {
     pub addr: SocketAddr,
@@ -90,6 +106,7 @@ pub struct Server {
     serving: Vec<std::thread::JoinHandle<()>>,
     refresher: JoinHandle<()>,
     retention: Option<JoinHandle<()>>,
+    delivery: JoinHandle<()>,
     upkeep: JoinHandle<()>,
     fingerprint_writer: JoinHandle<()>,
     flusher: Flusher,
@@ -250,6 +267,15 @@ impl Server {
             .with_context(|| format!("binding {}", app.config.listen))?;
         let addr = listeners[0].local_addr()?;
         let (stop, stopped) = watch::channel(false);
+        app.redis
+            .ensure_delivery_group()
+            .await
+            .context("creating the delivery stream in Redis")?;
+        let delivery = tokio::spawn(crate::delivery::worker::run(
+            app.clone(),
+            node_id(&app.config.data_dir)?,
+            stopped.clone(),
+        ));
         let mut serving = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
             let (app, stopped) = (app.clone(), stopped.clone());
@@ -285,6 +311,7 @@ impl Server {
             serving,
             refresher,
             retention,
+            delivery,
             upkeep,
             fingerprint_writer,
             flusher,
@@ -303,6 +330,9 @@ impl Server {
         .await;
         self.refresher.abort();
         self.upkeep.abort();
+        // Attempts cut short stay pending in the stream: this node takes them up again at
+        // its next start (or another node after a while).
+        self.delivery.abort();
         if let Some(retention) = &self.retention {
             retention.abort();
         }

@@ -29,6 +29,11 @@ pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "SLUICE_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_HTTP_THREADS: &str = "SLUICE_HTTP_THREADS";
 pub const ENV_SPILL_MAX_BYTES: &str = "SLUICE_SPILL_MAX_BYTES";
 pub const ENV_WRITE_AHEAD: &str = "SLUICE_WRITE_AHEAD";
+pub const ENV_ALLOW_PRIVATE_TARGETS: &str = "SLUICE_ALLOW_PRIVATE_TARGETS";
+pub const ENV_DELIVERY_TIMEOUT_MS: &str = "SLUICE_DELIVERY_TIMEOUT_MS";
+pub const ENV_DELIVERY_PER_HOST: &str = "SLUICE_DELIVERY_PER_HOST";
+pub const ENV_DELIVERY_RETRY_BASE_MS: &str = "SLUICE_DELIVERY_RETRY_BASE_MS";
+pub const ENV_DELIVERY_MAX_AGE_MS: &str = "SLUICE_DELIVERY_MAX_AGE_MS";
 pub const ENV_RETENTION_INTERVAL_MS: &str = "SLUICE_RETENTION_INTERVAL_MS";
 pub const ENV_STATS_RETENTION_DAYS: &str = "SLUICE_STATS_RETENTION_DAYS";
 pub const ENV_STATS_CACHE_MS: &str = "SLUICE_STATS_CACHE_MS";
@@ -86,6 +91,36 @@ pub struct Config {
     pub retention_interval_ms: u64,
     /// Daily stats aggregates older than this are dropped (0 = kept for ever).
     pub stats_retention_days: u32,
+    pub delivery: DeliveryConfig,
+}
+
+/// Outbound deliveries (postbacks, webhooks, reports).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Allow targets on private, loopback and link-local addresses (tests, private networks).
+    pub allow_private_targets: bool,
+    /// Per attempt.
+    pub timeout_ms: u64,
+    /// Attempts in flight per destination host and node: one slow receiver cannot take
+    /// every slot.
+    pub per_host: usize,
+    /// First retry delay; doubles per attempt (with jitter), at most an hour.
+    pub retry_base_ms: u64,
+    /// Retried for this long after the delivery was created, then dead-lettered.
+    pub max_age_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            allow_private_targets: false,
+            timeout_ms: 10_000,
+            per_host: 8,
+            retry_base_ms: 1_000,
+            max_age_ms: 86_400_000,
+        }
+    }
 }
 
 /// API rate limits (token buckets, enforced by each node on its own: N nodes admit up to N
@@ -166,6 +201,7 @@ impl Default for Config {
             stats_cache_ms: 1_000,
             retention_interval_ms: 3_600_000,
             stats_retention_days: 0,
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -298,23 +334,28 @@ impl Config {
             self.pipeline.spill_max_bytes = parse(ENV_SPILL_MAX_BYTES, &v)?;
         }
         if let Some(v) = get(ENV_WRITE_AHEAD) {
-            self.pipeline.write_ahead = match v.trim() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" | "" => false,
-                other => {
-                    let message = format!("{other:?} is not a boolean");
-                    return Err(ConfigError::Env {
-                        name: ENV_WRITE_AHEAD,
-                        message,
-                    });
-                }
-            };
+            self.pipeline.write_ahead = parse_bool(ENV_WRITE_AHEAD, &v)?;
         }
         if let Some(v) = get(ENV_LINK_REFRESH_MS) {
             self.link_refresh_ms = parse(ENV_LINK_REFRESH_MS, &v)?;
         }
         if let Some(v) = get(ENV_HTTP_THREADS) {
             self.http_threads = parse(ENV_HTTP_THREADS, &v)?;
+        }
+        if let Some(v) = get(ENV_ALLOW_PRIVATE_TARGETS) {
+            self.delivery.allow_private_targets = parse_bool(ENV_ALLOW_PRIVATE_TARGETS, &v)?;
+        }
+        if let Some(v) = get(ENV_DELIVERY_TIMEOUT_MS) {
+            self.delivery.timeout_ms = parse(ENV_DELIVERY_TIMEOUT_MS, &v)?;
+        }
+        if let Some(v) = get(ENV_DELIVERY_PER_HOST) {
+            self.delivery.per_host = parse(ENV_DELIVERY_PER_HOST, &v)?;
+        }
+        if let Some(v) = get(ENV_DELIVERY_RETRY_BASE_MS) {
+            self.delivery.retry_base_ms = parse(ENV_DELIVERY_RETRY_BASE_MS, &v)?;
+        }
+        if let Some(v) = get(ENV_DELIVERY_MAX_AGE_MS) {
+            self.delivery.max_age_ms = parse(ENV_DELIVERY_MAX_AGE_MS, &v)?;
         }
         if let Some(v) = get(ENV_RETENTION_INTERVAL_MS) {
             self.retention_interval_ms = parse(ENV_RETENTION_INTERVAL_MS, &v)?;
@@ -378,6 +419,10 @@ impl Config {
         {
             return bad("public_url must be an http(s) URL");
         }
+        let d = &self.delivery;
+        if d.timeout_ms == 0 || d.per_host == 0 || d.retry_base_ms == 0 || d.max_age_ms == 0 {
+            return bad("delivery limits must be positive");
+        }
         let r = &self.rate_limit;
         if !(r.tenant_per_second > 0.0 && r.key_per_second > 0.0 && r.burst_seconds > 0.0)
             || r.tenant_per_second * r.burst_seconds < 1.0
@@ -393,6 +438,17 @@ impl Config {
 
     pub fn flush_period(&self) -> Duration {
         Duration::from_millis(self.pipeline.flush_period_ms)
+    }
+}
+
+fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(ConfigError::Env {
+            name,
+            message: format!("{other:?} is not a boolean"),
+        }),
     }
 }
 

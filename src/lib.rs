@@ -5,6 +5,7 @@ pub mod attribution;
 pub mod click;
 pub mod config;
 pub mod conversions;
+pub mod delivery;
 pub mod http;
 pub mod link;
 pub mod metrics;

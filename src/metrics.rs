@@ -16,13 +16,14 @@ pub enum Route {
     Sources,
     Conversions,
     Stats,
+    Delivery,
     Metrics,
     Health,
     Ready,
     Other,
 }
 
-const ROUTES: [(Route, &str); 11] = [
+const ROUTES: [(Route, &str); 12] = [
     (Route::Redirect, "redirect"),
     (Route::Links, "links"),
     (Route::Attribution, "attribution"),
@@ -30,6 +31,7 @@ const ROUTES: [(Route, &str); 11] = [
     (Route::Sources, "sources"),
     (Route::Conversions, "conversions"),
     (Route::Stats, "stats"),
+    (Route::Delivery, "delivery"),
     (Route::Metrics, "metrics"),
     (Route::Health, "healthz"),
     (Route::Ready, "readyz"),
@@ -44,7 +46,7 @@ pub struct RouteMetrics {
 }
 
 pub struct Metrics {
-    routes: [RouteMetrics; 11],
+    routes: [RouteMetrics; 12],
     pub ring_depth: Gauge,
     pub ring_capacity: Gauge,
     pub clicks_enqueued: Counter,
@@ -81,6 +83,10 @@ pub struct Metrics {
     pub conversions: [Counter; 4],
     pub rate_limited: Counter,
     pub stats_queries: Counter,
+    pub deliveries_enqueued: Counter,
+    pub deliveries_lost: Counter,
+    /// Delivery attempts by outcome: delivered, retrying, dead.
+    pub deliveries: [Counter; 3],
 }
 
 impl Metrics {
@@ -165,6 +171,10 @@ pub fn init() -> &'static Metrics {
                 .map(|r| metrics::counter!("sluice_conversions_total", "result" => r)),
             rate_limited: metrics::counter!("sluice_rate_limited_total"),
             stats_queries: metrics::counter!("sluice_stats_clickhouse_queries_total"),
+            deliveries_enqueued: metrics::counter!("sluice_deliveries_enqueued_total"),
+            deliveries_lost: metrics::counter!("sluice_deliveries_lost_total"),
+            deliveries: ["delivered", "retrying", "dead"]
+                .map(|r| metrics::counter!("sluice_delivery_attempts_total", "result" => r)),
         }
     })
 }

@@ -92,6 +92,24 @@ pub struct InstallAttribution {
     pub medium: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub partner_id: String,
+    /// The click's partner click id, sub1…sub5 and country, and the install's CTIT: what
+    /// partner postbacks for the install's events and conversions fill in.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub partner_click_id: String,
+    #[serde(default, skip_serializing_if = "is_blank")]
+    pub subs: [String; 5],
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub country: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ctit_seconds: u64,
+}
+
+fn is_blank(subs: &[String; 5]) -> bool {
+    subs.iter().all(String::is_empty)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl InstallAttribution {

@@ -234,6 +234,36 @@ async fn dispatch(app: &App, req: Request<Incoming>, peer: SocketAddr) -> (Route
             let resp = api::events::ingest(app, &parts.headers, body).await;
             (Route::Events, resp.unwrap_or_else(ApiError::into_response))
         }
+        _ if ["/v1/partners", "/v1/webhooks"]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/"))) =>
+        {
+            let webhooks = path.starts_with("/v1/webhooks");
+            let rest = path.splitn(4, '/').nth(3).map(str::to_string);
+            let (id, deliveries) = match rest.as_deref().map(|r| r.split_once('/')) {
+                None => (None, false),
+                Some(None) => (rest.clone(), false),
+                Some(Some((id, "deliveries"))) => (Some(id.to_string()), true),
+                Some(Some(_)) => (Some(String::new()), false),
+            };
+            if id.as_deref() == Some("") {
+                return (
+                    Route::Delivery,
+                    ApiError::not_found("no such route").into_response(),
+                );
+            }
+            let (parts, body) = req.into_parts();
+            let (method, headers, id) = (&parts.method, &parts.headers, id.as_deref());
+            let resp = if webhooks {
+                api::partners::webhooks(app, method, id, deliveries, headers, body).await
+            } else {
+                api::partners::partners(app, method, id, deliveries, headers, body).await
+            };
+            (
+                Route::Delivery,
+                resp.unwrap_or_else(ApiError::into_response),
+            )
+        }
         _ if path == "/v1/sources" || path.starts_with("/v1/sources/") => {
             let id = path.strip_prefix("/v1/sources/").map(str::to_string);
             if id

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod receiver;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -15,6 +15,7 @@ use crate::attribution::config::ConfigPatch;
 use crate::attribution::install::{self, ClickFacts, InstallAttribution, InstallRow};
 use crate::attribution::{admissible, referrer, resolve, Candidate, MatchType, SelfReported};
 use crate::click::ClickId;
+use crate::delivery::fanout::{self, Fact};
 use crate::http::auth::{authenticate, require_secret};
 use crate::http::client_ip::client_ip;
 use crate::http::error::{json_response, ApiError, Body};
@@ -275,6 +276,10 @@ pub async fn attribute(
                 .get(&f.link_id)
                 .and_then(|l| l.link.partner_id.clone())
                 .unwrap_or_default(),
+            partner_click_id: f.partner_click_id.clone(),
+            subs: f.subs.clone(),
+            country: f.country.clone(),
+            ctit_seconds: ctit.unwrap_or(0),
         },
         None if match_type == MatchType::Metadata => InstallAttribution {
             match_type,
@@ -287,6 +292,29 @@ pub async fn attribute(
     };
     // Not awaited: the write is queued on the shared Redis connection now, ahead of anything
     // a later request sends, and the answer does not wait a round trip for it.
+    if first && fanout::wanted(app, tenant, !remembered.partner_id.is_empty()).await {
+        let data = json!({
+            "install_id": r.install_id,
+            "platform": r.platform,
+            "match_type": match_type,
+            "click_id": facts.as_ref().map(|f| ClickId(f.click_id).to_string()),
+            "link_id": remembered.link_id,
+            "campaign": remembered.campaign,
+            "source": remembered.source,
+            "medium": remembered.medium,
+            "ctit_seconds": ctit,
+            "installed_at": time::rfc3339_from_ms(install_ms),
+        });
+        let fact = Fact {
+            kind: "install",
+            name: "install".into(),
+            attribution: Some(remembered.clone()).filter(InstallAttribution::attributed),
+            ts_ms: install_ms,
+            revenue: None,
+            data,
+        };
+        fanout::deliver(app, tenant, vec![fact]).await;
+    }
     let (redis, tenant_id, install_id) = (
         app.redis.clone(),
         tenant.to_string(),

@@ -7,13 +7,14 @@ use ahash::{AHashMap, AHashSet};
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 use tracing::warn;
 
 use super::{body_error, busy, check_length, read_body, store_durably, Taken};
 use crate::app::App;
 use crate::attribution::install::InstallAttribution;
 use crate::conversions::{event, MAX_BODY};
+use crate::delivery::fanout::{self, Fact};
 use crate::http::auth::authenticate_basic;
 use crate::http::error::{empty_response, ApiError, Body};
 use crate::pipeline::flusher::KIND_EVENTS;
@@ -80,25 +81,68 @@ pub async fn ingest(
         .iter()
         .map(|i| app.redis.attribution_key(tenant, i))
         .collect();
-    let ((held, taken), found) = tokio::try_join!(Taken::take(app, tenant, &keys), async {
+    let ((held, taken_flags), found) = tokio::try_join!(Taken::take(app, tenant, &keys), async {
         Ok(app.redis.mget(&attribution_keys).await?)
     })?;
     let attributions = decode_attributions(&installs, found);
 
     let mut facts = Facts::new(KIND_EVENTS);
     facts.data.reserve(bytes.len() + events.len() * 96);
-    for (e, _) in events.iter().zip(taken).filter(|(_, taken)| *taken) {
+    for (e, _) in events.iter().zip(&taken_flags).filter(|(_, taken)| **taken) {
         let attribution = attributions.get(e.installation_id.as_str());
         event::encode(&mut facts.data, e, now, tenant, attribution);
         facts.end_row(e.ts_ms);
     }
     let stored = facts.rows.len() as u64;
     store_durably(app, facts, held).await?;
+    let any_partner = attributions.values().any(|a| !a.partner_id.is_empty());
+    if stored > 0 && fanout::wanted(app, tenant, any_partner).await {
+        let delivered = events
+            .iter()
+            .zip(&taken_flags)
+            .filter(|(_, t)| **t)
+            .map(|(e, _)| event_fact(e, attributions.get(e.installation_id.as_str())))
+            .collect();
+        fanout::deliver(app, tenant, delivered).await;
+    }
     app.metrics.events_received.increment(stored);
     app.metrics
         .events_deduped
         .increment(raws.len() as u64 - stored);
     Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// An event as webhooks and partner postbacks see it.
+fn event_fact(e: &event::Event<'_>, a: Option<&InstallAttribution>) -> Fact {
+    let payload: Value = serde_json::from_str(e.payload).unwrap_or(Value::Null);
+    // `{revenue}` / `{currency}` come from the payload when it carries them.
+    let amount = ["revenue", "amount"]
+        .iter()
+        .find_map(|k| match payload.get(*k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        });
+    let currency = payload.get("currency").and_then(Value::as_str);
+    Fact {
+        kind: "event",
+        name: e.name.clone(),
+        attribution: a.cloned().filter(InstallAttribution::attributed),
+        ts_ms: e.ts_ms,
+        revenue: amount.zip(currency.map(str::to_string)),
+        data: json!({
+            "event_id": crate::click::ClickId(e.event_id).to_string(),
+            "event_name": e.name,
+            "event_datetime": time::rfc3339_from_ms(e.ts_ms),
+            "installation_id": e.installation_id,
+            "payload": payload,
+            "attributed": a.is_some_and(InstallAttribution::attributed),
+            "link_id": a.map(|a| a.link_id.as_str()),
+            "campaign": a.map(|a| a.campaign.as_str()),
+            "source": a.map(|a| a.source.as_str()),
+            "medium": a.map(|a| a.medium.as_str()),
+        }),
+    }
 }
 
 /// Pairs installs with their remembered attribution (unknown installs are left out).

@@ -3,6 +3,7 @@
 pub mod attribution;
 pub mod events;
 pub mod links;
+pub mod partners;
 pub mod results;
 pub mod sources;
 pub mod stats;

@@ -12,10 +12,13 @@ use serde_json::{json, Map, Value};
 use super::events::decode_attributions;
 use super::{body_error, busy, check_length, read_body, read_json, store_durably, Taken};
 use crate::app::App;
+use crate::attribution::install::InstallAttribution;
 use crate::click::ClickId;
 use crate::conversions::conversion::{self, Context, Conversion};
 use crate::conversions::source::{self, Source};
 use crate::conversions::{FieldError, MAX_BODY};
+use crate::delivery::fanout::{self, Fact};
+use crate::delivery::partner::decimal;
 use crate::http::auth::{rate_limit, require_secret};
 use crate::http::error::{empty_response, json_response, ApiError, Body};
 use crate::pipeline::flusher::KIND_CONVERSIONS;
@@ -247,7 +250,31 @@ pub async fn receive(
             }
         })
         .collect();
+    let facts_empty = facts.rows.is_empty();
     store_durably(app, facts, held).await?;
+    let any_partner = attributions.values().any(|a| !a.partner_id.is_empty());
+    if !facts_empty && fanout::wanted(app, tenant, any_partner).await {
+        let delivered = items
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(item, outcome)| {
+                let (Ok(c), Outcome::Accepted(id) | Outcome::Unattributed(id)) = (item, outcome)
+                else {
+                    return None;
+                };
+                let install_id = installs.get(c.user_id.as_str()).map_or("", String::as_str);
+                Some(conversion_fact(
+                    c,
+                    *id,
+                    install_id,
+                    attributions.get(install_id),
+                    now,
+                    &owner.source_id,
+                ))
+            })
+            .collect();
+        fanout::deliver(app, tenant, delivered).await;
+    }
 
     let mut counts = [0u64; 4];
     let results: Vec<Value> = outcomes
@@ -287,4 +314,42 @@ pub async fn receive(
             "results": results,
         }),
     ))
+}
+
+/// A stored conversion as webhooks and partner postbacks see it.
+fn conversion_fact(
+    c: &Conversion<'_>,
+    id: [u8; 16],
+    install_id: &str,
+    a: Option<&InstallAttribution>,
+    ts_ms: u64,
+    source_id: &str,
+) -> Fact {
+    let attributed = a.filter(|a| a.attributed());
+    Fact {
+        kind: "conversion",
+        name: c.kind.clone(),
+        attribution: attributed.cloned(),
+        ts_ms,
+        revenue: c
+            .amount_cents
+            .zip(c.currency)
+            .map(|(amount, currency)| (decimal(amount, currency), currency.to_string())),
+        data: json!({
+            "conversion_id": ClickId(id).to_string(),
+            "source_id": source_id,
+            "user_id": c.user_id,
+            "type": c.kind,
+            "amount_cents": c.amount_cents,
+            "currency": c.currency,
+            "idempotency_key": c.idempotency_key,
+            "metadata": c.metadata.and_then(|m| serde_json::from_str::<Value>(m).ok()),
+            "attributed": attributed.is_some(),
+            "install_id": (!install_id.is_empty()).then_some(install_id),
+            "link_id": attributed.map(|a| a.link_id.as_str()),
+            "campaign": attributed.map(|a| a.campaign.as_str()),
+            "source": attributed.map(|a| a.source.as_str()),
+            "medium": attributed.map(|a| a.medium.as_str()),
+        }),
+    }
 }
