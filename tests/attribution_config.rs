@@ -12,7 +12,16 @@ async fn call(method: reqwest::Method, url: &str, key: &str, body: Option<Value>
         req = req.json(&body);
     }
     let resp = req.send().await.unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
+    let status = resp.status().as_u16();
+    let mut value: Value = resp.json().await.unwrap();
+    // The generated report signing secret is checked here and left out of comparisons.
+    if let Some(secret) = value
+        .as_object_mut()
+        .and_then(|o| o.remove("report_signing_secret"))
+    {
+        assert!(secret.as_str().unwrap().starts_with("whsec_"), "{secret}");
+    }
+    (status, value)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +31,8 @@ async fn config_is_validated_and_per_tenant() {
     let url = format!("{}/v1/attribution/config", base(&server));
     let a = env.tenant().await;
     let b = env.tenant().await;
-    let defaults = json!({"click_lookback_days": 7, "fingerprint_window_minutes": 120, "fingerprint_enabled": true, "raw_retention_days": 400});
+    let defaults = json!({"click_lookback_days": 7, "fingerprint_window_minutes": 120, "fingerprint_enabled": true, "raw_retention_days": 400,
+        "report_webhook_url": "", "report_signature_header": "X-Signature"});
 
     assert_eq!(
         call(reqwest::Method::GET, &url, &a.secret_key, None).await,
@@ -38,7 +48,8 @@ async fn config_is_validated_and_per_tenant() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        json!({"click_lookback_days": 7, "fingerprint_window_minutes": 30, "fingerprint_enabled": true, "raw_retention_days": 400})
+        json!({"click_lookback_days": 7, "fingerprint_window_minutes": 30, "fingerprint_enabled": true, "raw_retention_days": 400,
+        "report_webhook_url": "", "report_signature_header": "X-Signature"})
     );
 
     // (patch, field named in the 400)

@@ -460,3 +460,245 @@ async fn deliveries_survive_sigkill() {
     node.signal("TERM").await;
     env.cleanup().await;
 }
+
+/// HMAC-SHA1 written out from RFC 2104 over a plain SHA-1.
+fn hmac_sha1(key: &[u8], message: &[u8]) -> [u8; 20] {
+    use sha1::Sha1;
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..20].copy_from_slice(&Sha1::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let (mut inner, mut outer) = (Sha1::new(), Sha1::new());
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_arrive_in_signed_batches_of_100() {
+    let env = TestEnv::new();
+    let server = sluice::app::Server::start(config(&env)).await.unwrap();
+    let t = env.tenant().await;
+    let receiver = Receiver::start(0, &[]).await;
+    let (status, cfg) = api(&server, reqwest::Method::PATCH, "/v1/attribution/config", &t.secret_key, Some(json!({
+        "report_webhook_url": receiver.url("/reports"), "report_signature_header": "X-SLM-Signature"
+    }))).await;
+    assert_eq!(status, 200, "{cfg}");
+    let secret = cfg["report_signing_secret"].as_str().unwrap().to_string();
+
+    // 250 matched spring installs, plus organic ones and another campaign's, in the window.
+    let now = sluice::time::now_ms();
+    let tid = &t.tenant_id;
+    let day = |ms: u64| sluice::time::date_string((ms / 86_400_000) as u16);
+    let mut rows: Vec<String> = (0..250)
+        .map(|i| {
+            let ts = now - 86_400_000 - i * 60_000;
+            format!(
+                "(toDate('{}'), {ts}, '{tid}', 'r-{i:03}', 'click_id', 'spring', 'fb', {})",
+                day(ts),
+                ts - 3_600_000
+            )
+        })
+        .collect();
+    rows.extend((0..20).map(|i| {
+        format!(
+            "(toDate('{}'), {now}, '{tid}', 'o-{i}', 'organic', 'spring', '', 0)",
+            day(now)
+        )
+    }));
+    rows.extend((0..7).map(|i| {
+        format!(
+            "(toDate('{}'), {now}, '{tid}', 'f-{i}', 'fingerprint', 'fall', 'tt', 0)",
+            day(now)
+        )
+    }));
+    env.ch(&format!("INSERT INTO installs (date, ts_ms, tenant_id, install_id, match_type, campaign, source, click_ts_ms) VALUES {}", rows.join(","))).await;
+    env.ch(&format!(
+        "INSERT INTO conversions (date, ts_ms, tenant_id, user_id, type, amount_cents, currency, install_id, attributed) VALUES \
+         (toDate('{d}'), {now}, '{tid}', 'u7', 'purchase', 1000, 'USD', 'r-007', 1), (toDate('{d}'), {now}, '{tid}', 'u7', 'purchase', -250, 'USD', 'r-007', 1)",
+        d = day(now)
+    )).await;
+
+    let today = (now / 86_400_000) as u16;
+    let range = json!({"start_date": sluice::time::date_string(today - 30), "end_date": sluice::time::date_string(today), "campaign_id": "spring"});
+    let (status, created) = api(
+        &server,
+        reqwest::Method::POST,
+        "/v1/attribution/reports",
+        &t.secret_key,
+        Some(range),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (
+            created["status"].as_str(),
+            created["campaign_scope"].as_str()
+        ),
+        (Some("created"), Some("spring"))
+    );
+    assert_eq!(
+        created["response_webhooks"],
+        json!([receiver.url("/reports")])
+    );
+    let id = created["id"].as_str().unwrap().to_string();
+
+    let got = receiver.wait_for(3).await;
+    assert_eq!(got.len(), 3, "⌈250/100⌉ batches");
+    let mut indexes = BTreeSet::new();
+    let mut installs = BTreeSet::new();
+    for r in &got {
+        assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", "/reports"));
+        let sig = r
+            .header("x-slm-signature")
+            .expect("signed under the configured header");
+        assert_eq!(
+            sig,
+            hex::encode(hmac_sha1(secret.as_bytes(), r.body.as_bytes())),
+            "HMAC-SHA1 of the raw body"
+        );
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(
+            (body["total_batches"].as_u64(), body["campaign_id"].as_str()),
+            (Some(3), Some("spring"))
+        );
+        indexes.insert(body["batch_index"].as_u64().unwrap());
+        let data = body["attribution_data"].as_array().unwrap();
+        assert!(data.len() <= 100);
+        for m in data {
+            assert_eq!(
+                (m["campaign_id"].as_str(), m["match_type"].as_str()),
+                (Some("spring"), Some("click_id"))
+            );
+            assert_eq!(
+                m["ctit_seconds"],
+                json!(null),
+                "no click id stored in these rows"
+            );
+            installs.insert(m["install_id"].as_str().unwrap().to_string());
+            if m["install_id"] == "r-007" {
+                assert_eq!(
+                    (
+                        m["conversion_count"].as_u64(),
+                        m["revenue"]["USD"].as_i64(),
+                        m["user_id"].as_str()
+                    ),
+                    (Some(2), Some(750), Some("u7"))
+                );
+            }
+        }
+    }
+    assert_eq!(indexes, BTreeSet::from([0, 1, 2]));
+    assert_eq!(installs.len(), 250);
+    // Progress reaches delivered.
+    let started = std::time::Instant::now();
+    loop {
+        let (_, v) = api(
+            &server,
+            reqwest::Method::GET,
+            &format!("/v1/attribution/reports/{id}"),
+            &t.secret_key,
+            None,
+        )
+        .await;
+        if v["status"] == "delivered" {
+            assert_eq!(
+                (
+                    v["total_batches"].as_u64(),
+                    v["delivered_batches"].as_u64(),
+                    v["matches"].as_u64()
+                ),
+                (Some(3), Some(3), Some(250))
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Windows past 180 days, reversed or malformed are refused.
+    for (body, field) in [
+        (
+            json!({"start_date": "2026-01-01", "end_date": "2026-06-30"}),
+            None,
+        ),
+        (
+            json!({"start_date": "2026-01-01", "end_date": "2026-07-01"}),
+            Some("end_date"),
+        ),
+        (
+            json!({"start_date": "2026-03-02", "end_date": "2026-03-01"}),
+            Some("end_date"),
+        ),
+        (
+            json!({"start_date": "01/01/2026", "end_date": "2026-03-01"}),
+            Some("start_date"),
+        ),
+    ] {
+        let (status, v) = api(
+            &server,
+            reqwest::Method::POST,
+            "/v1/attribution/reports",
+            &t.secret_key,
+            Some(body.clone()),
+        )
+        .await;
+        match field {
+            None => assert_eq!(status, 201, "{body}: {v}"),
+            Some(f) => assert_eq!(
+                (status, v["error"]["details"]["field"].as_str()),
+                (400, Some(f)),
+                "{body}: {v}"
+            ),
+        }
+    }
+    let (status, _) = api(
+        &server,
+        reqwest::Method::GET,
+        "/v1/attribution/reports/rep_nope",
+        &t.secret_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // A test send reports what the receiver answered.
+    let answering = Receiver::start(0, &[202]).await;
+    api(
+        &server,
+        reqwest::Method::PATCH,
+        "/v1/attribution/config",
+        &t.secret_key,
+        Some(json!({"report_webhook_url": answering.url("/r")})),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await; // settings are cached for 2 s
+    let (status, v) = api(
+        &server,
+        reqwest::Method::POST,
+        "/v1/attribution/reports/test",
+        &t.secret_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (v["delivered"].as_bool(), v["status_code"].as_u64()),
+        (Some(true), Some(202)),
+        "{v}"
+    );
+    let sent = answering.received();
+    let body: Value = serde_json::from_str(&sent[0].body).unwrap();
+    assert_eq!(
+        (
+            body["attribution_data"].as_array().map(Vec::len),
+            body["total_batches"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    env.cleanup().await;
+}

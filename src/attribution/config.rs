@@ -14,7 +14,15 @@ pub struct AttributionConfig {
     /// Raw clicks, installs, events and conversions older than this are deleted (31–3650
     /// days); the daily aggregates behind stats are kept.
     pub raw_retention_days: u32,
+    /// Where attribution reports are POSTed (empty: reports cannot be requested).
+    pub report_webhook_url: String,
+    /// The header carrying a report batch's HMAC-SHA1 (e.g. `X-SLM-Signature`).
+    pub report_signature_header: String,
+    /// The key report batches are signed with; generated, rotatable.
+    pub report_signing_secret: String,
 }
+
+pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Signature";
 
 impl Default for AttributionConfig {
     fn default() -> Self {
@@ -23,6 +31,9 @@ impl Default for AttributionConfig {
             fingerprint_window_minutes: 120,
             fingerprint_enabled: true,
             raw_retention_days: 400,
+            report_webhook_url: String::new(),
+            report_signature_header: DEFAULT_SIGNATURE_HEADER.into(),
+            report_signing_secret: String::new(),
         }
     }
 }
@@ -34,6 +45,11 @@ pub struct ConfigPatch {
     pub fingerprint_window_minutes: Option<u32>,
     pub fingerprint_enabled: Option<bool>,
     pub raw_retention_days: Option<u32>,
+    /// `Some("")` clears it.
+    pub report_webhook_url: Option<String>,
+    pub report_signature_header: Option<String>,
+    /// Replace the report signing secret with a new one.
+    pub rotate_report_signing_secret: bool,
 }
 
 /// The field that is unknown, mistyped or out of range, and why.
@@ -67,6 +83,31 @@ impl ConfigPatch {
                 "click_lookback_days" => patch.click_lookback_days = Some(integer()?),
                 "fingerprint_window_minutes" => patch.fingerprint_window_minutes = Some(integer()?),
                 "raw_retention_days" => patch.raw_retention_days = Some(integer()?),
+                "report_webhook_url" => {
+                    patch.report_webhook_url = Some(match v {
+                        serde_json::Value::Null => String::new(),
+                        serde_json::Value::String(s) => s.clone(),
+                        _ => return Err(error(key, "must be a URL or null")),
+                    })
+                }
+                "report_signature_header" => {
+                    patch.report_signature_header = Some(
+                        v.as_str()
+                            .ok_or_else(|| error(key, "must be a header name"))?
+                            .to_string(),
+                    )
+                }
+                "rotate_report_signing_secret" => {
+                    patch.rotate_report_signing_secret = v
+                        .as_bool()
+                        .ok_or_else(|| error(key, "must be true or false"))?
+                }
+                "report_signing_secret" => {
+                    return Err(error(
+                        key,
+                        "is generated; rotate it with rotate_report_signing_secret: true",
+                    ))
+                }
                 "fingerprint_enabled" => {
                     patch.fingerprint_enabled = Some(
                         v.as_bool()
@@ -109,7 +150,31 @@ impl AttributionConfig {
         )?;
         // At least a month longer than idempotency keys live, so a replayed event or
         // conversion always finds what it would duplicate.
-        range("raw_retention_days", self.raw_retention_days, 31, 3650)
+        range("raw_retention_days", self.raw_retention_days, 31, 3650)?;
+        let url = &self.report_webhook_url;
+        if !url.is_empty()
+            && (url.len() > 2048
+                || !(url.starts_with("https://") || url.starts_with("http://"))
+                || reqwest::Url::parse(url).is_err())
+        {
+            return Err(error(
+                "report_webhook_url",
+                "must be an absolute http or https URL",
+            ));
+        }
+        let header = &self.report_signature_header;
+        if header.is_empty()
+            || header.len() > 64
+            || !header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(error(
+                "report_signature_header",
+                "must be a header name of letters, digits, - and _",
+            ));
+        }
+        Ok(())
     }
 
     /// The config with `patch` applied, if the result is valid.
@@ -125,6 +190,21 @@ impl AttributionConfig {
                 .fingerprint_enabled
                 .unwrap_or(self.fingerprint_enabled),
             raw_retention_days: patch.raw_retention_days.unwrap_or(self.raw_retention_days),
+            report_webhook_url: patch
+                .report_webhook_url
+                .clone()
+                .unwrap_or_else(|| self.report_webhook_url.clone()),
+            report_signature_header: patch
+                .report_signature_header
+                .clone()
+                .unwrap_or_else(|| self.report_signature_header.clone()),
+            report_signing_secret: if patch.rotate_report_signing_secret
+                || self.report_signing_secret.is_empty()
+            {
+                crate::delivery::sign::new_secret()
+            } else {
+                self.report_signing_secret.clone()
+            },
         };
         next.validate()?;
         Ok(next)
@@ -168,6 +248,28 @@ mod tests {
             ),
             (r#"{"fingerprint_enabled": 1}"#, Err("fingerprint_enabled")),
             (r#"{"raw_retention_days": 30}"#, Err("raw_retention_days")),
+            (
+                r#"{"report_webhook_url": "https://r.example/in"}"#,
+                Ok((7, 120, true)),
+            ),
+            (r#"{"report_webhook_url": null}"#, Ok((7, 120, true))),
+            (
+                r#"{"report_webhook_url": "r.example/in"}"#,
+                Err("report_webhook_url"),
+            ),
+            (r#"{"report_webhook_url": 5}"#, Err("report_webhook_url")),
+            (
+                r#"{"report_signature_header": "X-SLM-Signature"}"#,
+                Ok((7, 120, true)),
+            ),
+            (
+                r#"{"report_signature_header": "X Sig"}"#,
+                Err("report_signature_header"),
+            ),
+            (
+                r#"{"report_signing_secret": "mine"}"#,
+                Err("report_signing_secret"),
+            ),
             (r#"{"raw_retention_days": 3651}"#, Err("raw_retention_days")),
             (r#"{"lookback": 3}"#, Err("lookback")),
             ("[]", Err("")),
@@ -185,6 +287,17 @@ mod tests {
                 .map_err(|e| e.field);
             assert_eq!(got, want.map_err(String::from), "{json}");
         }
+        // A secret is generated when missing, kept by other patches, replaced on rotation.
+        let first = base.patched(&ConfigPatch::default()).unwrap();
+        assert!(first.report_signing_secret.starts_with("whsec_"));
+        let kept = first.patched(&ConfigPatch::default()).unwrap();
+        assert_eq!(kept.report_signing_secret, first.report_signing_secret);
+        let rotate = ConfigPatch {
+            rotate_report_signing_secret: true,
+            ..ConfigPatch::default()
+        };
+        let rotated = first.patched(&rotate).unwrap();
+        assert_ne!(rotated.report_signing_secret, first.report_signing_secret);
         assert_eq!(AttributionConfig::default().window_ms(), 7_200_000);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod fanout;
 pub mod partner;
+pub mod report;
 pub mod sign;
 pub mod target;
 pub mod worker;

@@ -200,6 +200,16 @@ async fn attempt(app: &App, http: &reqwest::Client, stream_id: &str, job: Job) {
     {
         debug!(%error, "delivery attempt not logged");
     }
+    if let (super::Owner::Report { report_id }, "delivered" | "dead") = (&job.owner, status) {
+        let field = if status == "delivered" {
+            "delivered_batches"
+        } else {
+            "dead_batches"
+        };
+        if let Err(error) = app.redis.report_incr(&job.tenant, report_id, field).await {
+            debug!(%error, "report progress not counted");
+        }
+    }
     let outcome = match status {
         "delivered" => {
             app.metrics.deliveries[0].increment(1);

@@ -111,7 +111,7 @@ pub async fn serve(
     }
 }
 
-async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let (route, resp) = dispatch(app, req, peer).await;
     app.metrics.record_request(
@@ -122,7 +122,11 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<
     resp
 }
 
-async fn dispatch(app: &App, req: Request<Incoming>, peer: SocketAddr) -> (Route, Response<Body>) {
+async fn dispatch(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> (Route, Response<Body>) {
     let path = req.uri().path();
     let method = req.method().clone();
     // The hot path first: a single root segment that is not reserved.
@@ -201,6 +205,28 @@ async fn dispatch(app: &App, req: Request<Incoming>, peer: SocketAddr) -> (Route
             };
             let resp = api::stats::tenant_stats(app, group, req.headers(), req.uri().query()).await;
             (Route::Stats, resp.unwrap_or_else(ApiError::into_response))
+        }
+        _ if path == "/v1/attribution/reports" || path.starts_with("/v1/attribution/reports/") => {
+            let id = path
+                .strip_prefix("/v1/attribution/reports/")
+                .map(str::to_string);
+            if id
+                .as_deref()
+                .is_some_and(|id| id.is_empty() || id.contains('/'))
+            {
+                return (
+                    Route::Delivery,
+                    ApiError::not_found("no such route").into_response(),
+                );
+            }
+            let (parts, body) = req.into_parts();
+            let resp =
+                api::reports::reports(app, &parts.method, id.as_deref(), &parts.headers, body)
+                    .await;
+            (
+                Route::Delivery,
+                resp.unwrap_or_else(ApiError::into_response),
+            )
         }
         "/v1/attribution/results" => {
             if method != Method::GET {

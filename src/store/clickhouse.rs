@@ -290,6 +290,48 @@ pub async fn matched_installs(
     Ok(q.fetch_all::<MatchedInstall>().await?)
 }
 
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct InstallConversionRow {
+    install_id: String,
+    user_id: String,
+    currency: String,
+    n: u64,
+    sum_cents: i64,
+}
+
+/// The attributed conversions of these installs: count, user, revenue per currency.
+pub async fn install_conversions(
+    ch: &Client,
+    tenant: &str,
+    install_ids: &[&str],
+) -> Result<std::collections::BTreeMap<String, crate::delivery::report::Conversions>, ChError> {
+    let mut out: std::collections::BTreeMap<String, crate::delivery::report::Conversions> =
+        Default::default();
+    if install_ids.is_empty() {
+        return Ok(out);
+    }
+    let placeholders = vec!["?"; install_ids.len()].join(",");
+    let mut q = ch
+        .query(&format!(
+            "SELECT install_id, any(user_id) AS user_id, currency, count() AS n, sum(amount_cents) AS sum_cents \
+             FROM conversions WHERE tenant_id = ? AND attributed = 1 AND install_id IN ({placeholders}) \
+             GROUP BY install_id, currency"
+        ))
+        .bind(tenant);
+    for id in install_ids {
+        q = q.bind(*id);
+    }
+    for r in q.fetch_all::<InstallConversionRow>().await? {
+        let c = out.entry(r.install_id).or_default();
+        c.user_id = Some(r.user_id);
+        c.count += r.n;
+        if !r.currency.is_empty() {
+            *c.revenue.entry(r.currency).or_default() += r.sum_cents;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -839,6 +839,37 @@ impl Redis {
         raws.iter().map(|r| Self::decode(&key, r)).collect()
     }
 
+    fn report_key(&self, tenant: &str, id: &str) -> String {
+        format!("{}:report:{id}", self.tenant_tag(tenant))
+    }
+
+    /// Sets fields of a report (a hash: counters are incremented in place).
+    pub async fn report_set(
+        &self,
+        tenant: &str,
+        id: &str,
+        fields: &[(&str, String)],
+    ) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        let _: () = c.hset_multiple(self.report_key(tenant, id), fields).await?;
+        Ok(())
+    }
+
+    pub async fn report_incr(&self, tenant: &str, id: &str, field: &str) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        let _: () = c.hincr(self.report_key(tenant, id), field, 1).await?;
+        Ok(())
+    }
+
+    pub async fn report(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, RedisError> {
+        let mut c = self.conn.clone();
+        Ok(c.hgetall(self.report_key(tenant, id)).await?)
+    }
+
     /// Creates the delivery stream and its consumer group unless they exist.
     pub async fn ensure_delivery_group(&self) -> Result<(), RedisError> {
         let mut c = self.conn.clone();

@@ -16,6 +16,7 @@ use crate::attribution::install::{self, ClickFacts, InstallAttribution, InstallR
 use crate::attribution::{admissible, referrer, resolve, Candidate, MatchType, SelfReported};
 use crate::click::ClickId;
 use crate::delivery::fanout::{self, Fact};
+use crate::delivery::target::check_url;
 use crate::http::auth::{authenticate, require_secret};
 use crate::http::client_ip::client_ip;
 use crate::http::error::{json_response, ApiError, Body};
@@ -36,7 +37,16 @@ pub async fn config(
     body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
     let caller = require_secret(app, headers).await?;
-    let current = app.redis.attribution_config(&caller.tenant_id).await?;
+    let mut current = app.redis.attribution_config(&caller.tenant_id).await?;
+    if current.report_signing_secret.is_empty() {
+        // First read: the report signing secret is generated (and kept).
+        current = current
+            .patched(&ConfigPatch::default())
+            .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
+        app.redis
+            .put_attribution_config(&caller.tenant_id, &current)
+            .await?;
+    }
     match *method {
         Method::GET => Ok(json_response(StatusCode::OK, &json!(current))),
         Method::PATCH => {
@@ -44,6 +54,13 @@ pub async fn config(
             let next = ConfigPatch::from_json(&value)
                 .and_then(|patch| current.patched(&patch))
                 .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
+            if !next.report_webhook_url.is_empty() {
+                check_url(
+                    &next.report_webhook_url,
+                    app.config.delivery.allow_private_targets,
+                )
+                .map_err(|e| ApiError::invalid_field("report_webhook_url", e))?;
+            }
             app.redis
                 .put_attribution_config(&caller.tenant_id, &next)
                 .await?;

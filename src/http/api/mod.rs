@@ -4,6 +4,7 @@ pub mod attribution;
 pub mod events;
 pub mod links;
 pub mod partners;
+pub mod reports;
 pub mod results;
 pub mod sources;
 pub mod stats;

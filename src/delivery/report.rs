@@ -1,0 +1,261 @@
+//! Attribution reports: a window of matched installs (at most 180 days, optionally one
+//! campaign) POSTed to the tenant's report webhook in batches of at most 100 —
+//! `{campaign_id, start_date, end_date, batch_index, total_batches, attribution_data}` — each
+//! signed with the hex HMAC-SHA1 of its raw body. Building the batches is pure; `generate`
+//! reads ClickHouse and enqueues them as deliveries.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::{Job, Owner, Signing};
+use crate::app::App;
+use crate::click::ClickId;
+use crate::stats::parse_day;
+use crate::store::clickhouse::{matched_installs, MatchedInstall, ResultsFilter};
+use crate::time;
+
+pub const BATCH: usize = 100;
+pub const MAX_WINDOW_DAYS: u16 = 180;
+/// Matches read from ClickHouse per query while generating.
+const PAGE: usize = 10_000;
+
+/// A validated report request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub start: u16,
+    pub end: u16,
+    pub campaign_id: Option<String>,
+}
+
+/// Checks `{start_date, end_date, campaign_id?}`: `Err((field, message))`.
+pub fn request(body: &Value) -> Result<Request, (&'static str, String)> {
+    let object = body
+        .as_object()
+        .ok_or(("", "body must be a JSON object".to_string()))?;
+    if let Some(k) = object
+        .keys()
+        .find(|k| !["start_date", "end_date", "campaign_id"].contains(&k.as_str()))
+    {
+        return Err(("", format!("{k} is not a report field")));
+    }
+    let date = |field: &'static str| {
+        object
+            .get(field)
+            .and_then(Value::as_str)
+            .and_then(parse_day)
+            .ok_or((field, "must be a date YYYY-MM-DD".to_string()))
+    };
+    let (start, end) = (date("start_date")?, date("end_date")?);
+    if end < start {
+        return Err(("end_date", "must not be before start_date".into()));
+    }
+    if end - start > MAX_WINDOW_DAYS {
+        return Err((
+            "end_date",
+            format!("must be no more than {MAX_WINDOW_DAYS} days after start_date"),
+        ));
+    }
+    let campaign_id = match object.get("campaign_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) if !c.is_empty() && c.len() <= 256 => Some(c.clone()),
+        Some(_) => return Err(("campaign_id", "must be a non-empty string".into())),
+    };
+    Ok(Request {
+        start,
+        end,
+        campaign_id,
+    })
+}
+
+/// How many batches `matches` make (an empty report is one empty batch).
+pub fn total_batches(matches: usize) -> usize {
+    matches.div_ceil(BATCH).max(1)
+}
+
+/// One match object of `attribution_data`.
+pub fn match_object(m: &MatchedInstall, conversions: Option<&Conversions>) -> Value {
+    let mut click = [0u8; 16];
+    let click_id = hex::decode_to_slice(&m.click_id, &mut click)
+        .ok()
+        .filter(|_| click != [0; 16])
+        .map(|_| ClickId(click).to_string());
+    json!({
+        "match_id": m.install_id,
+        "campaign_id": m.campaign,
+        "campaign_name": m.campaign,
+        "link_id": m.link_id,
+        "click_id": click_id,
+        "install_id": m.install_id,
+        "user_id": conversions.and_then(|c| c.user_id.clone()),
+        "match_type": m.match_type,
+        "click_time": click_id.as_ref().map(|_| time::rfc3339_from_ms(m.click_ts_ms)),
+        "install_time": time::rfc3339_from_ms(m.ts_ms),
+        "ctit_seconds": click_id.as_ref().map(|_| m.ctit_seconds),
+        "source": m.source,
+        "medium": m.medium,
+        "country": m.country,
+        "conversion_count": conversions.map_or(0, |c| c.count),
+        "revenue": conversions.map(|c| c.revenue.clone()).unwrap_or_default(),
+    })
+}
+
+/// An install's attributed conversions.
+#[derive(Debug, Clone, Default)]
+pub struct Conversions {
+    pub user_id: Option<String>,
+    pub count: u64,
+    /// Currency → summed amount in its smallest unit.
+    pub revenue: BTreeMap<String, i64>,
+}
+
+/// A batch's raw body.
+pub fn batch_body(r: &Request, index: usize, total: usize, data: Vec<Value>) -> String {
+    json!({
+        "campaign_id": r.campaign_id,
+        "start_date": time::date_string(r.start),
+        "end_date": time::date_string(r.end),
+        "batch_index": index,
+        "total_batches": total,
+        "attribution_data": data,
+    })
+    .to_string()
+}
+
+/// Reads the report's matches and enqueues its batches; records the total on the report.
+pub async fn generate(app: &App, tenant: &str, report_id: &str, r: &Request) {
+    if let Err(error) = try_generate(app, tenant, report_id, r).await {
+        warn!(%error, report = report_id, "report generation failed");
+        let _ = app
+            .redis
+            .report_set(tenant, report_id, &[("status", "failed".to_string())])
+            .await;
+    }
+}
+
+async fn try_generate(
+    app: &App,
+    tenant: &str,
+    report_id: &str,
+    r: &Request,
+) -> Result<(), anyhow::Error> {
+    let config = app.redis.attribution_config(tenant).await?;
+    let filter = |before| ResultsFilter {
+        campaign: r.campaign_id.clone(),
+        source: None,
+        from_day: Some(r.start),
+        to_day: Some(r.end),
+        before,
+        limit: PAGE,
+    };
+    // Every match, oldest pages last (newest first, as the results listing pages).
+    let mut matches = Vec::new();
+    let mut before = None;
+    loop {
+        let page = matched_installs(&app.ch, tenant, &filter(before.clone())).await?;
+        let done = page.len() < PAGE;
+        before = page.last().map(|m| (m.ts_ms, m.install_id.clone()));
+        matches.extend(page);
+        if done {
+            break;
+        }
+    }
+    let total = total_batches(matches.len());
+    app.redis
+        .report_set(
+            tenant,
+            report_id,
+            &[
+                ("status", "delivering".to_string()),
+                ("total_batches", total.to_string()),
+                ("matches", matches.len().to_string()),
+            ],
+        )
+        .await?;
+    let mut jobs = Vec::with_capacity(total);
+    let chunks: Vec<&[MatchedInstall]> = if matches.is_empty() {
+        vec![&[]]
+    } else {
+        matches.chunks(BATCH).collect()
+    };
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        let ids: Vec<&str> = chunk.iter().map(|m| m.install_id.as_str()).collect();
+        let conversions =
+            crate::store::clickhouse::install_conversions(&app.ch, tenant, &ids).await?;
+        let data = chunk
+            .iter()
+            .map(|m| match_object(m, conversions.get(&m.install_id)))
+            .collect();
+        let mut job = Job::new(
+            tenant,
+            Owner::Report {
+                report_id: report_id.to_string(),
+            },
+            config.report_webhook_url.clone(),
+            Some(batch_body(r, index, total, data)),
+        );
+        job.signing = Some(Signing::Sha1 {
+            header: config.report_signature_header.clone(),
+            secret: config.report_signing_secret.clone(),
+        });
+        jobs.push(job);
+        if jobs.len() == 100 {
+            app.redis.enqueue(&jobs).await?;
+            jobs.clear();
+        }
+    }
+    app.redis.enqueue(&jobs).await?;
+    app.metrics.deliveries_enqueued.increment(total as u64);
+    info!(
+        report = report_id,
+        matches = matches.len(),
+        batches = total,
+        "report queued"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests() {
+        let ok = |v: Value| request(&v).map(|r| (r.start, r.end, r.campaign_id));
+        assert_eq!(
+            ok(json!({"start_date": "2026-01-01", "end_date": "2026-06-30"})),
+            Ok((20454, 20634, None))
+        );
+        assert!(ok(
+            json!({"start_date": "2026-01-01", "end_date": "2026-06-30", "campaign_id": "c1"})
+        )
+        .is_ok());
+        let bad = |v: Value| request(&v).unwrap_err().0;
+        assert_eq!(
+            bad(json!({"start_date": "2026-01-01", "end_date": "2026-07-01"})),
+            "end_date",
+        );
+        assert_eq!(
+            bad(json!({"start_date": "2026-01-02", "end_date": "2026-01-01"})),
+            "end_date"
+        );
+        assert_eq!(
+            bad(json!({"start_date": "2026-02-30", "end_date": "2026-03-01"})),
+            "start_date"
+        );
+        assert_eq!(bad(json!({"end_date": "2026-03-01"})), "start_date");
+        assert_eq!(
+            bad(json!({"start_date": "2026-01-01", "end_date": "2026-01-02", "campaign_id": 5})),
+            "campaign_id"
+        );
+    }
+
+    #[test]
+    fn batches() {
+        assert_eq!(total_batches(0), 1);
+        assert_eq!(total_batches(100), 1);
+        assert_eq!(total_batches(101), 2);
+        assert_eq!(total_batches(250), 3);
+    }
+}
