@@ -202,6 +202,31 @@ async fn partner_postbacks_are_filled_retried_and_share_revenue_only_when_told()
     let got = receiver.wait_for(4).await;
     let q = query_of(&got[3].target);
     assert_eq!((q["r"].as_str(), q["c"].as_str()), ("10.50", "USD"));
+    // A server-to-server event of the install fires the template of its (lower-cased) name,
+    // with the revenue its payload carries.
+    let resp = http()
+        .post(format!("{}/v1/events", base(&server)))
+        .basic_auth(&t.tenant_id, Some(&t.secret_key))
+        .json(&json!({"events": [{
+            "event_name": "Purchase", "payload": {"amount": "9.99", "currency": "EUR"},
+            "event_datetime": sluice::time::rfc3339_from_ms(sluice::time::now_ms()),
+            "event_id": "6f1c1a52-1b1e-4c38-9a0e-3c8f1f0b9d11", "installation_id": "dev-pb"
+        }]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let got = receiver.wait_for(5).await;
+    let q = query_of(&got[4].target);
+    assert_eq!(
+        (
+            q["e"].as_str(),
+            q["r"].as_str(),
+            q["c"].as_str(),
+            q["cid"].as_str()
+        ),
+        ("purchase", "9.99", "EUR", "partner-77")
+    );
     env.cleanup().await;
 }
 
