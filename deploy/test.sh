@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, integration tests against the real local stack (ClickHouse
-# 18.16 and Redis, started here if not running), and the schema test on a current ClickHouse
-# (chdb-core). Installs what it needs: apt packages via stack.sh, Python packages via pip.
+# 18.16 and Redis, started here if not running), the schema test on a current ClickHouse
+# (chdb-core), the JavaScript SDK's unit tests, and the dashboard and SDK in a real browser
+# (Debian's Chromium). Installs what it needs: apt packages (stack.sh, chromium), Python
+# packages via pip, npm packages from package-lock.json.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -23,3 +25,9 @@ python3 -m pytest -q tests/python
 
 echo "== cargo tests (unit, integration, benches in test mode)"
 cargo test --all-targets "$@"
+
+echo "== JavaScript SDK (node's test runner)"
+(cd sdk/js && npm ci --no-audit --no-fund --silent && npm test)
+
+echo "== dashboard and SDK in Chromium"
+bash tests/browser/run.sh

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod client_ip;
+pub mod dashboard;
 pub mod error;
 pub mod ops;
 pub mod rate_limit;
@@ -111,9 +112,39 @@ pub async fn serve(
     }
 }
 
+/// The client endpoints web apps call from their own origins (with a publishable key, no
+/// cookies), so they answer CORS preflights and carry `Access-Control-Allow-Origin: *`.
+const CORS_PATHS: [&str; 3] = [
+    "/v1/attribution/install",
+    "/v1/attribution/deferred",
+    "/v1/attribution/link",
+];
+
 async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
-    let (route, resp) = dispatch(app, req, peer).await;
+    let cors = CORS_PATHS.contains(&req.uri().path());
+    let (route, mut resp) = if cors && req.method() == Method::OPTIONS {
+        (Route::Attribution, error::empty_response(hyper::StatusCode::NO_CONTENT))
+    } else {
+        dispatch(app, req, peer).await
+    };
+    if cors {
+        use hyper::header::{
+            HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+            ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE,
+        };
+        let h = resp.headers_mut();
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(
+            ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, PUT, OPTIONS"),
+        );
+        h.insert(
+            ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, x-api-key"),
+        );
+        h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    }
     app.metrics.record_request(
         route,
         resp.status().as_u16(),
@@ -155,6 +186,12 @@ async fn dispatch(
     }
     match path {
         "/metrics" => (Route::Metrics, ops::metrics(app)),
+        _ if path == "/dashboard" || path.starts_with("/dashboard/") => {
+            if method != Method::GET && method != Method::HEAD {
+                return (Route::Other, ApiError::method_not_allowed().into_response());
+            }
+            (Route::Other, dashboard::asset(path))
+        }
         "/healthz" => (Route::Health, ops::healthz()),
         "/readyz" => (Route::Ready, ops::readyz(app).await),
         "/v1/attribution/install" | "/v1/attribution/deferred" if method == Method::POST => {

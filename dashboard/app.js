@@ -1,0 +1,267 @@
+// The Sluice dashboard: a small single-page app over the JSON API, no dependencies. The secret
+// key lives in sessionStorage (this tab only); every view re-polls its data every POLL_MS and
+// shows how fresh it is.
+"use strict";
+
+const POLL_MS = 10000;
+const KEY = "sluice.sk";
+const $ = (sel, root = document) => root.querySelector(sel);
+const main = $("#main");
+let pollTimer = null;
+let lastUpdate = null;
+let range = { window: "7d" };
+let started = false;
+
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+const fmt = (n) => (n ?? 0).toLocaleString("en-US");
+const pct = (x) => `${(x * 100).toFixed(1)}%`;
+
+async function api(method, path, body) {
+  const resp = await fetch(path, {
+    method,
+    headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY)}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (resp.status === 401 && started) { signOut(); throw new Error("signed out: the key is not valid"); }
+  const text = await resp.text();
+  const json = text ? JSON.parse(text) : {};
+  if (!resp.ok) throw new Error(json.error?.message ?? `HTTP ${resp.status}`);
+  return json;
+}
+
+function rangeQuery() {
+  return range.window ? `window=${range.window}` : `from=${range.from}&to=${range.to}`;
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY);
+  location.hash = "";
+  location.reload();
+}
+
+function tick() {
+  if (!lastUpdate) return;
+  const s = Math.round((Date.now() - lastUpdate) / 1000);
+  $("#freshness").textContent = `updated ${s}s ago`;
+}
+setInterval(tick, 1000);
+
+function show(render) {
+  clearTimeout(pollTimer);
+  const run = async () => {
+    try {
+      await render();
+      lastUpdate = Date.now();
+      tick();
+    } catch (e) {
+      main.insertAdjacentHTML("afterbegin", `<p class="error">${esc(e.message)}</p>`);
+    }
+    pollTimer = setTimeout(run, POLL_MS);
+  };
+  run();
+}
+
+function rangePicker() {
+  const on = (w) => (range.window === w ? "on" : "secondary");
+  return `<div class="row range card">
+    <button class="${on("7d")}" data-window="7d">7 days</button>
+    <button class="${on("30d")}" data-window="30d">30 days</button>
+    <span class="muted">or</span>
+    <input type="date" id="from" value="${esc(range.from ?? "")}"> <input type="date" id="to" value="${esc(range.to ?? "")}">
+    <button class="${range.window ? "secondary" : "on"}" id="apply">Apply</button>
+  </div>`;
+}
+
+function wireRange(rerender) {
+  main.querySelectorAll("[data-window]").forEach((b) => b.addEventListener("click", () => { range = { window: b.dataset.window }; rerender(); }));
+  $("#apply")?.addEventListener("click", () => {
+    const from = $("#from").value, to = $("#to").value;
+    if (from && to) { range = { from, to }; rerender(); }
+  });
+}
+
+function revenue(conversions) {
+  const by = {};
+  for (const c of conversions ?? []) if (c.currency) by[c.currency] = (by[c.currency] ?? 0) + c.sum_cents;
+  const parts = Object.entries(by).map(([cur, cents]) => `${(cents / 100).toFixed(2)} ${cur}`);
+  return parts.length ? parts.join(" · ") : "—";
+}
+
+function chart(rows) {
+  const W = 800, H = 200, P = 28;
+  const max = Math.max(1, ...rows.map((r) => Math.max(r.clicks, r.installs)));
+  const x = (i) => P + (i * (W - 2 * P)) / Math.max(1, rows.length - 1);
+  const y = (v) => H - P - (v * (H - 2 * P)) / max;
+  const line = (key) => rows.map((r, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(r[key]).toFixed(1)}`).join(" ");
+  const labels = rows.map((r, i) => (i % Math.ceil(rows.length / 8) === 0 ? `<text x="${x(i)}" y="${H - 6}" text-anchor="middle">${esc(r.date.slice(5))}</text>` : "")).join("");
+  return `<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="clicks and installs per day">
+    <text x="${P}" y="12">${fmt(max)}</text>
+    <path class="clicks" d="${line("clicks")}"></path><path class="installs" d="${line("installs")}"></path>${labels}</svg>
+    <div class="legend"><span class="c">■ clicks</span><span class="i">■ installs</span></div>`;
+}
+
+async function overview() {
+  const [s, series] = await Promise.all([
+    api("GET", `/v1/attribution/stats?${rangeQuery()}`),
+    api("GET", `/v1/attribution/stats/timeseries?${rangeQuery()}`),
+  ]);
+  const rate = s.clicks ? s.installs / s.clicks : 0;
+  main.innerHTML = `${rangePicker()}
+  <div class="grid" id="metrics">
+    <div class="metric"><div class="value" data-metric="clicks">${fmt(s.clicks)}</div><div class="label">clicks</div></div>
+    <div class="metric"><div class="value" data-metric="unique_clicks">${fmt(s.unique_clicks)}</div><div class="label">unique clicks</div></div>
+    <div class="metric"><div class="value" data-metric="installs">${fmt(s.installs)}</div><div class="label">installs (${fmt(s.attributed_installs)} attributed)</div></div>
+    <div class="metric"><div class="value" data-metric="conversion_rate">${pct(rate)}</div><div class="label">installs / clicks</div></div>
+    <div class="metric"><div class="value" data-metric="revenue">${esc(revenue(s.conversions))}</div><div class="label">revenue</div></div>
+  </div>
+  <div class="card"><h2>${esc(s.from)} – ${esc(s.to)}</h2>${chart(series.rows)}</div>
+  <div class="card"><h2>Conversions</h2>${table(["type", "count", "sum_cents", "currency"], s.conversions.map((c) => ({ ...c, currency: c.currency ?? "" })), "conv")}</div>`;
+  wireRange(() => show(overview));
+}
+
+// A sortable table: click a header to sort by it.
+const sorts = {};
+function table(cols, rows, id) {
+  const sort = sorts[id] ?? { col: null, asc: false };
+  const data = [...rows];
+  if (sort.col) data.sort((a, b) => (a[sort.col] > b[sort.col] ? 1 : a[sort.col] < b[sort.col] ? -1 : 0) * (sort.asc ? 1 : -1));
+  const num = (v) => typeof v === "number";
+  return `<table data-table="${id}"><thead><tr>${cols.map((c) => `<th data-col="${c}" class="${sort.col === c ? `sorted ${sort.asc ? "asc" : ""}` : ""} ${num(rows[0]?.[c]) ? "num" : ""}">${esc(c.replace(/_/g, " "))}</th>`).join("")}</tr></thead>
+  <tbody>${data.map((r) => `<tr>${cols.map((c) => `<td class="${num(r[c]) ? "num" : ""}">${num(r[c]) ? fmt(r[c]) : esc(r[c])}</td>`).join("")}</tr>`).join("") || `<tr><td colspan="${cols.length}" class="muted">nothing yet</td></tr>`}</tbody></table>`;
+}
+function wireSort(rerender) {
+  main.querySelectorAll("table[data-table] th").forEach((th) => th.addEventListener("click", () => {
+    const id = th.closest("table").dataset.table, col = th.dataset.col;
+    const cur = sorts[id] ?? {};
+    sorts[id] = { col, asc: cur.col === col ? !cur.asc : false };
+    rerender();
+  }));
+}
+
+function grouped(path, keys) {
+  const render = async () => {
+    const v = await api("GET", `${path}?${rangeQuery()}`);
+    const rows = v.rows.map((r) => ({ ...r, revenue: revenue(r.conversions), conversions: r.conversions.reduce((n, c) => n + c.count, 0) }));
+    main.innerHTML = `${rangePicker()}<div class="card">${table([...keys, "clicks", "unique_clicks", "installs", "organic_installs", "conversions", "revenue"], rows, path)}</div>`;
+    wireRange(() => show(render));
+    wireSort(() => show(render));
+  };
+  return render;
+}
+
+async function links() {
+  const list = (await api("GET", "/v1/links")).links;
+  main.innerHTML = `<form class="card" id="new-link"><h2>New link</h2><div class="row">
+      <input name="id" placeholder="code (optional)"><input name="destination" placeholder="https://… destination" required>
+      <input name="campaign" placeholder="campaign"><input name="source" placeholder="source"><input name="medium" placeholder="medium">
+      <button>Create</button></div><p class="error" id="link-error"></p></form>
+    <div class="card"><table><thead><tr><th>code</th><th>destination</th><th>campaign</th><th>source / medium</th><th></th></tr></thead><tbody>
+    ${list.map((l) => `<tr data-link="${esc(l.id)}"><td><a href="#/link/${encodeURIComponent(l.id)}">${esc(l.id)}</a>${l.paused ? ' <span class="muted">(paused)</span>' : ""}</td>
+      <td><code>${esc(l.destination)}</code></td><td>${esc(l.campaign)}</td><td>${esc(l.source)} / ${esc(l.medium)}</td>
+      <td class="row"><button class="secondary" data-pause="${l.paused ? "false" : "true"}">${l.paused ? "Resume" : "Pause"}</button><button class="danger" data-delete>Delete</button></td></tr>`).join("")}
+    </tbody></table></div>`;
+  $("#new-link").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = Object.fromEntries([...new FormData(ev.target)].filter(([, v]) => v));
+    try { await api("POST", "/v1/links", body); show(links); } catch (e) { $("#link-error").textContent = e.message; }
+  });
+  main.querySelectorAll("tr[data-link]").forEach((tr) => {
+    const id = tr.dataset.link;
+    tr.querySelector("[data-pause]").addEventListener("click", async (ev) => { await api("PATCH", `/v1/links/${encodeURIComponent(id)}`, { paused: ev.target.dataset.pause === "true" }); show(links); });
+    tr.querySelector("[data-delete]").addEventListener("click", async () => { if (confirm(`Delete ${id}? Its code is never reused.`)) { await api("DELETE", `/v1/links/${encodeURIComponent(id)}`); show(links); } });
+  });
+}
+
+function linkDetail(id) {
+  const render = async () => {
+    const [s, link, results] = await Promise.all([
+      api("GET", `/v1/links/${encodeURIComponent(id)}/stats?${rangeQuery()}`),
+      api("GET", `/v1/links/${encodeURIComponent(id)}`),
+      api("GET", "/v1/attribution/results?limit=1000"),
+    ]);
+    const recent = results.results.filter((r) => r.link_id === id).slice(0, 20);
+    main.innerHTML = `${rangePicker()}<div class="card"><h1>${esc(id)}</h1><p><code>${esc(location.origin)}/${esc(id)}</code> → <code>${esc(link.destination)}</code></p>
+      <div class="grid"><div class="metric"><div class="value" data-metric="click_count">${fmt(s.click_count)}</div><div class="label">clicks</div></div>
+      <div class="metric"><div class="value" data-metric="install_count">${fmt(s.install_count)}</div><div class="label">installs</div></div>
+      <div class="metric"><div class="value">${pct(s.conversion_rate)}</div><div class="label">installs / clicks</div></div>
+      <div class="metric"><div class="value">${esc(revenue(s.conversions))}</div><div class="label">revenue</div></div></div></div>
+      <div class="card"><h2>Recent matched installs</h2>${table(["installed_at", "install_id", "match_type", "ctit_seconds", "country"], recent, "recent")}</div>`;
+    wireRange(() => show(render));
+  };
+  return render;
+}
+
+async function webhookSources() {
+  const { sources } = await api("GET", "/v1/sources");
+  main.innerHTML = `<div class="card"><h2>Conversion sources</h2><p class="muted">POST conversions to a source's URL. Treat it as a secret.</p>
+    ${table(["name", "source_type", "webhook_url", "created_at"], sources, "sources")}</div>`;
+}
+
+async function partners() {
+  const { partners } = await api("GET", "/v1/partners");
+  const logs = await Promise.all(partners.map((p) => api("GET", `/v1/partners/${encodeURIComponent(p.id)}/deliveries`)));
+  main.innerHTML = partners.map((p, i) => `<div class="card"><h2>${esc(p.name)} <span class="muted">${esc(p.id)}${p.share_revenue ? " · revenue shared" : ""}</span></h2>
+    ${table(["type", "template"], Object.entries(p.postbacks).map(([type, template]) => ({ type, template })), `pb-${p.id}`)}
+    <h2>Recent deliveries</h2>${table(["at", "status", "response_code", "attempt", "url"], logs[i].deliveries.slice(0, 10), `dl-${p.id}`)}</div>`).join("")
+    || `<div class="card muted">No partners yet: POST /v1/partners.</div>`;
+}
+
+async function settings() {
+  const c = await api("GET", "/v1/attribution/config");
+  const fields = ["click_lookback_days", "fingerprint_window_minutes", "raw_retention_days", "report_webhook_url", "report_signature_header"];
+  main.innerHTML = `<form class="card narrow" id="config"><h1>Attribution settings</h1>
+    ${fields.map((f) => `<label>${esc(f.replace(/_/g, " "))}<input name="${f}" value="${esc(c[f])}"></label>`).join("")}
+    <label><input type="checkbox" name="fingerprint_enabled" ${c.fingerprint_enabled ? "checked" : ""} style="width:auto"> fingerprint matching</label>
+    <p>Report signing secret: <code>${esc(c.report_signing_secret)}</code></p>
+    <button>Save</button><p class="error" id="config-error"></p></form>`;
+  clearTimeout(pollTimer); // don't overwrite a form being edited
+  $("#config").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    const body = { fingerprint_enabled: f.fingerprint_enabled.checked };
+    for (const k of fields) body[k] = /days|minutes/.test(k) ? Number(f[k].value) : f[k].value;
+    try { await api("PATCH", "/v1/attribution/config", body); $("#config-error").textContent = "saved"; } catch (e) { $("#config-error").textContent = e.message; }
+  });
+}
+
+const routes = {
+  overview,
+  campaigns: grouped("/v1/attribution/stats/by-campaign", ["campaign"]),
+  sources: grouped("/v1/attribution/stats/by-source", ["source", "medium"]),
+  links,
+  "webhook-sources": webhookSources,
+  partners,
+  settings,
+};
+
+function navigate() {
+  if (!sessionStorage.getItem(KEY)) return;
+  const [, name, arg] = (location.hash || "#/overview").split("/");
+  document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === `#/${name}`));
+  if (name === "link" && arg) return show(linkDetail(decodeURIComponent(arg)));
+  show(routes[name] ?? overview);
+}
+
+function start() {
+  started = true;
+  $("#nav").hidden = false;
+  $("#signout").hidden = false;
+  $("#signout").addEventListener("click", signOut);
+  window.addEventListener("hashchange", navigate);
+  navigate();
+}
+
+$("#signin")?.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const key = $("#key").value.trim();
+  sessionStorage.setItem(KEY, key);
+  try {
+    await api("GET", "/v1/attribution/stats");
+    start();
+  } catch (e) {
+    sessionStorage.removeItem(KEY);
+    $("#signin-error").textContent = key.startsWith("sk_") ? "That key was not accepted." : "A secret key starts with sk_.";
+  }
+});
+
+if (sessionStorage.getItem(KEY)) start();

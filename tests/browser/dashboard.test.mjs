@@ -1,0 +1,142 @@
+// The dashboard and the JavaScript SDK in a real browser (Debian's Chromium through
+// playwright-core) against a running Sluice that run.sh started and seeded. Screenshots go to
+// $SCREENSHOTS.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const { SLUICE_URL, SLUICE_SK, SLUICE_PK, SCREENSHOTS = "screenshots" } = process.env;
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
+const here = path.dirname(fileURLToPath(import.meta.url));
+let browser;
+
+before(async () => {
+  assert.ok(SLUICE_URL && SLUICE_SK && SLUICE_PK, "run through tests/browser/run.sh");
+  fs.mkdirSync(SCREENSHOTS, { recursive: true });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+});
+after(async () => browser?.close());
+
+const api = async (p) => (await fetch(SLUICE_URL + p, { headers: { Authorization: `Bearer ${SLUICE_SK}` } })).json();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function signIn(page) {
+  page.on("pageerror", (e) => console.log("page error:", e.message));
+  page.on("console", (m) => m.type() === "error" && console.log("console:", m.text()));
+  await page.goto(`${SLUICE_URL}/dashboard`);
+  await page.fill("#key", SLUICE_SK);
+  await page.click("#signin button");
+  await page.waitForSelector('[data-metric="clicks"]');
+}
+
+const number = async (page, metric) => Number((await page.textContent(`[data-metric="${metric}"]`)).replace(/,/g, ""));
+
+test("signing in shows the overview, equal to the stats API", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(`${SLUICE_URL}/dashboard`);
+  await page.fill("#key", "sk_wrong");
+  await page.click("#signin button");
+  await page.waitForSelector("#signin-error:not(:empty)");
+  await signIn(page);
+  const stats = await api("/v1/attribution/stats");
+  assert.ok(stats.clicks > 0, "seeded clicks are there");
+  assert.equal(await number(page, "clicks"), stats.clicks);
+  assert.equal(await number(page, "unique_clicks"), stats.unique_clicks);
+  assert.equal(await number(page, "installs"), stats.installs);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("sluice.sk")), SLUICE_SK);
+  assert.equal(await page.evaluate(() => localStorage.length), 0, "the key is kept in session storage only");
+  await page.screenshot({ path: path.join(SCREENSHOTS, "overview.png"), fullPage: true });
+  // Campaign table, sortable, readable on a phone.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${SLUICE_URL}/dashboard#/campaigns`);
+  await page.waitForSelector("table[data-table] tbody tr");
+  const byCampaign = await api("/v1/attribution/stats/by-campaign");
+  const rows = await page.$$eval("table[data-table] tbody tr", (trs) => trs.length);
+  assert.equal(rows, byCampaign.rows.length);
+  await page.click('th[data-col="clicks"]');
+  await page.screenshot({ path: path.join(SCREENSHOTS, "campaigns-phone.png"), fullPage: true });
+  await page.close();
+});
+
+test("a link created in the dashboard redirects, and its click shows up", async () => {
+  const page = await browser.newPage();
+  await signIn(page);
+  await page.goto(`${SLUICE_URL}/dashboard#/links`);
+  const code = `ui-${Date.now()}`;
+  await page.waitForSelector("#new-link");
+  await page.fill('#new-link input[name="id"]', code);
+  await page.fill('#new-link input[name="destination"]', "https://shop.example/?c={click_id}");
+  await page.fill('#new-link input[name="campaign"]', "ui");
+  await page.click("#new-link button");
+  await page.waitForSelector(`tr[data-link="${code}"], #link-error:not(:empty)`);
+  assert.equal(await page.textContent("#link-error").catch(() => ""), "", "created without error");
+  // Follow it (a real client, not the browser: no redirect followed).
+  let resp;
+  for (let i = 0; i < 20; i++) {
+    resp = await fetch(`${SLUICE_URL}/${code}`, { redirect: "manual", headers: { "User-Agent": IPHONE } });
+    if (resp.status === 302) break;
+    await sleep(100); // the link table refreshes within a second
+  }
+  assert.equal(resp.status, 302);
+  assert.match(resp.headers.get("location"), /^https:\/\/shop\.example\/\?c=[0-9a-f-]{36}$/);
+  // The link's page shows the click once flushed (re-opened until then).
+  let clicks = 0;
+  for (let i = 0; i < 40 && clicks < 1; i++) {
+    await page.goto(`${SLUICE_URL}/dashboard#/links`);
+    await page.goto(`${SLUICE_URL}/dashboard#/link/${code}`);
+    await page.waitForSelector('[data-metric="click_count"]');
+    clicks = await number(page, "click_count");
+    if (clicks < 1) await sleep(500);
+  }
+  assert.equal(clicks, 1);
+  await page.screenshot({ path: path.join(SCREENSHOTS, "link.png"), fullPage: true });
+  await page.close();
+});
+
+test("the SDK reports installs and finds the deferred link from a page on another origin", async () => {
+  // The page and the SDK build are served by this test, so every call to Sluice is cross-origin.
+  const sdk = fs.readFileSync(path.join(here, "../../sdk/js/dist/index.js"));
+  const server = http.createServer((req, res) => {
+    if (req.url === "/sdk.js") {
+      res.writeHead(200, { "Content-Type": "text/javascript" });
+      return res.end(sdk);
+    }
+    res.writeHead(200, { "Content-Type": "text/html" });
+    res.end(`<!doctype html><script type="module">
+      import { Sluice } from "/sdk.js";
+      const sluice = new Sluice({ baseUrl: ${JSON.stringify(SLUICE_URL)}, publishableKey: ${JSON.stringify(SLUICE_PK)}, platform: "ios" });
+      try {
+        const target = await sluice.checkDeferred();
+        const install = await sluice.reportInstall();
+        await sluice.bindUser("web-user-1");
+        window.result = { target, install, installId: sluice.installId() };
+      } catch (e) { window.result = { error: String(e), code: e.code }; }
+    </script>`);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  // An iPhone click from this machine first: the deferred match finds it by IP and platform.
+  const link = process.env.SLUICE_DEFERRED_LINK;
+  const click = await fetch(`${SLUICE_URL}/${link}`, { redirect: "manual", headers: { "User-Agent": IPHONE } });
+  assert.equal(click.status, 302);
+  await sleep(2500); // flushed, and its fingerprint written
+  const page = await browser.newPage();
+  await page.goto(origin);
+  await page.waitForFunction(() => window.result, null, { timeout: 20000 });
+  const result = await page.evaluate(() => window.result);
+  assert.equal(result.error, undefined, JSON.stringify(result));
+  assert.match(result.target, /^https:\/\/apps\.example\/open\?c=[0-9a-f-]{36}$/);
+  assert.equal(result.install.attributed, true);
+  assert.equal(result.install.matchType, "fingerprint");
+  assert.equal(result.install.linkId, link);
+  assert.equal(result.install.installId, result.installId);
+  assert.equal(await page.evaluate(() => localStorage.getItem("sluice.install_id")), result.installId);
+  await page.screenshot({ path: path.join(SCREENSHOTS, "sdk-page.png") });
+  await page.close();
+  server.close();
+});
