@@ -40,9 +40,17 @@ curl -fsS -X POST "http://127.0.0.1:$PORT/v1/links" -H "Authorization: Bearer $S
   -d '{"id":"demo","destination":"https://example.com/landing?cid={click_id}&partner={partner_click_id}&country={country}","campaign":"launch","source":"newsletter","medium":"email","ios_destination":"https://apps.apple.com/app/id000000000?ct={click_id}"}' \
   >/dev/null 2>&1 || true   # already there on a second run
 
+# A few clicks, so the dashboard has something to show from the start.
+for ua in "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X)" "Mozilla/5.0 (Linux; Android 14; Pixel 8)" "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"; do
+  curl -fsS -o /dev/null -A "$ua" "http://127.0.0.1:$PORT/demo?click_id=demo-click&sub1=readme" || true
+done
+
 cat <<MSG
 
 Sluice is running on http://127.0.0.1:$PORT (tenant keys in var/demo/tenant.json).
+
+  Open the dashboard: http://127.0.0.1:$PORT/dashboard
+  and sign in with the demo secret key: $SK
 
   Follow the demo tracking link (-i shows the 302 and its Location):
     curl -i 'http://127.0.0.1:$PORT/demo?click_id=partner-123&sub1=banner' -H 'X-Forwarded-For: 81.2.69.160'

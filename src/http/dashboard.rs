@@ -15,7 +15,9 @@ const STYLE: &str = include_str!("../../dashboard/style.css");
 /// `/dashboard…`: the page and its two assets.
 pub fn asset(path: &str) -> Response<Body> {
     let (body, kind) = match path {
-        "/dashboard" | "/dashboard/" | "/dashboard/index.html" => (INDEX, "text/html; charset=utf-8"),
+        "/dashboard" | "/dashboard/" | "/dashboard/index.html" => {
+            (INDEX, "text/html; charset=utf-8")
+        }
         "/dashboard/app.js" => (APP, "text/javascript; charset=utf-8"),
         "/dashboard/style.css" => (STYLE, "text/css; charset=utf-8"),
         _ => return ApiError::not_found("no such dashboard asset").into_response(),
@@ -31,6 +33,9 @@ pub fn asset(path: &str) -> Response<Body> {
             "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
         ),
     );
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }

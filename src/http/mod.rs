@@ -124,7 +124,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let started = Instant::now();
     let cors = CORS_PATHS.contains(&req.uri().path());
     let (route, mut resp) = if cors && req.method() == Method::OPTIONS {
-        (Route::Attribution, error::empty_response(hyper::StatusCode::NO_CONTENT))
+        (
+            Route::Attribution,
+            error::empty_response(hyper::StatusCode::NO_CONTENT),
+        )
     } else {
         dispatch(app, req, peer).await
     };
