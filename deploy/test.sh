@@ -31,3 +31,6 @@ echo "== JavaScript SDK (node's test runner)"
 
 echo "== dashboard and SDK in Chromium"
 bash tests/browser/run.sh
+
+echo "== Prometheus scraping Sluice under load"
+bash tests/prometheus/run.sh

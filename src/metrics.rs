@@ -218,6 +218,22 @@ fn describe() {
     );
     describe_counter!("sluice_rate_limited_total", "API requests refused with 429");
     describe_counter!(
+        "sluice_stats_clickhouse_queries_total",
+        "ClickHouse queries run for stats answers (cache misses)"
+    );
+    describe_counter!(
+        "sluice_deliveries_enqueued_total",
+        "Postbacks, webhooks and report batches put in the durable delivery queue"
+    );
+    describe_counter!(
+        "sluice_deliveries_lost_total",
+        "Deliveries of stored facts that could not be enqueued (Redis down)"
+    );
+    describe_counter!(
+        "sluice_delivery_attempts_total",
+        "Delivery attempts by outcome: delivered, retrying (failed, rescheduled), dead (gave up)"
+    );
+    describe_counter!(
         "sluice_clicks_flagged_total",
         "Flushed clicks flagged as bot or preview"
     );

@@ -80,11 +80,31 @@ async fn health_ready_metrics_and_routing() {
     assert!(flushed >= 3.0, "flushed counter {flushed}");
 
     // Reserved words are never codes; bad code characters and deeper paths are not routes.
-    for path in ["/v1", "/w", "/dashboard", "/a.b", "/x/y", "/v1/nothing"] {
+    for path in [
+        "/v1",
+        "/w",
+        "/dashboard/nope.js",
+        "/a.b",
+        "/x/y",
+        "/v1/nothing",
+    ] {
         let resp = c.get(format!("{b}{path}")).send().await.unwrap();
         assert_eq!(resp.status(), 404, "{path}");
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+    // The reserved /dashboard serves the embedded dashboard.
+    for (path, kind) in [
+        ("/dashboard", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/style.css", "text/css"),
+    ] {
+        let resp = c.get(format!("{b}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
     }
     assert_eq!(
         c.post(format!("{b}/{code}")).send().await.unwrap().status(),
