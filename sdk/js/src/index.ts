@@ -19,7 +19,8 @@ export interface SluiceOptions {
   storage?: KeyValueStorage;
   /** Defaults to the global `fetch`. */
   fetch?: typeof fetch;
-  /** Attempts per call on network errors and 5xx (default 4). 4xx are never retried. */
+  /** Attempts per call on network errors and 5xx (default 4). 4xx (429 included) are never
+   * retried: they come back as a `SluiceError` at once. */
   maxAttempts?: number;
   /** First retry delay in ms, doubling (default 250). */
   retryBaseMs?: number;
@@ -68,7 +69,7 @@ export class SluiceError extends Error {
     this.status = status;
     this.code = code;
     this.field = field;
-    this.retryable = status === 0 || status >= 500 || status === 429;
+    this.retryable = status === 0 || status >= 500;
   }
 }
 

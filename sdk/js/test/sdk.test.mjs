@@ -83,6 +83,12 @@ test("giving up after every attempt reports the last failure", async () => {
   assert.equal(calls[0].body.user_id, "u1");
 });
 
+test("429 is a 4xx: not retried", async () => {
+  const { fetch, calls } = scripted([[429, { error: { code: "rate_limited", message: "slow down" } }]]);
+  await assert.rejects(make(fetch).checkDeferred(), (e) => e.status === 429 && e.code === "rate_limited" && !e.retryable);
+  assert.equal(calls.length, 1);
+});
+
 test("options are checked", () => {
   assert.throws(() => new Sluice({ baseUrl: "", publishableKey: "pk_1" }), TypeError);
   assert.throws(() => new Sluice({ baseUrl: "https://x", publishableKey: "sk_1" }), /publishable/);
