@@ -112,6 +112,23 @@ pub async fn serve(
     }
 }
 
+/// Whether `path` is `prefix` or below it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// `prefix` → `Some(None)` (the collection); `prefix/{id}` → `Some(Some(id))`; anything deeper
+/// or an empty id → `None`.
+fn item<'a>(path: &'a str, prefix: &str) -> Option<Option<&'a str>> {
+    let rest = path.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        return Some(None);
+    }
+    let id = rest.strip_prefix('/')?;
+    (!id.is_empty() && !id.contains('/')).then_some(Some(id))
+}
+
 /// The client endpoints web apps call from their own origins (with a publishable key, no
 /// cookies), so they answer CORS preflights and carry `Access-Control-Allow-Origin: *`.
 const CORS_PATHS: [&str; 3] = [
@@ -246,19 +263,14 @@ async fn dispatch(
             let resp = api::stats::tenant_stats(app, group, req.headers(), req.uri().query()).await;
             (Route::Stats, resp.unwrap_or_else(ApiError::into_response))
         }
-        _ if path == "/v1/attribution/reports" || path.starts_with("/v1/attribution/reports/") => {
-            let id = path
-                .strip_prefix("/v1/attribution/reports/")
-                .map(str::to_string);
-            if id
-                .as_deref()
-                .is_some_and(|id| id.is_empty() || id.contains('/'))
-            {
+        _ if under(path, "/v1/attribution/reports") => {
+            let Some(id) = item(path, "/v1/attribution/reports").map(|id| id.map(str::to_string))
+            else {
                 return (
                     Route::Delivery,
                     ApiError::not_found("no such route").into_response(),
                 );
-            }
+            };
             let (parts, body) = req.into_parts();
             let resp =
                 api::reports::reports(app, &parts.method, id.as_deref(), &parts.headers, body)
@@ -300,10 +312,7 @@ async fn dispatch(
             let resp = api::events::ingest(app, &parts.headers, body).await;
             (Route::Events, resp.unwrap_or_else(ApiError::into_response))
         }
-        _ if ["/v1/partners", "/v1/webhooks"]
-            .iter()
-            .any(|p| path == *p || path.starts_with(&format!("{p}/"))) =>
-        {
+        _ if under(path, "/v1/partners") || under(path, "/v1/webhooks") => {
             let webhooks = path.starts_with("/v1/webhooks");
             let rest = path.splitn(4, '/').nth(3).map(str::to_string);
             let (id, deliveries) = match rest.as_deref().map(|r| r.split_once('/')) {
@@ -330,17 +339,13 @@ async fn dispatch(
                 resp.unwrap_or_else(ApiError::into_response),
             )
         }
-        _ if path == "/v1/sources" || path.starts_with("/v1/sources/") => {
-            let id = path.strip_prefix("/v1/sources/").map(str::to_string);
-            if id
-                .as_deref()
-                .is_some_and(|id| id.is_empty() || id.contains('/'))
-            {
+        _ if under(path, "/v1/sources") => {
+            let Some(id) = item(path, "/v1/sources").map(|id| id.map(str::to_string)) else {
                 return (
                     Route::Sources,
                     ApiError::not_found("no such route").into_response(),
                 );
-            }
+            };
             let (parts, body) = req.into_parts();
             let resp =
                 api::sources::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await;
@@ -361,17 +366,13 @@ async fn dispatch(
                 resp.unwrap_or_else(ApiError::into_response),
             )
         }
-        _ if path == "/v1/links" || path.starts_with("/v1/links/") => {
-            let id = path.strip_prefix("/v1/links/").map(str::to_string);
-            if id
-                .as_deref()
-                .is_some_and(|id| id.is_empty() || id.contains('/'))
-            {
+        _ if under(path, "/v1/links") => {
+            let Some(id) = item(path, "/v1/links").map(|id| id.map(str::to_string)) else {
                 return (
                     Route::Links,
                     ApiError::not_found("no such route").into_response(),
                 );
-            }
+            };
             let (parts, body) = req.into_parts();
             let resp =
                 api::links::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await;
@@ -381,5 +382,26 @@ async fn dispatch(
             Route::Other,
             ApiError::not_found("no such route").into_response(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_paths() {
+        let cases = [
+            ("/v1/links", Some(None)),
+            ("/v1/links/abc", Some(Some("abc"))),
+            ("/v1/links/", None),
+            ("/v1/links/a/b", None),
+            ("/v1/linksx", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(item(path, "/v1/links"), want, "{path}");
+        }
+        assert!(under("/v1/links/a/stats", "/v1/links"));
+        assert!(!under("/v1/linksx", "/v1/links"));
     }
 }
