@@ -10,7 +10,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 use tracing::warn;
 
-use super::{body_error, busy, check_length, read_body, store_durably, Taken};
+use super::{body_error, busy, read_batch, store_durably, Taken};
 use crate::app::App;
 use crate::attribution::install::InstallAttribution;
 use crate::conversions::{event, MAX_BODY};
@@ -28,8 +28,7 @@ pub async fn ingest(
 ) -> Result<Response<Body>, ApiError> {
     let caller = authenticate_basic(app, headers).await?;
     let tenant = caller.tenant_id.as_str();
-    check_length(headers, MAX_BODY)?;
-    let bytes = read_body(body, MAX_BODY).await?;
+    let bytes = read_batch(headers, body, MAX_BODY).await?;
     let raws = event::parse_batch(&bytes).map_err(|e| body_error(e, "events"))?;
     let now = time::now_ms();
     let mut events = Vec::with_capacity(raws.len());

@@ -63,17 +63,37 @@ fn unknown_field(message: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
-/// A body the `Content-Length` already shows is too large is refused before it is read.
-pub fn check_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+/// Reads a batch body of at most `limit` bytes. One whose `Content-Length` already says it is
+/// too large is refused without being parsed; up to `DRAIN_MAX` of it is read and discarded
+/// first, so that the client, still sending, receives the 413 instead of a broken pipe.
+pub async fn read_batch(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
-        Some(n) if n > limit as u64 => Err(too_large(limit)),
-        _ => Ok(()),
+        Some(n) if n > limit as u64 => {
+            if n <= DRAIN_MAX as u64 {
+                let mut body = body;
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(too_large(limit))
+        }
+        _ => read_body(body, limit).await,
     }
 }
+
+/// Oversized bodies are drained up to this size before the 413; bigger ones get it at once
+/// and the connection is closed.
+const DRAIN_MAX: usize = 8 << 20;
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(

@@ -10,7 +10,7 @@ use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::events::decode_attributions;
-use super::{body_error, busy, check_length, read_body, read_json, store_durably, Taken};
+use super::{body_error, busy, read_batch, read_json, store_durably, Taken};
 use crate::app::App;
 use crate::attribution::install::InstallAttribution;
 use crate::click::ClickId;
@@ -155,8 +155,7 @@ pub async fn receive(
     let owner = app.redis.webhook_owner(token).await?.ok_or_else(unknown)?;
     let tenant = owner.tenant_id.as_str();
     rate_limit(app, tenant, token)?;
-    check_length(headers, MAX_BODY)?;
-    let bytes = read_body(body, MAX_BODY).await?;
+    let bytes = read_batch(headers, body, MAX_BODY).await?;
     let raws = conversion::parse_body(&bytes).map_err(|e| body_error(e, "conversions"))?;
     let items: Vec<Result<Conversion, FieldError>> = raws
         .iter()
