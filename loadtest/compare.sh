@@ -3,8 +3,12 @@
 # pipeline running (ring → flusher → ClickHouse on this machine), same wrk, interleaved rounds.
 #
 # Usage: loadtest/compare.sh [ROUNDS] [DURATION]      (defaults: 3 rounds, 10s per run)
-# Prints a markdown table (req/s, p50/p99 per run) and the median Sluice/nginx ratio per
-# connection count. Installs wrk and nginx-light with apt when missing.
+#        SERVER_CORES=1 loadtest/compare.sh …          (nginx and Sluice pinned to core 0 with
+#                                                       one worker each, load tools on core 1)
+# Prints, and writes into loadtest/RESULTS.md between its compare markers: a markdown table
+# (req/s, p50/p99 per run), the median Sluice/nginx ratio per connection count, a fixed-rate
+# run of both at half nginx's median peak (oha -q, latency-corrected: p50/p99/p99.9), and
+# Sluice's peak RSS. Installs wrk, nginx-light and oha when missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,6 +20,13 @@ NGINX_PORT=18081
 WORK="$ROOT/var/loadtest"
 UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1'
 
+SERVER_CORES="${SERVER_CORES:-all}"
+PIN_SERVER=(); PIN_LOAD=(); WORKERS=auto
+if [ "$SERVER_CORES" = 1 ]; then
+  PIN_SERVER=(taskset -c 0); PIN_LOAD=(taskset -c 1); WORKERS=1; export SLUICE_HTTP_THREADS=1
+fi
+OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
+[ -x "$OHA" ] || cargo install oha --locked
 for tool in wrk nginx; do
   if ! command -v "$tool" >/dev/null; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -31,7 +42,7 @@ mkdir -p "$WORK"
 # nginx: the constant-302 baseline, one worker per core like Sluice's runtime.
 cat > "$WORK/nginx.conf" <<NGINX
 daemon off;
-worker_processes auto;
+worker_processes $WORKERS;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log warn;
 events { worker_connections 8192; }
@@ -48,7 +59,7 @@ http {
   }
 }
 NGINX
-nginx -c "$WORK/nginx.conf" -p "$WORK" &
+"${PIN_SERVER[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK" &
 NGINX_PID=$!
 
 export SLUICE_LISTEN="127.0.0.1:$SLUICE_PORT"
@@ -56,7 +67,7 @@ export SLUICE_CLICKHOUSE_DATABASE=sluice_loadtest
 export SLUICE_REDIS_PREFIX=sluice_loadtest
 export SLUICE_DATA_DIR="$WORK/sluice"
 export RUST_LOG=warn
-./target/release/sluice serve &
+"${PIN_SERVER[@]}" ./target/release/sluice serve &
 SLUICE_PID=$!
 cleanup() { kill -TERM "$SLUICE_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -71,7 +82,7 @@ BEFORE="$(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_loadtest" --data-bi
 # Runs wrk; prints "req/s p50_ms p99_ms".
 run_wrk() {
   local url="$1" conns="$2"
-  wrk -t2 -c"$conns" -d"$DURATION" --latency -H "User-Agent: $UA" "$url" > "$WORK/wrk.out"
+  "${PIN_LOAD[@]}" wrk -t2 -c"$conns" -d"$DURATION" --latency -H "User-Agent: $UA" "$url" > "$WORK/wrk.out"
   python3 - "$WORK/wrk.out" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
@@ -86,13 +97,19 @@ print(f"{rps:.0f} {ms('50'):.3f} {ms('99'):.3f} {total - (int(bad.group(1)) if b
 PY
 }
 
+OUT="$WORK/compare.md"
+exec > >(tee "$OUT")
+echo "Measured $(date -u +%Y-%m-%d) with \`SERVER_CORES=$SERVER_CORES loadtest/compare.sh $ROUNDS $DURATION\` ($(nproc) cores; wrk, oha, ClickHouse and Redis on the same machine)."
+echo
 echo "| round | conns | nginx req/s | sluice req/s | ratio | nginx p50/p99 ms | sluice p50/p99 ms |"
 echo "|---|---|---|---|---|---|---|"
+declare -a NGINX64
 declare -A RATIOS
 ANSWERED=0
 for round in $(seq 1 "$ROUNDS"); do
   for c in "${CONNS[@]}"; do
     read -r n_rps n_p50 n_p99 _ < <(run_wrk "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x" "$c")
+    [ "$c" = 64 ] && NGINX64+=("$n_rps")
     read -r s_rps s_p50 s_p99 s_ok < <(run_wrk "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x" "$c")
     ANSWERED=$((ANSWERED + s_ok))
     ratio="$(python3 -c "print(f'{$s_rps/$n_rps:.2f}')")"
@@ -100,12 +117,50 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "| $round | $c | $n_rps | $s_rps | $ratio | $n_p50 / $n_p99 | $s_p50 / $s_p99 |"
   done
 done
+echo
 for c in "${CONNS[@]}"; do
-  python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[2:]]; print(f'median ratio at {sys.argv[1]} connections: {statistics.median(r):.2f}')" "$c" ${RATIOS[$c]}
+  python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[2:]]; print(f'- median ratio at {sys.argv[1]} connections: {statistics.median(r):.2f}')" "$c" ${RATIOS[$c]}
 done
+
+# Fixed rate: half of nginx's median peak at 64 connections, latency corrected.
+RATE="$(python3 -c "import statistics,sys; print(int(statistics.median(float(x) for x in sys.argv[1:]) / 2))" "${NGINX64[@]}")"
+fixed() {
+  "${PIN_LOAD[@]}" "$OHA" -z "$DURATION" -c 64 -q "$RATE" --latency-correction --redirect 0 --no-tui \
+    --output-format json -H "User-Agent: $UA" "$1" > "$WORK/oha.json"
+  python3 - "$WORK/oha.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+p = r["latencyPercentiles"]
+print(f"{r['summary']['requestsPerSec']:.0f} {p['p50']*1000:.2f} {p['p99']*1000:.2f} {p['p99.9']*1000:.2f}")
+PY
+}
+read -r fn_rps fn_p50 fn_p99 fn_p999 < <(fixed "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x")
+read -r fs_rps fs_p50 fs_p99 fs_p999 < <(fixed "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x")
+echo
+echo "| fixed rate ($RATE req/s, 64 conns) | req/s | p50 ms | p99 ms | p99.9 ms |"
+echo "|---|---|---|---|---|"
+echo "| nginx | $fn_rps | $fn_p50 | $fn_p99 | $fn_p999 |"
+echo "| sluice | $fs_rps | $fs_p50 | $fs_p99 | $fs_p999 |"
+PEAK_RSS_KB="$(awk '/VmHWM/ {print $2}' "/proc/$SLUICE_PID/status")"
+echo
+echo "- Sluice peak RSS: $((PEAK_RSS_KB / 1024)) MiB"
 
 # Every redirect answered during the runs must be in ClickHouse (SIGTERM drains the ring).
 DROPPED="$(curl -fsS "http://127.0.0.1:$SLUICE_PORT/metrics" | awk '/^sluice_clicks_dropped_total/ {s+=$2} END {print s+0}')"
 kill -TERM "$SLUICE_PID"; wait "$SLUICE_PID" || true
 AFTER="$(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_loadtest" --data-binary "SELECT count() FROM clicks")"
-echo "redirects answered by sluice: $ANSWERED; click rows stored: $((AFTER - BEFORE)); dropped (ring full): $DROPPED"
+echo "- redirects answered by sluice in the wrk rounds: $ANSWERED; click rows stored (all runs): $((AFTER - BEFORE)); dropped (ring full): $DROPPED"
+sleep 1 # let tee write the last lines
+# Into RESULTS.md, between the markers for this core count.
+python3 - "$ROOT/loadtest/RESULTS.md" "$OUT" "$SERVER_CORES" <<'PY'
+import sys
+path, out, cores = sys.argv[1], sys.argv[2], sys.argv[3]
+start, end = f"<!-- compare:{cores}:start -->", f"<!-- compare:{cores}:end -->"
+text, table = open(path).read(), open(out).read().strip()
+block = f"{start}\n{table}\n{end}"
+if start in text and end in text:
+    text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+else:
+    text = text.rstrip() + f"\n\n## Latest `compare.sh` run (server cores: {cores})\n\n{block}\n"
+open(path, "w").write(text)
+PY
