@@ -15,21 +15,27 @@ use sha2::{Digest, Sha256};
 
 const ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36";
 
-/// HMAC-SHA256 written out from RFC 2104 over a plain SHA-256, independent of the `hmac` crate
-/// the server signs with.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+/// HMAC written out from RFC 2104 over a plain hash (SHA-256 and SHA-1 both have 64-byte
+/// blocks), independent of the `hmac` crate the server signs with.
+fn hmac<D: Digest>(key: &[u8], message: &[u8]) -> Vec<u8> {
     let mut block = [0u8; 64];
     if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
+        let digest = D::digest(key);
+        block[..digest.len()].copy_from_slice(&digest);
     } else {
         block[..key.len()].copy_from_slice(key);
     }
-    let (mut inner, mut outer) = (Sha256::new(), Sha256::new());
+    let mut inner = D::new();
     inner.update(block.map(|b| b ^ 0x36));
     inner.update(message);
+    let mut outer = D::new();
     outer.update(block.map(|b| b ^ 0x5c));
     outer.update(inner.finalize());
-    outer.finalize().into()
+    outer.finalize().to_vec()
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    hmac::<Sha256>(key, message)
 }
 
 fn config(env: &TestEnv) -> sluice::config::Config {
@@ -486,21 +492,8 @@ async fn deliveries_survive_sigkill() {
     env.cleanup().await;
 }
 
-/// HMAC-SHA1 written out from RFC 2104 over a plain SHA-1.
-fn hmac_sha1(key: &[u8], message: &[u8]) -> [u8; 20] {
-    use sha1::Sha1;
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..20].copy_from_slice(&Sha1::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let (mut inner, mut outer) = (Sha1::new(), Sha1::new());
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
+    hmac::<sha1::Sha1>(key, message)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,14 @@ const DEAD_LETTERS: usize = 10_000;
 /// Delivery attempts logged per partner, webhook or report (the newest).
 pub const DELIVERY_LOG: isize = 100;
 
+/// A delivery stream entry: its id, and its job (`None` when unreadable).
+fn stream_job(entry: redis::streams::StreamId) -> (String, Option<Job>) {
+    let job = entry
+        .get::<String>("job")
+        .and_then(|j| serde_json::from_str(&j).ok());
+    (entry.id, job)
+}
+
 /// Who a webhook token belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WebhookOwner {
@@ -928,12 +936,7 @@ impl Redis {
             .into_iter()
             .flat_map(|r| r.keys)
             .flat_map(|k| k.ids)
-            .map(|id| {
-                let job = id
-                    .get::<String>("job")
-                    .and_then(|j| serde_json::from_str(&j).ok());
-                (id.id, job)
-            })
+            .map(stream_job)
             .collect())
     }
 
@@ -956,16 +959,7 @@ impl Redis {
                 StreamAutoClaimOptions::default().count(100),
             )
             .await?;
-        Ok(reply
-            .claimed
-            .into_iter()
-            .map(|id| {
-                let job = id
-                    .get::<String>("job")
-                    .and_then(|j| serde_json::from_str(&j).ok());
-                (id.id, job)
-            })
-            .collect())
+        Ok(reply.claimed.into_iter().map(stream_job).collect())
     }
 
     /// The job is done (delivered, or dropped): off the stream.

@@ -385,3 +385,19 @@ pub async fn attributed_install(
     assert_eq!(v["match_type"], "click_id", "{v}");
     click
 }
+
+/// The sum of a metric's series (all label sets) on a server's `/metrics`.
+pub async fn metric(base: &str, series: &str) -> f64 {
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
