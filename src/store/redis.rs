@@ -604,18 +604,7 @@ impl Redis {
     }
 
     pub async fn sources(&self, tenant: &str) -> Result<Vec<Source>, RedisError> {
-        let mut c = self.conn.clone();
-        let key = self.sources_key(tenant);
-        let raws: Vec<(String, String)> = c.hgetall(&key).await?;
-        let mut sources = raws
-            .iter()
-            .map(|(_, raw)| {
-                serde_json::from_str(raw).map_err(|source| RedisError::Corrupt {
-                    key: key.clone(),
-                    source,
-                })
-            })
-            .collect::<Result<Vec<Source>, _>>()?;
+        let mut sources: Vec<Source> = self.hash_values(&self.sources_key(tenant)).await?;
         sources.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
         Ok(sources)
     }
@@ -726,6 +715,16 @@ impl Redis {
         Ok((version, links))
     }
 
+    /// Every value of a hash of JSON records (sources, partners, webhooks), decoded.
+    async fn hash_values<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Vec<T>, RedisError> {
+        let mut c = self.conn.clone();
+        let raws: Vec<(String, String)> = c.hgetall(key).await?;
+        raws.iter().map(|(_, r)| Self::decode(key, r)).collect()
+    }
+
     fn decode<T: serde::de::DeserializeOwned>(key: &str, raw: &str) -> Result<T, RedisError> {
         serde_json::from_str(raw).map_err(|source| RedisError::Corrupt {
             key: key.to_string(),
@@ -765,13 +764,7 @@ impl Redis {
     }
 
     pub async fn partners_of(&self, tenant: &str) -> Result<Vec<Partner>, RedisError> {
-        let mut c = self.conn.clone();
-        let key = self.partners_key(tenant);
-        let raws: Vec<(String, String)> = c.hgetall(&key).await?;
-        let mut out: Vec<Partner> = raws
-            .iter()
-            .map(|(_, r)| Self::decode(&key, r))
-            .collect::<Result<_, _>>()?;
+        let mut out: Vec<Partner> = self.hash_values(&self.partners_key(tenant)).await?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
@@ -792,13 +785,7 @@ impl Redis {
     }
 
     pub async fn webhooks_of(&self, tenant: &str) -> Result<Vec<Webhook>, RedisError> {
-        let mut c = self.conn.clone();
-        let key = self.webhooks_key(tenant);
-        let raws: Vec<(String, String)> = c.hgetall(&key).await?;
-        let mut out: Vec<Webhook> = raws
-            .iter()
-            .map(|(_, r)| Self::decode(&key, r))
-            .collect::<Result<_, _>>()?;
+        let mut out: Vec<Webhook> = self.hash_values(&self.webhooks_key(tenant)).await?;
         out.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
         Ok(out)
     }
