@@ -18,7 +18,8 @@ use crate::click::row::Captured;
 use crate::metrics::Metrics;
 use crate::store::redis::Redis;
 
-pub const CAPACITY: usize = 65_536;
+/// Hand-overs (one per encoder drain, ≤ 4,096 fingerprints each) buffered while Redis is slow.
+pub const CAPACITY: usize = 32;
 const BATCH: usize = 2_000;
 const CONFIG_TTL: Duration = Duration::from_secs(10);
 /// The newest clicks kept per fingerprint: one carrier-NAT address can send a flood, and a
@@ -102,11 +103,20 @@ pub fn parse_member(member: &str) -> Option<ClickFacts> {
     })
 }
 
-pub async fn run(redis: Redis, mut rx: mpsc::Receiver<Fingerprint>, metrics: &'static Metrics) {
+pub async fn run(
+    redis: Redis,
+    mut rx: mpsc::Receiver<Vec<Fingerprint>>,
+    metrics: &'static Metrics,
+) {
     let mut configs: HashMap<String, (AttributionConfig, Instant)> = HashMap::new();
-    let mut batch = Vec::with_capacity(BATCH);
     let mut failing = false;
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+    while let Some(mut batch) = rx.recv().await {
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
         // One ZADD per fingerprint per batch, however many clicks it got (a shared IP's
         // clicks arrive together), then the TTL and the cap on its size.
         let mut groups: HashMap<String, (u64, Vec<(u64, String)>)> = HashMap::new();

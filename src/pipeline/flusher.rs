@@ -40,7 +40,7 @@ pub struct FlushConfig {
     /// Write-ahead segments an earlier run left, to recover.
     pub wal_leftovers: Vec<(u64, PathBuf)>,
     /// Where fingerprints of mobile clicks go (the Redis writer).
-    pub fingerprints: Option<mpsc::Sender<Fingerprint>>,
+    pub fingerprints: Option<mpsc::Sender<Vec<Fingerprint>>>,
 }
 
 /// A sealed batch: encoded rows ready to be sent (and re-sent) verbatim.
@@ -266,6 +266,7 @@ fn encode_loop(
     let initial = cfg.max_bytes.min(1 << 20);
     let mut clicks = Building::new(KIND_CLICKS, initial);
     let mut facts = FACT_KINDS.map(|kind| Building::new(kind, FACT_BUFFER));
+    let mut fingerprints = Vec::new();
     let send = |b: &mut Building| {
         let batch = b.seal(if b.kind == KIND_CLICKS {
             initial
@@ -290,14 +291,11 @@ fn encode_loop(
             let captured =
                 Captured::of(&click, enricher.ip_hash(click.ip), enricher.place(click.ip));
             let flags = row::encode_captured(&mut clicks.buf, &captured, &agent, clicks.id);
-            if let Some(fp) = Fingerprint::of(&captured, !flags.is_bot && !flags.is_preview) {
-                if cfg
-                    .fingerprints
-                    .as_ref()
-                    .is_some_and(|tx| tx.try_send(fp).is_err())
-                {
-                    metrics.fingerprints_dropped.increment(1);
-                }
+            if cfg.fingerprints.is_some() {
+                fingerprints.extend(Fingerprint::of(
+                    &captured,
+                    !flags.is_bot && !flags.is_preview,
+                ));
             }
             clicks.bots += flags.is_bot as u64;
             clicks.previews += flags.is_preview as u64;
@@ -309,6 +307,14 @@ fn encode_loop(
             }
             if clicks.full(cfg) {
                 send(&mut clicks);
+            }
+        }
+        // One hand-over per drain, not per click: each send may wake the writer's runtime,
+        // and on a busy core those wakeups cost more than the writes.
+        if let (Some(tx), false) = (&cfg.fingerprints, fingerprints.is_empty()) {
+            let n = fingerprints.len() as u64;
+            if tx.try_send(std::mem::take(&mut fingerprints)).is_err() {
+                metrics.fingerprints_dropped.increment(n);
             }
         }
         while let Some(fact) = rows.pop() {
