@@ -33,7 +33,7 @@ pub struct Fingerprint {
     pub ip_hash: u64,
     pub ts_ms: u64,
     /// `<click id hex>|<facts JSON>`: what the flip claims and hands back.
-    pub member: String,
+    pub member: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,11 +69,12 @@ impl Fingerprint {
             g: c.place.country,
             t: c.ts_ms,
         };
-        let member = format!(
-            "{}|{}",
-            hex::encode(c.id),
-            serde_json::to_string(&facts).expect("serializable")
-        );
+        let mut member = Vec::with_capacity(160);
+        let mut id = [0u8; 32];
+        hex::encode_to_slice(c.id, &mut id).expect("32 hex digits");
+        member.extend_from_slice(&id);
+        member.push(b'|');
+        serde_json::to_writer(&mut member, &facts).expect("serializable");
         Some(Fingerprint {
             tenant: c.tenant_id.to_string(),
             platform,
@@ -119,7 +120,8 @@ pub async fn run(
         }
         // One ZADD per fingerprint per batch, however many clicks it got (a shared IP's
         // clicks arrive together), then the TTL and the cap on its size.
-        let mut groups: HashMap<String, (u64, Vec<(u64, String)>)> = HashMap::new();
+        type Group = (u64, Vec<(u64, Vec<u8>)>);
+        let mut groups: HashMap<(String, &'static str, u64), Group> = HashMap::new();
         for fp in batch.drain(..) {
             let fresh = configs
                 .get(&fp.tenant)
@@ -136,20 +138,23 @@ pub async fn run(
             if !config.fingerprint_enabled {
                 continue;
             }
-            let key = redis.fingerprint_key(&fp.tenant, fp.platform, fp.ip_hash);
+            let window_ms = config.window_ms();
             groups
-                .entry(key)
-                .or_insert_with(|| (config.window_ms(), Vec::new()))
+                .entry((fp.tenant, fp.platform, fp.ip_hash))
+                .or_insert_with(|| (window_ms, Vec::new()))
                 .1
                 .push((fp.ts_ms, fp.member));
         }
         let mut pipe = redis::pipe();
-        for (key, (window_ms, members)) in &groups {
-            pipe.zadd_multiple(key, members)
+        for ((tenant, platform, ip_hash), (window_ms, members)) in &groups {
+            // Clicks arrive in time order and the set keeps only the newest anyway.
+            let newest = &members[members.len().saturating_sub(PER_FINGERPRINT)..];
+            let key = redis.fingerprint_key(tenant, platform, *ip_hash);
+            pipe.zadd_multiple(&key, newest)
                 .ignore()
-                .pexpire(key, *window_ms as i64)
+                .pexpire(&key, *window_ms as i64)
                 .ignore()
-                .zremrangebyrank(key, 0, -(PER_FINGERPRINT as isize) - 1)
+                .zremrangebyrank(&key, 0, -(PER_FINGERPRINT as isize) - 1)
                 .ignore();
         }
         let mut backoff = Duration::from_millis(100);

@@ -262,14 +262,18 @@ fn encode_loop(
     tx: mpsc::Sender<Batch>,
     metrics: &'static Metrics,
 ) {
-    // Grows as a batch does; a quiet period's one-row batches stay small.
+    // A click batch starts as big as the last one grew (under load, growing by doubling
+    // copied every batch several times over); pages untouched in a quiet period cost nothing.
     let initial = cfg.max_bytes.min(1 << 20);
     let mut clicks = Building::new(KIND_CLICKS, initial);
     let mut facts = FACT_KINDS.map(|kind| Building::new(kind, FACT_BUFFER));
     let mut fingerprints = Vec::new();
     let send = |b: &mut Building| {
         let batch = b.seal(if b.kind == KIND_CLICKS {
-            initial
+            // Plus room for the row that crosses the size bound.
+            b.buf
+                .capacity()
+                .clamp(initial, cfg.max_bytes.max(initial) + (64 << 10))
         } else {
             FACT_BUFFER
         });
