@@ -20,7 +20,9 @@ use crate::store::redis::Redis;
 
 /// Hand-overs (one per encoder drain, ≤ 4,096 fingerprints each) buffered while Redis is slow.
 pub const CAPACITY: usize = 32;
-const BATCH: usize = 2_000;
+const BATCH: usize = 4_096;
+/// How long a batch gathers before it is written (a deferred match comes seconds later).
+const GATHER: Duration = Duration::from_millis(10);
 const CONFIG_TTL: Duration = Duration::from_secs(10);
 /// The newest clicks kept per fingerprint: one carrier-NAT address can send a flood, and a
 /// deferred match only ever wants the newest unclaimed click.
@@ -112,10 +114,13 @@ pub async fn run(
     let mut configs: HashMap<String, (AttributionConfig, Instant)> = HashMap::new();
     let mut failing = false;
     while let Some(mut batch) = rx.recv().await {
+        // Gathering for a few ms makes fewer, larger pipelines: Redis's cost per fingerprint
+        // is mostly per command and per round trip, and a flood from one address collapses.
+        let deadline = tokio::time::Instant::now() + GATHER;
         while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(more)) => batch.extend(more),
+                _ => break,
             }
         }
         // One ZADD per fingerprint per batch, however many clicks it got (a shared IP's

@@ -101,7 +101,9 @@ pub struct Flusher {
 const PENDING_BATCHES: usize = 8;
 /// Clicks drained per pass before the encoder re-checks its seal conditions.
 const DRAIN_CHUNK: usize = 4096;
-const IDLE_SLEEP: Duration = Duration::from_millis(1);
+/// How long the encoder naps when the ring is empty: each nap is a context switch on a core the
+/// serving threads want (1 ms cost 0.25 µs per click at 40k clicks/s); clicks wait ≤ 5 ms more.
+const IDLE_SLEEP: Duration = Duration::from_millis(5);
 
 impl Flusher {
     pub fn start(
