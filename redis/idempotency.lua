@@ -2,6 +2,10 @@
 -- keys) in one atomic step: each key is taken by at most one request however many race for
 -- it, and a key whose request died before its rows were durable can be taken again.
 --
+-- Sluice first tries every key with a plain pipelined `SET NX` (after listing the request in
+-- flight) and sends only the keys already held through this script, which decides them
+-- atomically; the script is also correct for any set of keys on its own.
+--
 -- Each key holds the id of the request that took it. The request is listed in a per-tenant
 -- sorted set of requests in flight (score = when it took its keys) until its rows are
 -- durable, when Sluice removes it (ZREM: one command per request, not per key). A key whose

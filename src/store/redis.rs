@@ -502,19 +502,51 @@ impl Redis {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.idempotency.prepare_invoke();
-        invocation.key(self.inflight_key(tenant));
+        // New ids, the common case, are taken by plain pipelined `SET NX` (atomic per key):
+        // a script costs Redis ~1.2 µs more per key. The request is listed in flight first,
+        // in the same ordered pipeline, so a key is never held by an unlisted live request.
+        let inflight = self.inflight_key(tenant);
+        let mut pipe = redis::pipe();
+        pipe.zadd(&inflight, request, now_ms)
+            .ignore()
+            .zrembyscore(&inflight, "-inf", now_ms.saturating_sub(ttl_ms))
+            .ignore();
         for key in keys {
-            invocation.key(key);
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(request)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms);
+        }
+        let mut c = self.conn.clone();
+        let set: Vec<Option<String>> = pipe.query_async(&mut c).await?;
+        let mut taken: Vec<bool> = set.iter().map(Option::is_some).collect();
+        // Keys already held: duplicates, unless their request died (`redis/idempotency.lua`
+        // decides atomically, taking such keys over).
+        let held: Vec<usize> = (0..keys.len()).filter(|&i| !taken[i]).collect();
+        if held.is_empty() {
+            return Ok(taken);
+        }
+        let mut invocation = self.idempotency.prepare_invoke();
+        invocation.key(&inflight);
+        for &i in &held {
+            invocation.key(&keys[i]);
         }
         invocation
             .arg(request)
             .arg(now_ms)
             .arg(pending_ms)
             .arg(ttl_ms);
-        let mut c = self.conn.clone();
-        let taken: Vec<u8> = invocation.invoke_async(&mut c).await?;
-        Ok(taken.into_iter().map(|t| t == 1).collect())
+        let again: Vec<u8> = invocation.invoke_async(&mut c).await?;
+        for (i, t) in held.into_iter().zip(again) {
+            taken[i] = t == 1;
+        }
+        if !taken.contains(&true) {
+            // A pure replay holds nothing and stores nothing: nothing will finish it.
+            self.finish_request(tenant, request).await?;
+        }
+        Ok(taken)
     }
 
     /// A deployment-wide lock on `name` for `hold` (no release: it lapses), so periodic jobs
