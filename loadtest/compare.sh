@@ -7,8 +7,9 @@
 #                                                       one worker each, load tools on core 1)
 # Prints, and writes into loadtest/RESULTS.md between its compare markers: a markdown table
 # (req/s, p50/p99 per run), the median Sluice/nginx ratio per connection count, a fixed-rate
-# run of both at half nginx's median peak (oha -q, latency-corrected: p50/p99/p99.9), and
-# Sluice's peak RSS. Installs wrk, nginx-light and oha when missing.
+# run of both at half nginx's median peak (oha -q, latency-corrected: p50/p99/p99.9), the CPU
+# each request cost in that run (nginx; Sluice per thread; ClickHouse and Redis), and Sluice's
+# peak RSS. Installs wrk, nginx-light and oha when missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -69,7 +70,7 @@ export SLUICE_DATA_DIR="$WORK/sluice"
 export RUST_LOG=warn
 "${PIN_SERVER[@]}" ./target/release/sluice serve &
 SLUICE_PID=$!
-cleanup() { kill -TERM "$SLUICE_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() { kill -TERM "$SLUICE_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true; wait "$SLUICE_PID" "$NGINX_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$SLUICE_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 SK="$(./target/release/sluice tenant create --name loadtest | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
@@ -131,16 +132,58 @@ fixed() {
 import json, sys
 r = json.load(open(sys.argv[1]))
 p = r["latencyPercentiles"]
-print(f"{r['summary']['requestsPerSec']:.0f} {p['p50']*1000:.2f} {p['p99']*1000:.2f} {p['p99.9']*1000:.2f}")
+n = sum(r["statusCodeDistribution"].values())
+print(f"{r['summary']['requestsPerSec']:.0f} {p['p50']*1000:.2f} {p['p99']*1000:.2f} {p['p99.9']*1000:.2f} {n}")
 PY
 }
-read -r fn_rps fn_p50 fn_p99 fn_p999 < <(fixed "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x")
-read -r fs_rps fs_p50 fs_p99 fs_p999 < <(fixed "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x")
+# CPU time (user + system, clock ticks) of every process and Sluice thread that serves a
+# redirect: where each request's cost goes, the profile behind the ratio.
+CH_PID="$(cat "$ROOT/var/clickhouse/pid")"
+REDIS_PID="$(cat "$ROOT/var/redis/pid")"
+cpu_snapshot() {
+  for t in /proc/"$SLUICE_PID"/task/*; do echo "sluice:$(cat "$t/comm" | sed 's/-[0-9]*$//') $(awk '{print $14+$15}' "$t/stat")"; done
+  for p in $(pgrep -f "nginx: worker process" || true); do echo "nginx $(awk '{print $14+$15}' "/proc/$p/stat")"; done
+  echo "clickhouse $(awk '{print $14+$15}' "/proc/$CH_PID/stat")"
+  echo "redis $(awk '{print $14+$15}' "/proc/$REDIS_PID/stat")"
+}
+# Prints "component=µs ..." per request answered between two snapshots.
+cpu_cost() {
+  python3 - "$1" "$2" "$3" "$(getconf CLK_TCK)" <<'PY'
+import collections, sys
+def load(path):
+    d = collections.Counter()
+    for line in open(path):
+        name, ticks = line.rsplit(" ", 1)
+        d[name] += int(ticks)
+    return d
+a, b, n, tck = load(sys.argv[1]), load(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+cost = {k: (b[k] - a[k]) * 1e6 / tck / n for k in b if b[k] > a[k]}
+print(" ".join(f"{k}={v:.2f}" for k, v in sorted(cost.items(), key=lambda kv: -kv[1])), f"total={sum(cost.values()):.2f}")
+PY
+}
+# The wrk rounds left ClickHouse merging millions of rows: let that settle (≤ 60 s) so the
+# fixed-rate runs measure steady load, with only the merges their own inserts cause.
+for _ in $(seq 1 60); do
+  [ "$(curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "SELECT count() FROM system.merges")" = 0 ] && break
+  sleep 1
+done
+cpu_snapshot > "$WORK/cpu0"
+read -r fn_rps fn_p50 fn_p99 fn_p999 fn_n < <(fixed "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x")
+sleep 2 # the last flush of anything still pending lands in the window that caused it
+cpu_snapshot > "$WORK/cpu1"
+read -r fs_rps fs_p50 fs_p99 fs_p999 fs_n < <(fixed "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x")
+sleep 2
+cpu_snapshot > "$WORK/cpu2"
 echo
 echo "| fixed rate ($RATE req/s, 64 conns) | req/s | p50 ms | p99 ms | p99.9 ms |"
 echo "|---|---|---|---|---|"
 echo "| nginx | $fn_rps | $fn_p50 | $fn_p99 | $fn_p999 |"
 echo "| sluice | $fs_rps | $fs_p50 | $fs_p99 | $fs_p999 |"
+echo
+echo "CPU µs per request in the fixed-rate runs (user + system, per process; Sluice per thread):"
+echo
+echo "- nginx run: $(cpu_cost "$WORK/cpu0" "$WORK/cpu1" "$fn_n")"
+echo "- sluice run: $(cpu_cost "$WORK/cpu1" "$WORK/cpu2" "$fs_n")"
 PEAK_RSS_KB="$(awk '/VmHWM/ {print $2}' "/proc/$SLUICE_PID/status")"
 echo
 echo "- Sluice peak RSS: $((PEAK_RSS_KB / 1024)) MiB"
