@@ -222,6 +222,10 @@ async fn replayed_batches_are_stored_once() {
     mixed.push(fresh);
     assert_eq!(ctx.send(&mixed).await.0, 204);
     assert_eq!(ctx.stored(501).await, 501);
+    // Every request answered is finished, the pure replays too (they took nothing).
+    let redis = ctx.env.redis().await;
+    let tenant = ctx.tenant.tenant_id.as_str();
+    assert_eq!(redis.requests_in_flight(tenant).await.unwrap(), 0);
     // Idempotency is per tenant: another tenant may use the same ids.
     let other = ctx.env.tenant().await;
     let body = serde_json::to_vec(&json!({ "events": &batch[..5] })).unwrap();

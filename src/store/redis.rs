@@ -564,6 +564,12 @@ impl Redis {
         Ok(taken.is_some())
     }
 
+    /// How many of the tenant's ingest requests hold keys whose rows are not yet durable.
+    pub async fn requests_in_flight(&self, tenant: &str) -> Result<u64, RedisError> {
+        let mut c = self.conn.clone();
+        Ok(c.zcard(self.inflight_key(tenant)).await?)
+    }
+
     /// The request's rows are durable: its keys stand for their whole lifetime.
     pub async fn finish_request(&self, tenant: &str, request: &str) -> Result<(), RedisError> {
         let mut c = self.conn.clone();
