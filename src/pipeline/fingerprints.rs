@@ -50,6 +50,45 @@ struct Facts<'a> {
     t: u64,
 }
 
+impl Facts<'_> {
+    /// The same JSON as `serde_json::to_writer` (a test holds them equal), written directly:
+    /// serde's per-character escaping was ~30% of the encoder's work per mobile click.
+    fn write(&self, out: &mut Vec<u8>) {
+        fn string(out: &mut Vec<u8>, s: &str) {
+            if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+                out.push(b'"');
+                out.extend_from_slice(s.as_bytes());
+                out.push(b'"');
+            } else {
+                serde_json::to_writer(&mut *out, s).expect("a string serializes");
+            }
+        }
+        let fields = [
+            ("{\"l\":", self.l),
+            (",\"c\":", self.c),
+            (",\"s\":", self.s),
+            (",\"m\":", self.m),
+            (",\"p\":", self.p),
+        ];
+        for (name, value) in fields {
+            out.extend_from_slice(name.as_bytes());
+            string(out, value);
+        }
+        out.extend_from_slice(b",\"u\":[");
+        for (i, sub) in self.u.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, sub);
+        }
+        out.extend_from_slice(b"],\"g\":");
+        string(out, self.g);
+        out.extend_from_slice(b",\"t\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.t).as_bytes());
+        out.push(b'}');
+    }
+}
+
 impl Fingerprint {
     /// The fingerprint of a click, if it is one to match installs against.
     pub fn of(c: &Captured<'_>, human: bool) -> Option<Fingerprint> {
@@ -76,7 +115,7 @@ impl Fingerprint {
         hex::encode_to_slice(c.id, &mut id).expect("32 hex digits");
         member.extend_from_slice(&id);
         member.push(b'|');
-        serde_json::to_writer(&mut member, &facts).expect("serializable");
+        facts.write(&mut member);
         Some(Fingerprint {
             tenant: c.tenant_id.to_string(),
             platform,
@@ -178,6 +217,53 @@ pub async fn run(
         }
         if configs.len() > 100_000 {
             configs.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_written_as_serde_writes_them() {
+        let cases: &[[&str; 11]] = &[
+            ["", "", "", "", "", "", "", "", "", "", ""],
+            [
+                "summer", "fb", "cpc", "paid", "abc-123", "x", "", "", "", "y", "DE",
+            ],
+            [
+                "q\"uote",
+                "back\\slash",
+                "tab\t",
+                "nl\n",
+                "\u{1}",
+                "ü",
+                "日本",
+                "é\"",
+                "\u{7f}",
+                "/",
+                "US",
+            ],
+        ];
+        for c in cases {
+            let facts = Facts {
+                l: c[0],
+                c: c[1],
+                s: c[2],
+                m: c[3],
+                p: c[4],
+                u: [c[5], c[6], c[7], c[8], c[9]],
+                g: c[10],
+                t: 1_795_305_600_123,
+            };
+            let mut ours = Vec::new();
+            facts.write(&mut ours);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&facts).unwrap(),
+                "{c:?}"
+            );
         }
     }
 }
