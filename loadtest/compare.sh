@@ -63,6 +63,8 @@ NGINX
 "${PIN_SERVER[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK" &
 NGINX_PID=$!
 
+# A fresh database each run: merges of the rows earlier runs left would bill this one.
+curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS sluice_loadtest" >/dev/null
 export SLUICE_LISTEN="127.0.0.1:$SLUICE_PORT"
 export SLUICE_CLICKHOUSE_DATABASE=sluice_loadtest
 export SLUICE_REDIS_PREFIX=sluice_loadtest
