@@ -5,9 +5,9 @@
 //! is down the writer retries its batch and the bounded queue buffers the rest; past the bound
 //! fingerprints are dropped and counted (`sluice_fingerprints_dropped_total`).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -150,7 +150,9 @@ pub async fn run(
     mut rx: mpsc::Receiver<Vec<Fingerprint>>,
     metrics: &'static Metrics,
 ) {
-    let mut configs: HashMap<String, (AttributionConfig, Instant)> = HashMap::new();
+    // aHash, not SipHash: these maps are hashed twice per fingerprint, and SipHash was half of
+    // the writer's work (keys are tenants and IP hashes, never attacker-chosen strings alone).
+    let mut configs: AHashMap<String, (AttributionConfig, Instant)> = AHashMap::new();
     let mut failing = false;
     while let Some(mut batch) = rx.recv().await {
         // Gathering for a few ms makes fewer, larger pipelines: Redis's cost per fingerprint
@@ -165,7 +167,7 @@ pub async fn run(
         // One ZADD per fingerprint per batch, however many clicks it got (a shared IP's
         // clicks arrive together), then the TTL and the cap on its size.
         type Group = (u64, Vec<(u64, Vec<u8>)>);
-        let mut groups: HashMap<(String, &'static str, u64), Group> = HashMap::new();
+        let mut groups: AHashMap<(String, &'static str, u64), Group> = AHashMap::new();
         for fp in batch.drain(..) {
             let fresh = configs
                 .get(&fp.tenant)
