@@ -258,7 +258,12 @@ impl Redis {
     }
     /// An idempotency key of `namespace` (`event`, `conversion`) for `id`.
     pub fn idempotency_key(&self, tenant: &str, namespace: &str, id: &str) -> String {
-        format!("{}:idem:{namespace}:{id}", self.tenant_tag(tenant))
+        self.idempotency_prefix(tenant, namespace) + id
+    }
+    /// What every idempotency key of `namespace` starts with (`idempotency_key` minus the id),
+    /// for building a batch's keys without formatting each.
+    pub fn idempotency_prefix(&self, tenant: &str, namespace: &str) -> String {
+        format!("{}:idem:{namespace}:", self.tenant_tag(tenant))
     }
     /// An install's remembered attribution (`InstallAttribution` JSON).
     pub fn attribution_key(&self, tenant: &str, install_id: &str) -> String {

@@ -61,11 +61,18 @@ pub async fn ingest(
         return Err(busy());
     }
 
+    // Formatting each key (and hex-encoding through a `String`) was ~20% of the handler's
+    // work per event: one prefix per request, ids hex-encoded in place.
+    let prefix = app.redis.idempotency_prefix(tenant, "event");
     let keys: Vec<String> = events
         .iter()
         .map(|e| {
-            app.redis
-                .idempotency_key(tenant, "event", &hex::encode(e.event_id))
+            let mut hex = [0u8; 32];
+            hex::encode_to_slice(e.event_id, &mut hex).expect("32 hex digits");
+            let mut key = String::with_capacity(prefix.len() + hex.len());
+            key.push_str(&prefix);
+            key.push_str(std::str::from_utf8(&hex).expect("hex is ascii"));
+            key
         })
         .collect();
     let installs: Vec<&str> = {
