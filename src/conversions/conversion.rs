@@ -2,6 +2,8 @@
 //! item fails alone), and its `conversions` row in the column order of
 //! `clickhouse/0004_conversions.sql` (all but the trailing `batch_id`).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -71,8 +73,12 @@ pub struct Conversion<'a> {
 /// Validates item `index`; the first problem found fails it.
 pub fn validate(index: usize, raw: &RawValue) -> Result<Conversion<'_>, FieldError> {
     let c: RawConversion = item_fields(index, raw)?;
-    let user_id = string_field(index, "user_id", c.user_id, MAX_USER_ID, true)?.unwrap_or_default();
-    let kind = string_field(index, "type", c.kind, MAX_TYPE, true)?.unwrap_or_default();
+    let user_id = string_field(index, "user_id", c.user_id, MAX_USER_ID, true)?
+        .unwrap_or_default()
+        .into_owned();
+    let kind = string_field(index, "type", c.kind, MAX_TYPE, true)?
+        .unwrap_or_default()
+        .into_owned();
     let amount_cents = c
         .amount_cents
         .map(|raw| {
@@ -104,7 +110,8 @@ pub fn validate(index: usize, raw: &RawValue) -> Result<Conversion<'_>, FieldErr
         c.idempotency_key,
         MAX_IDEMPOTENCY_KEY,
         false,
-    )?;
+    )?
+    .map(Cow::into_owned);
     let metadata = match c.metadata {
         None => None,
         Some(m) if !is_object(m) => {

@@ -1,6 +1,8 @@
 //! `POST /v1/events`: the batch envelope, one event's validation, and its `events` row in the
 //! column order of `clickhouse/0003_events.sql` (all but the trailing `batch_id`).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -55,7 +57,7 @@ pub struct Event<'a> {
     /// Lower-cased: names are case-insensitive.
     pub name: String,
     pub ts_ms: u64,
-    pub installation_id: String,
+    pub installation_id: Cow<'a, str>,
     /// The JSON object as sent.
     pub payload: &'a str,
 }

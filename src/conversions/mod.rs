@@ -8,6 +8,7 @@ pub mod currency;
 pub mod event;
 pub mod source;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserializer, SeqAccess, Visitor};
@@ -87,14 +88,15 @@ fn bounded_items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<&'de RawValue>, 
 }
 
 /// A required or optional JSON string field, checked for length (in characters) and control
-/// characters.
-fn string_field(
+/// characters. Borrowed from the body unless it has escapes (a batch's thousands of fields
+/// would otherwise each be a fresh allocation).
+fn string_field<'a>(
     index: usize,
     field: &str,
-    raw: Option<&RawValue>,
+    raw: Option<&'a RawValue>,
     max_chars: usize,
     required: bool,
-) -> Result<Option<String>, FieldError> {
+) -> Result<Option<Cow<'a, str>>, FieldError> {
     let Some(raw) = raw else {
         return if required {
             Err(FieldError::new(index, field, "is required"))
@@ -102,8 +104,13 @@ fn string_field(
             Ok(None)
         };
     };
-    let s: String = serde_json::from_str(raw.get())
-        .map_err(|_| FieldError::new(index, field, "must be a string"))?;
+    let s: Cow<'a, str> = match serde_json::from_str::<&'a str>(raw.get()) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(
+            serde_json::from_str(raw.get())
+                .map_err(|_| FieldError::new(index, field, "must be a string"))?,
+        ),
+    };
     if s.is_empty() {
         return Err(FieldError::new(index, field, "must not be empty"));
     }

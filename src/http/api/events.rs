@@ -79,7 +79,7 @@ pub async fn ingest(
         let mut distinct = AHashSet::new();
         events
             .iter()
-            .map(|e| e.installation_id.as_str())
+            .map(|e| &*e.installation_id)
             .filter(|i| distinct.insert(*i))
             .collect()
     };
@@ -95,7 +95,7 @@ pub async fn ingest(
     let mut facts = Facts::new(KIND_EVENTS);
     facts.data.reserve(bytes.len() + events.len() * 96);
     for (e, _) in events.iter().zip(&taken_flags).filter(|(_, taken)| **taken) {
-        let attribution = attributions.get(e.installation_id.as_str());
+        let attribution = attributions.get(&*e.installation_id);
         event::encode(&mut facts.data, e, now, tenant, attribution);
         facts.end_row(e.ts_ms);
     }
@@ -107,7 +107,7 @@ pub async fn ingest(
             .iter()
             .zip(&taken_flags)
             .filter(|(_, t)| **t)
-            .map(|(e, _)| event_fact(e, attributions.get(e.installation_id.as_str())))
+            .map(|(e, _)| event_fact(e, attributions.get(&*e.installation_id)))
             .collect();
         fanout::deliver(app, tenant, delivered).await;
     }
