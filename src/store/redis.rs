@@ -992,8 +992,8 @@ impl Redis {
         Ok(reply.claimed.into_iter().map(stream_job).collect())
     }
 
-    /// The job is done (delivered, or dropped): off the stream.
-    pub async fn finish_job(&self, stream_id: &str) -> Result<(), RedisError> {
+    /// A `MULTI` that takes job `stream_id` off the stream; callers add where it goes next.
+    fn off_stream(&self, stream_id: &str) -> redis::Pipeline {
         let key = self.queue_key();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -1001,7 +1001,12 @@ impl Redis {
             .ignore()
             .xdel(&key, &[stream_id])
             .ignore();
-        self.query_pipeline(&pipe).await
+        pipe
+    }
+
+    /// The job is done (delivered, or dropped): off the stream.
+    pub async fn finish_job(&self, stream_id: &str) -> Result<(), RedisError> {
+        self.query_pipeline(&self.off_stream(stream_id)).await
     }
 
     /// Takes the job off the stream and schedules `next` at `due_ms`, in one step.
@@ -1011,32 +1016,20 @@ impl Redis {
         next: &Job,
         due_ms: u64,
     ) -> Result<(), RedisError> {
-        let key = self.queue_key();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .xack(&key, DELIVERY_GROUP, &[stream_id])
-            .ignore()
-            .xdel(&key, &[stream_id])
-            .ignore()
-            .zadd(
-                self.retry_key(),
-                serde_json::to_string(next).expect("serializable"),
-                due_ms,
-            )
-            .ignore();
+        let mut pipe = self.off_stream(stream_id);
+        pipe.zadd(
+            self.retry_key(),
+            serde_json::to_string(next).expect("serializable"),
+            due_ms,
+        )
+        .ignore();
         self.query_pipeline(&pipe).await
     }
 
     /// Takes the job off the stream into the dead letters, in one step.
     pub async fn bury_job(&self, stream_id: &str, job: &Job) -> Result<(), RedisError> {
-        let key = self.queue_key();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .xack(&key, DELIVERY_GROUP, &[stream_id])
-            .ignore()
-            .xdel(&key, &[stream_id])
-            .ignore()
-            .cmd("XADD")
+        let mut pipe = self.off_stream(stream_id);
+        pipe.cmd("XADD")
             .arg(self.dead_key())
             .arg("MAXLEN")
             .arg("~")
