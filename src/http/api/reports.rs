@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::read_json;
 use crate::app::App;
+use crate::attribution::AttributionConfig;
 use crate::delivery::report::{self, batch_body, Request};
 use crate::delivery::worker::{client, send};
 use crate::delivery::{Job, Owner, Signing};
@@ -35,14 +36,7 @@ pub async fn reports(
                 "" => ApiError::bad_request("invalid_json", m),
                 f => ApiError::invalid_field(f, m),
             })?;
-            let config = app.redis.attribution_config(&tenant).await?;
-            if config.report_webhook_url.is_empty() {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "no_report_webhook",
-                    "set report_webhook_url with PATCH /v1/attribution/config first",
-                ));
-            }
+            let config = report_config(app, &tenant).await?;
             let id = format!("rep_{}", hex::encode(rand::random::<[u8; 8]>()));
             let (start, end) = (time::date_string(r.start), time::date_string(r.end));
             app.redis
@@ -76,14 +70,7 @@ pub async fn reports(
             ))
         }
         (&Method::POST, Some("test")) => {
-            let config = app.redis.attribution_config(&tenant).await?;
-            if config.report_webhook_url.is_empty() {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "no_report_webhook",
-                    "set report_webhook_url with PATCH /v1/attribution/config first",
-                ));
-            }
+            let config = report_config(app, &tenant).await?;
             let today = (time::now_ms() / time::MS_PER_DAY) as u16;
             let r = Request {
                 start: today,
@@ -156,4 +143,17 @@ pub async fn reports(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// The tenant's attribution config, which must name a report webhook before reports can go.
+async fn report_config(app: &App, tenant: &str) -> Result<AttributionConfig, ApiError> {
+    let config = app.redis.attribution_config(tenant).await?;
+    if config.report_webhook_url.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_report_webhook",
+            "set report_webhook_url with PATCH /v1/attribution/config first",
+        ));
+    }
+    Ok(config)
 }
