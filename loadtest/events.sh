@@ -23,7 +23,7 @@ export SLUICE_LISTEN="127.0.0.1:$PORT" SLUICE_CLICKHOUSE_DATABASE=$DB SLUICE_RED
 PID=$!
 cleanup() {
   kill -TERM $PID 2>/dev/null || true
-  # The run leaves an idempotency key per event in Redis (30 days): clear them out.
+  # The run leaves its idempotency sets and install records in Redis: clear them out.
   redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "$DB:*" \
     | xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
 }

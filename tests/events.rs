@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
+use sluice::store::redis::IdClaim;
 
 fn uuid4() -> String {
     let mut b: [u8; 16] = rand::random();
@@ -383,34 +384,85 @@ async fn a_request_that_died_does_not_block_its_retry() {
     let ctx = Ctx::new().await;
     let redis = ctx.env.redis().await;
     let tenant = ctx.tenant.tenant_id.as_str();
-    let key_of = |e: &Value| {
-        let id = e["event_id"].as_str().unwrap().replace('-', "");
-        redis.idempotency_key(tenant, "event", &id)
-    };
     let now = sluice::time::now_ms();
-    let (pending, ttl) = (120_000, 30 * 86_400_000);
+    let pending = 120_000;
+    let claim = |request: &str, now_ms| IdClaim {
+        tenant: tenant.to_string(),
+        namespace: "event",
+        request: request.to_string(),
+        now_ms,
+    };
     // A request took these ids three minutes ago and never finished (its node died before
     // the rows were durable): the sender's retry is stored.
     let dead: Vec<Value> = (0..3).map(|_| event("dev-1")).collect();
-    let keys: Vec<String> = dead.iter().map(key_of).collect();
     let taken = redis
-        .take_keys(tenant, &keys, "dead-request", now - 180_000, pending, ttl)
+        .take_ids(
+            &claim("dead-request", now - 180_000),
+            &ids_of(&dead),
+            pending,
+        )
         .await
         .unwrap();
     assert_eq!(taken, [true, true, true]);
     // A request still within its window holds its ids: a concurrent copy is a duplicate.
     let live: Vec<Value> = (0..2).map(|_| event("dev-1")).collect();
-    let keys: Vec<String> = live.iter().map(key_of).collect();
     redis
-        .take_keys(tenant, &keys, "live-request", now, pending, ttl)
+        .take_ids(&claim("live-request", now), &ids_of(&live), pending)
         .await
         .unwrap();
     let mut batch = dead.clone();
     batch.extend(live.iter().cloned());
     assert_eq!(ctx.send(&batch).await.0, 204);
     assert_eq!(ctx.stored(3).await, 3);
-    // Once stored, the retried ids stand like any other.
+    // Once stored, the retried ids stand like any other, and the dead request, all of its
+    // ids taken over, is no longer in flight (only the live one is).
     assert_eq!(ctx.send(&dead).await.0, 204);
     assert_eq!(ctx.stored(3).await, 3);
+    assert_eq!(redis.requests_in_flight(tenant).await.unwrap(), 1);
+    ctx.env.cleanup().await;
+}
+
+/// The raw 16-byte event ids of `events`.
+fn ids_of(events: &[Value]) -> Vec<Vec<u8>> {
+    events
+        .iter()
+        .map(|e| hex::decode(e["event_id"].as_str().unwrap().replace('-', "")).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_remembered_for_at_least_one_lifetime() {
+    let ctx = Ctx::new().await;
+    let redis = ctx.env.redis().await;
+    let tenant = ctx.tenant.tenant_id.as_str();
+    let ttl = sluice::conversions::IDEMPOTENCY_TTL_MS;
+    let now = sluice::time::now_ms();
+    let take = |ids: Vec<Vec<u8>>, now_ms| {
+        let claim = IdClaim::new(tenant, "event", now_ms);
+        let redis = &redis;
+        async move {
+            let taken = redis.take_ids(&claim, &ids, 120_000).await.unwrap();
+            redis.finish_request(&claim).await.unwrap();
+            taken
+        }
+    };
+    // Taken a full lifetime ago (the previous generation): still a duplicate.
+    let last_month = ids_of(&[event("dev-1"), event("dev-1")]);
+    assert_eq!(take(last_month.clone(), now - ttl).await, [true, true]);
+    assert_eq!(take(last_month, now).await, [false, false]);
+    // Taken two lifetimes ago: forgotten (its generation has expired), taken again.
+    let older = ids_of(&[event("dev-1")]);
+    assert_eq!(take(older.clone(), now - 2 * ttl).await, [true]);
+    assert_eq!(take(older, now).await, [true]);
+    // Events and conversions are separate namespaces.
+    let shared = ids_of(&[event("dev-1")]);
+    assert_eq!(take(shared.clone(), now).await, [true]);
+    let conversion = IdClaim::new(tenant, "conversion", now);
+    assert_eq!(
+        redis.take_ids(&conversion, &shared, 120_000).await.unwrap(),
+        [true]
+    );
+    redis.finish_request(&conversion).await.unwrap();
+    assert_eq!(redis.requests_in_flight(tenant).await.unwrap(), 0);
     ctx.env.cleanup().await;
 }

@@ -14,6 +14,7 @@ use crate::attribution::install::InstallAttribution;
 use crate::attribution::AttributionConfig;
 use crate::click::ClickId;
 use crate::conversions::source::{self, Source};
+use crate::conversions::IDEMPOTENCY_TTL_MS;
 use crate::delivery::partner::Partner;
 use crate::delivery::{Job, Owner};
 use crate::link::Link;
@@ -192,9 +193,31 @@ pub struct WebhookOwner {
     pub source_id: String,
 }
 
-/// A fresh id for a request that takes idempotency keys.
-pub fn request_id() -> String {
-    random_hex(16)
+/// One request's claim on ids of an idempotency namespace (`event`, `conversion`), as of
+/// when it was made (which fixes the generation its ids go into).
+#[derive(Clone)]
+pub struct IdClaim {
+    pub tenant: String,
+    pub namespace: &'static str,
+    pub request: String,
+    pub now_ms: u64,
+}
+
+impl IdClaim {
+    /// A claim for a fresh request.
+    pub fn new(tenant: &str, namespace: &'static str, now_ms: u64) -> IdClaim {
+        IdClaim {
+            tenant: tenant.to_string(),
+            namespace,
+            request: random_hex(16),
+            now_ms,
+        }
+    }
+
+    /// Ids are remembered per generation of one id lifetime (`redis/idempotency.lua`).
+    fn generation(&self) -> u64 {
+        self.now_ms / IDEMPOTENCY_TTL_MS
+    }
 }
 
 pub fn hash_key(key: &str) -> String {
@@ -256,14 +279,13 @@ impl Redis {
     pub fn fingerprint_key(&self, tenant: &str, platform: &str, ip_hash: u64) -> String {
         format!("{}:fp:{platform}:{ip_hash}", self.tenant_tag(tenant))
     }
-    /// An idempotency key of `namespace` (`event`, `conversion`) for `id`.
-    pub fn idempotency_key(&self, tenant: &str, namespace: &str, id: &str) -> String {
-        self.idempotency_prefix(tenant, namespace) + id
+    /// The set of `namespace`'s (`event`, `conversion`) ids taken in `generation`.
+    fn idempotency_set_key(&self, tenant: &str, namespace: &str, generation: u64) -> String {
+        format!("{}:idem:{namespace}:g{generation}", self.tenant_tag(tenant))
     }
-    /// What every idempotency key of `namespace` starts with (`idempotency_key` minus the id),
-    /// for building a batch's keys without formatting each.
-    pub fn idempotency_prefix(&self, tenant: &str, namespace: &str) -> String {
-        format!("{}:idem:{namespace}:", self.tenant_tag(tenant))
+    /// The ids a request took, kept until its rows are durable.
+    fn request_record_key(&self, tenant: &str, request: &str) -> String {
+        format!("{}:idem:request:{request}", self.tenant_tag(tenant))
     }
     /// An install's remembered attribution (`InstallAttribution` JSON).
     pub fn attribution_key(&self, tenant: &str, install_id: &str) -> String {
@@ -493,65 +515,39 @@ impl Redis {
         Ok(())
     }
 
-    /// Takes the idempotency keys of request `request` (`redis/idempotency.lua`): true
-    /// where this request now holds the key, false for duplicates.
-    pub async fn take_keys(
+    /// Takes the ids of request `request` in `namespace` (`redis/idempotency.lua`): true
+    /// where this request now holds the id, false for duplicates.
+    pub async fn take_ids(
         &self,
-        tenant: &str,
-        keys: &[String],
-        request: &str,
-        now_ms: u64,
+        claim: &IdClaim,
+        ids: &[Vec<u8>],
         pending_ms: u64,
-        ttl_ms: u64,
     ) -> Result<Vec<bool>, RedisError> {
-        if keys.is_empty() {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // New ids, the common case, are taken by plain pipelined `SET NX` (atomic per key):
-        // a script costs Redis ~1.2 µs more per key. The request is listed in flight first,
-        // in the same ordered pipeline, so a key is never held by an unlisted live request.
-        let inflight = self.inflight_key(tenant);
-        let mut pipe = redis::pipe();
-        pipe.zadd(&inflight, request, now_ms)
-            .ignore()
-            .zrembyscore(&inflight, "-inf", now_ms.saturating_sub(ttl_ms))
-            .ignore();
-        for key in keys {
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(request)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms);
+        let generation = claim.generation();
+        let mut invocation = self.idempotency.prepare_invoke();
+        invocation
+            .key(self.inflight_key(&claim.tenant))
+            .key(self.idempotency_set_key(&claim.tenant, claim.namespace, generation))
+            .key(self.idempotency_set_key(
+                &claim.tenant,
+                claim.namespace,
+                generation.wrapping_sub(1),
+            ))
+            .key(self.request_record_key(&claim.tenant, &claim.request))
+            .arg(&claim.request)
+            .arg(claim.now_ms)
+            .arg(pending_ms)
+            .arg(IDEMPOTENCY_TTL_MS)
+            .arg((generation + 2) * IDEMPOTENCY_TTL_MS);
+        for id in ids {
+            invocation.arg(id.as_slice());
         }
         let mut c = self.conn.clone();
-        let set: Vec<Option<String>> = pipe.query_async(&mut c).await?;
-        let mut taken: Vec<bool> = set.iter().map(Option::is_some).collect();
-        // Keys already held: duplicates, unless their request died (`redis/idempotency.lua`
-        // decides atomically, taking such keys over).
-        let held: Vec<usize> = (0..keys.len()).filter(|&i| !taken[i]).collect();
-        if held.is_empty() {
-            return Ok(taken);
-        }
-        let mut invocation = self.idempotency.prepare_invoke();
-        invocation.key(&inflight);
-        for &i in &held {
-            invocation.key(&keys[i]);
-        }
-        invocation
-            .arg(request)
-            .arg(now_ms)
-            .arg(pending_ms)
-            .arg(ttl_ms);
-        let again: Vec<u8> = invocation.invoke_async(&mut c).await?;
-        for (i, t) in held.into_iter().zip(again) {
-            taken[i] = t == 1;
-        }
-        if !taken.contains(&true) {
-            // A pure replay holds nothing and stores nothing: nothing will finish it.
-            self.finish_request(tenant, request).await?;
-        }
-        Ok(taken)
+        let taken: Vec<u8> = invocation.invoke_async(&mut c).await?;
+        Ok(taken.into_iter().map(|t| t == 1).collect())
     }
 
     /// A deployment-wide lock on `name` for `hold` (no release: it lapses), so periodic jobs
@@ -575,25 +571,38 @@ impl Redis {
         Ok(c.zcard(self.inflight_key(tenant)).await?)
     }
 
-    /// The request's rows are durable: its keys stand for their whole lifetime.
-    pub async fn finish_request(&self, tenant: &str, request: &str) -> Result<(), RedisError> {
-        let mut c = self.conn.clone();
-        let _: () = c.zrem(self.inflight_key(tenant), request).await?;
-        Ok(())
+    /// The request's rows are durable: its ids stand for their whole lifetime.
+    pub async fn finish_request(&self, claim: &IdClaim) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.zrem(self.inflight_key(&claim.tenant), &claim.request)
+            .ignore()
+            .del(self.request_record_key(&claim.tenant, &claim.request))
+            .ignore();
+        self.query_pipeline(&pipe).await
     }
 
-    /// The request's rows were refused: lets go of its keys so a retry is stored.
+    /// The request's rows were refused: lets go of the ids it took so a retry is stored.
     pub async fn release_request(
         &self,
-        tenant: &str,
-        keys: &[String],
-        request: &str,
+        claim: &IdClaim,
+        taken: &[&[u8]],
     ) -> Result<(), RedisError> {
+        let generation = claim.generation();
         let mut pipe = redis::pipe();
-        if !keys.is_empty() {
-            pipe.del(keys).ignore();
+        if !taken.is_empty() {
+            // A taken-over id may still sit in the previous generation's set.
+            for g in [generation, generation.wrapping_sub(1)] {
+                pipe.srem(
+                    self.idempotency_set_key(&claim.tenant, claim.namespace, g),
+                    taken,
+                )
+                .ignore();
+            }
         }
-        pipe.zrem(self.inflight_key(tenant), request).ignore();
+        pipe.zrem(self.inflight_key(&claim.tenant), &claim.request)
+            .ignore()
+            .del(self.request_record_key(&claim.tenant, &claim.request))
+            .ignore();
         self.query_pipeline(&pipe).await
     }
 

@@ -21,13 +21,13 @@ use tracing::warn;
 
 use super::error::ApiError;
 use crate::app::App;
-use crate::conversions::{BodyError, IDEMPOTENCY_TTL_MS, MAX_ITEMS};
+use crate::conversions::{BodyError, MAX_ITEMS};
 use crate::pipeline::ring::Facts;
-use crate::store::redis::{request_id, Redis};
+use crate::store::redis::IdClaim;
 use crate::time;
 
-/// How long an idempotency key taken for a request lives before what it guards is durable:
-/// if this node dies first, the key lapses and the sender's retry is stored.
+/// How long a request may hold ids before what they guard is durable: if its node dies
+/// first, a retry past this window takes the ids over and is stored.
 const PENDING_KEY_MS: u64 = 120_000;
 /// How long a request waits for its rows to become durable before answering 503.
 const DURABLE_WAIT: Duration = Duration::from_secs(30);
@@ -117,72 +117,60 @@ pub fn body_error(e: BodyError, what: &str) -> ApiError {
     }
 }
 
-/// Idempotency keys a request took (`redis/idempotency.lua`), released or finished with
-/// its rows.
-pub struct Taken<'a> {
-    pub tenant: &'a str,
-    pub request: String,
-    pub keys: Vec<String>,
+/// The idempotency ids a request asked for and which it took (`redis/idempotency.lua`),
+/// released or finished with its rows.
+pub struct Taken {
+    pub claim: IdClaim,
+    ids: Vec<Vec<u8>>,
+    pub flags: Vec<bool>,
 }
 
-impl<'a> Taken<'a> {
-    /// Takes `keys` for a new request; returns which were taken (the rest are duplicates).
+impl Taken {
+    /// Takes `ids` of `namespace` for a new request; `flags` says which were taken (the rest
+    /// are duplicates).
     pub async fn take(
         app: &App,
-        tenant: &'a str,
-        keys: &[String],
-    ) -> Result<(Taken<'a>, Vec<bool>), ApiError> {
-        let request = request_id();
-        let taken = app
-            .redis
-            .take_keys(
-                tenant,
-                keys,
-                &request,
-                time::now_ms(),
-                PENDING_KEY_MS,
-                IDEMPOTENCY_TTL_MS,
-            )
-            .await?;
-        let held = Taken {
-            tenant,
-            request,
-            keys: keys
-                .iter()
-                .zip(&taken)
-                .filter(|(_, t)| **t)
-                .map(|(k, _)| k.clone())
-                .collect(),
-        };
-        Ok((held, taken))
+        tenant: &str,
+        namespace: &'static str,
+        ids: Vec<Vec<u8>>,
+    ) -> Result<Taken, ApiError> {
+        let claim = IdClaim::new(tenant, namespace, time::now_ms());
+        let flags = app.redis.take_ids(&claim, &ids, PENDING_KEY_MS).await?;
+        Ok(Taken { claim, ids, flags })
+    }
+
+    fn taken_ids(&self) -> Vec<&[u8]> {
+        self.ids
+            .iter()
+            .zip(&self.flags)
+            .filter(|(_, t)| **t)
+            .map(|(id, _)| id.as_slice())
+            .collect()
     }
 }
 
 /// Hands a request's rows to the pipeline and waits until they are durable (in ClickHouse or
-/// the fsynced spill), then marks the request finished so its keys stand. Refused rows
-/// release the keys, so a retry is stored.
-pub async fn store_durably(app: &App, facts: Facts, taken: Taken<'_>) -> Result<(), ApiError> {
+/// the fsynced spill), then marks the request finished so its ids stand. Refused rows
+/// release the ids, so a retry is stored.
+pub async fn store_durably(app: &App, facts: Facts, taken: &Taken) -> Result<(), ApiError> {
     if facts.rows.is_empty() {
         return Ok(());
     }
     let (facts, durable) = facts.with_receipt();
     if app.rows.push(facts).is_err() {
         app.redis
-            .release_request(taken.tenant, &taken.keys, &taken.request)
+            .release_request(&taken.claim, &taken.taken_ids())
             .await?;
         return Err(busy());
     }
-    let finish = |tenant: String, request: String, redis: Redis| async move {
-        if let Err(error) = redis.finish_request(&tenant, &request).await {
-            // The keys hold for the pending window; past it a retry would be stored again.
+    let claim = taken.claim.clone();
+    let redis = app.redis.clone();
+    let finished = async move {
+        if let Err(error) = redis.finish_request(&claim).await {
+            // The ids hold for the pending window; past it a retry would be stored again.
             warn!(%error, "could not mark an ingest request finished");
         }
     };
-    let finished = finish(
-        taken.tenant.to_string(),
-        taken.request.clone(),
-        app.redis.clone(),
-    );
     let mut durable = durable;
     match tokio::time::timeout(DURABLE_WAIT, &mut durable).await {
         Ok(Ok(())) => {
@@ -192,7 +180,7 @@ pub async fn store_durably(app: &App, facts: Facts, taken: Taken<'_>) -> Result<
         Ok(Err(_)) => Err(not_confirmed()),
         Err(_) => {
             // Still on its way (ClickHouse and the spill both stuck): finish it whenever it
-            // lands, so the keys stand then.
+            // lands, so the ids stand then.
             tokio::spawn(async move {
                 if durable.await.is_ok() {
                     finished.await;

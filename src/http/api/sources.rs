@@ -176,7 +176,7 @@ pub async fn receive(
         let Ok(c) = item else { continue };
         if let Some(key) = &c.idempotency_key {
             first_with_key.entry(key.as_str()).or_insert_with(|| {
-                take.push(app.redis.idempotency_key(tenant, "conversion", key));
+                take.push(key.as_bytes().to_vec());
                 (i, take.len() - 1)
             });
         }
@@ -188,7 +188,7 @@ pub async fn receive(
         .iter()
         .map(|u| app.redis.user_key(tenant, u))
         .collect();
-    let ((held, taken), bound) = tokio::try_join!(Taken::take(app, tenant, &take), async {
+    let (taken, bound) = tokio::try_join!(Taken::take(app, tenant, "conversion", take), async {
         Ok(app.redis.mget(&user_keys).await?)
     })?;
     let installs: AHashMap<&str, String> = users
@@ -222,7 +222,7 @@ pub async fn receive(
             };
             if let Some(key) = &c.idempotency_key {
                 let (first, at) = first_with_key[key.as_str()];
-                if first != i || !taken[at] {
+                if first != i || !taken.flags[at] {
                     return Outcome::Deduped;
                 }
             }
@@ -250,7 +250,7 @@ pub async fn receive(
         })
         .collect();
     let facts_empty = facts.rows.is_empty();
-    store_durably(app, facts, held).await?;
+    store_durably(app, facts, &taken).await?;
     let any_partner = attributions.values().any(|a| !a.partner_id.is_empty());
     if !facts_empty && fanout::wanted(app, tenant, any_partner).await {
         let delivered = items
