@@ -3,6 +3,9 @@
 # with VUS concurrent senders; every 204 means the events are durable. Reports events/s
 # accepted and checks ClickHouse holds exactly that many rows.
 # Usage: loadtest/events.sh [VUS] [DURATION]     (defaults: 128, 20s)
+# A long-lived tenant also has last generation's ids to check every new id against
+# (redis/idempotency.lua): PREVIOUS_IDS (default 5,000,000) random ids are put there first;
+# PREVIOUS_IDS=0 measures a fresh tenant.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -37,6 +40,23 @@ for i in $(seq 0 99); do
   curl -fsS -X POST "$SLUICE_URL/v1/attribution/install" -H "Authorization: Bearer $SLUICE_SK" \
     -d "{\"install_id\":\"inst-$i\",\"platform\":\"android\"}" >/dev/null
 done
+PREVIOUS_IDS="${PREVIOUS_IDS:-5000000}"
+if [ "$PREVIOUS_IDS" -gt 0 ]; then
+  python3 - "$DB:{t:$SLUICE_TENANT}:idem:event" "$PREVIOUS_IDS" <<'PY' \
+    | redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --pipe >/dev/null
+import os, sys, time
+prefix, n = sys.argv[1].encode(), int(sys.argv[2])
+lifetime = 30 * 86_400_000  # IDEMPOTENCY_TTL_MS
+key = prefix + b":g%d" % (int(time.time() * 1000) // lifetime - 1)
+out = sys.stdout.buffer
+for start in range(0, n, 1000):
+    ids = [os.urandom(16) for _ in range(min(1000, n - start))]
+    parts = [b"*%d\r\n$4\r\nSADD\r\n$%d\r\n%s\r\n" % (len(ids) + 2, len(key), key)]
+    parts += [b"$16\r\n" + i + b"\r\n" for i in ids]
+    out.write(b"".join(parts))
+PY
+  echo "previous generation: $PREVIOUS_IDS ids"
+fi
 START=$(date +%s.%N)
 VUS="$VUS" DURATION="$DURATION" k6 run --quiet --summary-export "$WORK/events-summary.json" loadtest/events.js \
   | tee "$WORK/events.out"
