@@ -454,6 +454,17 @@ async fn ids_are_remembered_for_at_least_one_lifetime() {
     let older = ids_of(&[event("dev-1")]);
     assert_eq!(take(older.clone(), now - 2 * ttl).await, [true]);
     assert_eq!(take(older, now).await, [true]);
+    // Ids whose rows were refused are released (from whichever generation held them, the
+    // previous one included after a takeover): a retry takes them again.
+    let refused = IdClaim::new(tenant, "event", now);
+    let ids = ids_of(&[event("dev-1"), event("dev-1")]);
+    assert_eq!(
+        redis.take_ids(&refused, &ids, 120_000).await.unwrap(),
+        [true, true]
+    );
+    let taken: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
+    redis.release_request(&refused, &taken).await.unwrap();
+    assert_eq!(take(ids, now).await, [true, true]);
     // Events and conversions are separate namespaces.
     let shared = ids_of(&[event("dev-1")]);
     assert_eq!(take(shared.clone(), now).await, [true]);
