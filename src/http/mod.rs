@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, REFERER, USER_AGENT};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
@@ -34,6 +35,8 @@ use error::{ApiError, Body};
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADERS: usize = 64;
 const MAX_HEADER_BYTES: usize = 16 * 1024;
+// A `HeaderName`, not a `&str`: a string name is parsed again on every lookup.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Binds `threads` listening sockets to one address with `SO_REUSEPORT`: the kernel spreads
 /// connections across them, and each is served by its own single-threaded runtime, so a
@@ -193,14 +196,24 @@ async fn dispatch(
                     )
                 }
             };
-            let (resp, click) =
-                redirect::redirect(app, code, req.uri().query(), req.headers(), peer, head);
-            if let Some(mut click) = click {
-                if let Some(wal) = &app.wal {
-                    redirect::write_ahead(app, wal, &mut click).await;
-                }
-                redirect::enqueue(app, click);
+            let headers = req.headers();
+            let visit = redirect::Visit {
+                code,
+                query: req.uri().query(),
+                user_agent: headers.get(USER_AGENT).map_or(&[], |v| v.as_bytes()),
+                referrer: headers.get(REFERER).map(|v| v.as_bytes()),
+                forwarded_for: headers
+                    .get_all(&X_FORWARDED_FOR)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+                peer,
+                head,
+            };
+            let (answer, click) = redirect::redirect(app, visit);
+            if let Some(click) = click {
+                redirect::record(app, click).await;
             }
+            let resp = answer.into_response();
             return (Route::Redirect, resp);
         }
     }

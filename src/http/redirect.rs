@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, REFERER, USER_AGENT,
-};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
@@ -27,14 +25,117 @@ use crate::time;
 /// Longest value kept from a query parameter, user agent or referrer.
 pub const MAX_VALUE_LEN: usize = 512;
 
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NOT_FOUND_BODY: &[u8] =
     br#"{"error":{"code":"link_not_found","message":"no link has this code"}}"#;
 const GONE_BODY: &[u8] =
     br#"{"error":{"code":"link_gone","message":"this link is paused or deleted"}}"#;
-// A `HeaderName`, not a `&str`: a string name is parsed again on every lookup.
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const BAD_LOCATION_BODY: &[u8] =
+    br#"{"error":{"code":"bad_location","message":"destination could not be built"}}"#;
+
+/// What a redirect request carries that its answer and its click need, whichever HTTP
+/// front read it (`http::connection` off the socket, or hyper).
+pub struct Visit<'a, F> {
+    pub code: &'a str,
+    pub query: Option<&'a str>,
+    pub user_agent: &'a [u8],
+    pub referrer: Option<&'a [u8]>,
+    /// The `X-Forwarded-For` header values, in order.
+    pub forwarded_for: F,
+    pub peer: SocketAddr,
+    pub head: bool,
+}
+
+/// A redirect's answer.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    Found(Vec<u8>),
+    NotFound,
+    Gone,
+    /// The Location could not be a header value: templates are validated and values encoded,
+    /// so this is a bug, not user error.
+    BadLocation,
+}
+
+impl Answer {
+    fn found(location: Vec<u8>) -> Answer {
+        // What `HeaderValue` accepts: visible bytes, space and tab.
+        if location
+            .iter()
+            .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+        {
+            Answer::Found(location)
+        } else {
+            Answer::BadLocation
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Answer::Found(_) => StatusCode::FOUND,
+            Answer::NotFound => StatusCode::NOT_FOUND,
+            Answer::Gone => StatusCode::GONE,
+            Answer::BadLocation => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn body(&self) -> &'static [u8] {
+        match self {
+            Answer::Found(_) => b"",
+            Answer::NotFound => NOT_FOUND_BODY,
+            Answer::Gone => GONE_BODY,
+            Answer::BadLocation => BAD_LOCATION_BODY,
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let mut resp = Response::new(Full::new(Bytes::from_static(self.body())));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        match self {
+            Answer::Found(location) => {
+                let location = HeaderValue::from_maybe_shared(Bytes::from(location))
+                    .expect("checked by Answer::found");
+                headers.insert(LOCATION, location);
+            }
+            _ => {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+        }
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+
+    /// The whole HTTP/1.1 response, as hyper would write it for `into_response`.
+    pub fn write_http1(&self, head: bool, close: bool, date: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(match self {
+            Answer::Found(_) => b"HTTP/1.1 302 Found\r\n" as &[u8],
+            Answer::NotFound => b"HTTP/1.1 404 Not Found\r\n",
+            Answer::Gone => b"HTTP/1.1 410 Gone\r\n",
+            Answer::BadLocation => b"HTTP/1.1 500 Internal Server Error\r\n",
+        });
+        match self {
+            Answer::Found(location) => {
+                out.extend_from_slice(b"location: ");
+                out.extend_from_slice(location);
+                out.extend_from_slice(b"\r\n");
+            }
+            _ => out.extend_from_slice(b"content-type: application/json\r\n"),
+        }
+        let body = self.body();
+        out.extend_from_slice(b"cache-control: no-store\r\ncontent-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        if close {
+            out.extend_from_slice(b"\r\nconnection: close");
+        }
+        out.extend_from_slice(b"\r\ndate: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n\r\n");
+        if !head {
+            out.extend_from_slice(body);
+        }
+    }
+}
 
 /// The parameters a click carries in its query string.
 #[derive(Debug, Default, PartialEq)]
@@ -117,57 +218,21 @@ fn text(bytes: &[u8]) -> Box<str> {
     }
 }
 
-fn static_response(status: StatusCode, body: &'static [u8]) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, JSON);
-    resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
-    resp
-}
-
-fn found(location: Vec<u8>) -> Response<Body> {
-    match HeaderValue::from_maybe_shared(Bytes::from(location)) {
-        Ok(location) => {
-            let mut resp = Response::new(Full::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::FOUND;
-            resp.headers_mut().insert(LOCATION, location);
-            resp.headers_mut().insert(CACHE_CONTROL, NO_STORE);
-            resp
-        }
-        // Templates are validated and values encoded, so this is a bug, not user error.
-        Err(_) => static_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            br#"{"error":{"code":"bad_location","message":"destination could not be built"}}"#,
-        ),
-    }
-}
-
-/// The response and, for a live link, the click to record (the caller enqueues it).
-pub fn redirect(
-    app: &App,
-    code: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    head: bool,
-) -> (Response<Body>, Option<Click>) {
-    let Some(live) = app.links.get(code) else {
-        return (static_response(StatusCode::NOT_FOUND, NOT_FOUND_BODY), None);
+/// The answer and, for a live link, the click to record (`record` stores it).
+pub fn redirect<'a, F>(app: &App, visit: Visit<'a, F>) -> (Answer, Option<Click>)
+where
+    F: DoubleEndedIterator<Item = &'a [u8]>,
+{
+    let Some(live) = app.links.get(visit.code) else {
+        return (Answer::NotFound, None);
     };
-    let params = parse_query(query);
+    let params = parse_query(visit.query);
     if live.is_gone() {
         return (gone(&live, &params), None);
     }
-    let ua = headers
-        .get(USER_AGENT)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
+    let ua = visit.user_agent;
     let platform = Platform::from_user_agent(ua);
-    let ip = client_ip(
-        peer.ip(),
-        headers.get_all(&X_FORWARDED_FOR).iter(),
-        &app.trusted_proxies,
-    );
+    let ip = client_ip(visit.peer.ip(), visit.forwarded_for, &app.trusted_proxies);
     let ts_ms = time::now_ms();
     let id = ClickId::new(ts_ms);
     let template = match platform {
@@ -191,27 +256,33 @@ pub fn redirect(
         ),
         &mut location,
     );
-    let response = found(location);
+    let answer = Answer::found(location);
     let click = Click {
         id,
         ts_ms,
         link: live,
         ip,
         user_agent: text(ua),
-        referrer: headers
-            .get(REFERER)
-            .map_or_else(Box::default, |v| text(v.as_bytes())),
+        referrer: visit.referrer.map_or_else(Box::default, text),
         partner_click_id: params.partner_click_id,
         subs: params.subs,
         platform,
-        head,
+        head: visit.head,
         wal_segment: 0,
     };
-    (response, Some(click))
+    (answer, Some(click))
+}
+
+/// Stores a click: on local disk first in write-ahead mode, then into the ring.
+pub async fn record(app: &App, mut click: Click) {
+    if let Some(wal) = &app.wal {
+        write_ahead(app, wal, &mut click).await;
+    }
+    enqueue(app, click);
 }
 
 /// Pushes the click into the ring (never blocks; a full ring drops and counts it).
-pub fn enqueue(app: &App, click: Click) {
+fn enqueue(app: &App, click: Click) {
     match app.ring.push(click) {
         Ok(()) => app.metrics.clicks_enqueued.increment(1),
         Err(_) => app.metrics.clicks_dropped_ring_full.increment(1),
@@ -220,7 +291,7 @@ pub fn enqueue(app: &App, click: Click) {
 
 /// Write-ahead mode: the click is on local disk (group commit) before its 302 goes out. A
 /// failed append is counted and the click still answered and recorded through the ring.
-pub async fn write_ahead(app: &App, wal: &Wal, click: &mut Click) {
+async fn write_ahead(app: &App, wal: &Wal, click: &mut Click) {
     let place = match &app.geo {
         Some(geo) => geo.lookup(click.ip),
         None => Place::default(),
@@ -236,13 +307,13 @@ pub async fn write_ahead(app: &App, wal: &Wal, click: &mut Click) {
 }
 
 /// Paused or deleted: the fallback URL when the link has one (no click recorded), else 410.
-fn gone(live: &Arc<LiveLink>, params: &ClickParams) -> Response<Body> {
+fn gone(live: &Arc<LiveLink>, params: &ClickParams) -> Answer {
     let Some(fallback) = &live.fallback else {
-        return static_response(StatusCode::GONE, GONE_BODY);
+        return Answer::Gone;
     };
     let mut location = Vec::with_capacity(128);
     fallback.expand(&params.values(&live.link, "", ""), &mut location);
-    found(location)
+    Answer::found(location)
 }
 
 #[cfg(test)]

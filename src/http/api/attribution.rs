@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use hyper::body::Incoming;
-use hyper::header::HeaderMap;
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use tracing::warn;
@@ -226,7 +226,10 @@ pub async fn attribute(
 
     let ip = client_ip(
         peer.ip(),
-        headers.get_all("x-forwarded-for").iter(),
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(HeaderValue::as_bytes),
         &app.trusted_proxies,
     );
     let fingerprinted = config.fingerprint_enabled && r.platform != "web";
