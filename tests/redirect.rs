@@ -202,3 +202,138 @@ async fn redirect_end_to_end() {
     );
     env.cleanup().await;
 }
+
+/// Sends `requests` down one raw connection at once (pipelined) and reads until the server
+/// closes it.
+async fn exchange(server: &sluice::app::Server, requests: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    conn.write_all(requests.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection after `Connection: close`")
+        .unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
+/// Status lines and `location`s of the responses in `answer`, in order.
+fn statuses(answer: &str) -> Vec<String> {
+    // A JSON body ends without a newline: the next status line follows on its line.
+    answer
+        .replace("HTTP/1.1 ", "\nHTTP/1.1 ")
+        .lines()
+        .filter(|l| l.starts_with("HTTP/1.1 ") || l.to_ascii_lowercase().starts_with("location: "))
+        .map(|l| l.split_once("cid=").map_or(l, |(head, _)| head).to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_carries_redirects_and_other_requests() {
+    let env = TestEnv::new();
+    let server = env.start().await;
+    let tenant = env.tenant().await;
+    let code = unique("conn");
+    create_link(
+        &server,
+        &tenant.secret_key,
+        json!({"id": code, "destination": "https://shop.example/?cid={click_id}"}),
+    )
+    .await;
+    let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+
+    // Redirects answered off the socket, pipelined, then a request for hyper (the rest of
+    // the connection is hyper's, redirects included), then the client's close.
+    let answer = exchange(
+        &server,
+        &[
+            get(&format!("/{code}?sub1=a"), ""),
+            format!("HEAD /{code} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            get(&format!("/{}", unique("missing")), ""),
+            get("/healthz", ""),
+            get(&format!("/{code}"), "Connection: close\r\n"),
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(
+        statuses(&answer),
+        [
+            "HTTP/1.1 302 Found",
+            "location: https://shop.example/?",
+            "HTTP/1.1 302 Found",
+            "location: https://shop.example/?",
+            "HTTP/1.1 404 Not Found",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 302 Found",
+            "location: https://shop.example/?",
+        ],
+        "{answer}"
+    );
+    assert!(
+        answer.contains(r#"{"error":{"code":"link_not_found""#),
+        "{answer}"
+    );
+    assert_eq!(answer.matches("date: ").count(), 5, "{answer}");
+
+    // Closed after the redirect the client asked to close with; HEAD has no body, the 404
+    // says how long its body is.
+    let answer = exchange(
+        &server,
+        &[
+            format!("HEAD /{} HTTP/1.1\r\nHost: x\r\n\r\n", unique("missing")),
+            get(&format!("/{code}"), "Connection: close\r\n"),
+            get(&format!("/{code}"), ""),
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(
+        statuses(&answer),
+        [
+            "HTTP/1.1 404 Not Found",
+            "HTTP/1.1 302 Found",
+            "location: https://shop.example/?"
+        ],
+        "{answer}"
+    );
+    assert!(!answer.contains("link_not_found"), "{answer}");
+    let not_found = r#"{"error":{"code":"link_not_found","message":"no link has this code"}}"#;
+    assert!(
+        answer.contains(&format!("content-length: {}\r\n", not_found.len())),
+        "{answer}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+
+    // A redirect carrying a body is read by hyper; a request head cut in two still parses.
+    let answer = exchange(
+        &server,
+        &format!(
+            "GET /{code} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /{code} HTTP/1.1\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(statuses(&answer).len(), 4, "{answer}");
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        conn.write_all(format!("GET /{code} HTTP/1.1\r\nUser-Ag").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        conn.write_all(b"ent: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 302 Found\r\n"), "{answer}");
+    }
+
+    // Every redirect to the live link was recorded once: 3 + 1 + 2 + 1.
+    let rows = env
+        .wait_for("SELECT count() FROM clicks", 7, Duration::from_secs(20))
+        .await;
+    assert_eq!(rows, 7);
+    assert_eq!(server.shutdown().await.lost_rows, 0);
+    env.cleanup().await;
+}

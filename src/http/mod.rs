@@ -3,13 +3,13 @@
 pub mod api;
 pub mod auth;
 pub mod client_ip;
+pub mod connection;
 pub mod dashboard;
 pub mod error;
 pub mod ops;
 pub mod rate_limit;
 pub mod redirect;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,13 +17,11 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, REFERER, USER_AGENT};
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{debug, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::warn;
 
 use crate::app::App;
 use crate::link;
@@ -71,13 +69,15 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    let builder = Arc::new(builder);
+    // Every connection holds a sender; `recv` answers `None` once all are gone.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -90,24 +90,21 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let service = service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, Infallible>(route(&app, req, peer).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(error) = conn.await {
-                        debug!(%error, "connection ended with an error");
-                    }
-                });
+                tokio::spawn(connection::serve(
+                    stream,
+                    peer,
+                    app.clone(),
+                    builder.clone(),
+                    shutdown.clone(),
+                    alive.clone(),
+                ));
             }
             _ = shutdown.changed() => break,
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    drop(alive);
+    if tokio::time::timeout(grace, all_closed.recv())
         .await
         .is_err()
     {
@@ -140,7 +137,11 @@ const CORS_PATHS: [&str; 3] = [
     "/v1/attribution/link",
 ];
 
-async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub(crate) async fn route(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let started = Instant::now();
     let cors = CORS_PATHS.contains(&req.uri().path());
     let (route, mut resp) = if cors && req.method() == Method::OPTIONS {

@@ -354,6 +354,33 @@ mod tests {
     }
 
     #[test]
+    fn answers_render_as_http1() {
+        let date = b"Sun, 22 Nov 2026 08:00:00 GMT";
+        let found = Answer::found(b"https://x.example/?a=1".to_vec());
+        // (answer, head, close, expected)
+        let cases: &[(&Answer, bool, bool, String)] = &[
+            (&found, false, false, "HTTP/1.1 302 Found\r\nlocation: https://x.example/?a=1\r\ncache-control: no-store\r\ncontent-length: 0\r\ndate: Sun, 22 Nov 2026 08:00:00 GMT\r\n\r\n".into()),
+            (&found, true, true, "HTTP/1.1 302 Found\r\nlocation: https://x.example/?a=1\r\ncache-control: no-store\r\ncontent-length: 0\r\nconnection: close\r\ndate: Sun, 22 Nov 2026 08:00:00 GMT\r\n\r\n".into()),
+            (&Answer::Gone, false, false, format!("HTTP/1.1 410 Gone\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\ndate: Sun, 22 Nov 2026 08:00:00 GMT\r\n\r\n{}", GONE_BODY.len(), std::str::from_utf8(GONE_BODY).unwrap())),
+            (&Answer::NotFound, true, false, format!("HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\ndate: Sun, 22 Nov 2026 08:00:00 GMT\r\n\r\n", NOT_FOUND_BODY.len())),
+        ];
+        for (answer, head, close, want) in cases {
+            let mut out = Vec::new();
+            answer.write_http1(*head, *close, date, &mut out);
+            assert_eq!(
+                std::str::from_utf8(&out).unwrap(),
+                want,
+                "{answer:?} head {head}"
+            );
+        }
+        // A Location that cannot be a header value is a 500, never a broken response.
+        assert_eq!(
+            Answer::found(b"https://x/\r\nset-cookie: a".to_vec()),
+            Answer::BadLocation
+        );
+    }
+
+    #[test]
     fn long_values_are_capped_on_a_char_boundary() {
         let long = "é".repeat(400); // 800 bytes
         let p = parse_query(Some(&format!("sub1={long}")));
