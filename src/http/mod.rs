@@ -76,6 +76,9 @@ pub async fn serve(
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEADER_BYTES.max(8192));
     let builder = Arc::new(builder);
+    // Connections watch this thread's own copy of the shutdown signal: waiting on the shared
+    // one would take a lock both serving threads contend for on every request.
+    let (stop_connections, stopping) = watch::channel(false);
     // Every connection holds a sender; `recv` answers `None` once all are gone.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     loop {
@@ -95,7 +98,7 @@ pub async fn serve(
                     peer,
                     app.clone(),
                     builder.clone(),
-                    shutdown.clone(),
+                    stopping.clone(),
                     alive.clone(),
                 ));
             }
@@ -103,6 +106,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    let _ = stop_connections.send(true);
     drop(alive);
     if tokio::time::timeout(grace, all_closed.recv())
         .await
