@@ -60,8 +60,11 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    // This runtime runs the background work (inserter, fingerprint writer, deliveries,
+    // refreshes); requests are served on their own threads (`app::Server`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(sluice::pipeline::lower_priority)
         .build()?;
     runtime.block_on(run(cli.command, config))
 }

@@ -123,7 +123,10 @@ impl Flusher {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("sluice-encoder".into())
-                .spawn(move || encode_loop(&ring, &rows, enricher, &cfg, &stop, tx, metrics))
+                .spawn(move || {
+                    super::lower_priority();
+                    encode_loop(&ring, &rows, enricher, &cfg, &stop, tx, metrics)
+                })
                 .expect("spawn encoder thread")
         };
         let inserter = tokio::spawn(inserter.run(rx));
