@@ -14,6 +14,7 @@ pub const ENV_CLICKHOUSE_DATABASE: &str = "SLUICE_CLICKHOUSE_DATABASE";
 pub const ENV_CLICKHOUSE_USER: &str = "SLUICE_CLICKHOUSE_USER";
 pub const ENV_CLICKHOUSE_PASSWORD: &str = "SLUICE_CLICKHOUSE_PASSWORD";
 pub const ENV_CLICKHOUSE_CLUSTER: &str = "SLUICE_CLICKHOUSE_CLUSTER";
+pub const ENV_CLICKHOUSE_COMPRESSION: &str = "SLUICE_CLICKHOUSE_COMPRESSION";
 pub const ENV_REDIS_URL: &str = "SLUICE_REDIS_URL";
 pub const ENV_REDIS_PREFIX: &str = "SLUICE_REDIS_PREFIX";
 pub const ENV_GEOIP_PATH: &str = "SLUICE_GEOIP_PATH";
@@ -157,6 +158,58 @@ pub struct ClickHouseConfig {
     pub password: String,
     /// When set, migrations run `ON CLUSTER <name>`.
     pub cluster: String,
+    /// How inserts travel: LZ4 pays across a network, on loopback it is pure CPU on both ends.
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// LZ4 unless the URL's host is a loopback address or `localhost`.
+    Auto,
+    Lz4,
+    None,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Compression::Auto),
+            "lz4" => Ok(Compression::Lz4),
+            "none" => Ok(Compression::None),
+            _ => Err("expected auto, lz4 or none".into()),
+        }
+    }
+}
+
+impl ClickHouseConfig {
+    /// Whether inserts are LZ4-compressed (`auto` resolved against the URL's host).
+    pub fn lz4(&self) -> bool {
+        match self.compression {
+            Compression::Lz4 => true,
+            Compression::None => false,
+            Compression::Auto => {
+                let host = self
+                    .url
+                    .split_once("://")
+                    .map_or("", |(_, rest)| rest)
+                    .split(['/', '?'])
+                    .next()
+                    .unwrap_or("");
+                let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+                let host = match host.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next().unwrap_or(""),
+                    None => host.split(':').next().unwrap_or(""),
+                };
+                let loopback = host.eq_ignore_ascii_case("localhost")
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                !loopback
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +267,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password: String::new(),
             cluster: String::new(),
+            compression: Compression::Auto,
         }
     }
 }
@@ -289,6 +343,9 @@ impl Config {
         }
         if let Some(v) = get(ENV_CLICKHOUSE_CLUSTER) {
             self.clickhouse.cluster = v;
+        }
+        if let Some(v) = get(ENV_CLICKHOUSE_COMPRESSION) {
+            self.clickhouse.compression = parse(ENV_CLICKHOUSE_COMPRESSION, &v)?;
         }
         if let Some(v) = get(ENV_REDIS_URL) {
             self.redis.url = v;
@@ -498,6 +555,8 @@ mod tests {
             (&[(ENV_REDIS_PREFIX, "a{b")], false),
             (&[(ENV_WRITE_AHEAD, "true")], true),
             (&[(ENV_WRITE_AHEAD, "maybe")], false),
+            (&[(ENV_CLICKHOUSE_COMPRESSION, "none")], true),
+            (&[(ENV_CLICKHOUSE_COMPRESSION, "zstd")], false),
         ];
         for (env, ok) in cases {
             assert_eq!(with_env(env).is_ok(), *ok, "{env:?}");
@@ -505,6 +564,30 @@ mod tests {
         let c = with_env(&[(ENV_TRUSTED_PROXIES, "10.0.0.0/8,127.0.0.1")]).unwrap();
         assert_eq!(c.trusted_proxies.len(), 2);
         assert!(c.trusted_proxies[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn inserts_are_compressed_unless_clickhouse_is_local() {
+        let cases = [
+            ("auto", "http://127.0.0.1:18123", false),
+            ("auto", "http://localhost:8123/", false),
+            ("auto", "http://LOCALHOST", false),
+            ("auto", "http://[::1]:8123", false),
+            ("auto", "http://user:pw@127.0.0.2:8123", false),
+            ("auto", "http://10.0.0.5:8123", true),
+            ("auto", "https://ch.example.com", true),
+            ("auto", "http://[2001:db8::1]:8123", true),
+            ("lz4", "http://127.0.0.1:18123", true),
+            ("none", "https://ch.example.com", false),
+        ];
+        for (mode, url, lz4) in cases {
+            let c = with_env(&[
+                (ENV_CLICKHOUSE_COMPRESSION, mode),
+                (ENV_CLICKHOUSE_URL, url),
+            ])
+            .unwrap();
+            assert_eq!(c.clickhouse.lz4(), lz4, "{mode} {url}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::link::LiveLink;
 
 /// Device platform, decided on the hot path from the user agent because it picks the
 /// destination (cheap substring checks, no full parse).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Platform {
     Ios,
     Android,

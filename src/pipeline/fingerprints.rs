@@ -14,31 +14,32 @@ use tracing::{info, warn};
 
 use crate::attribution::install::ClickFacts;
 use crate::attribution::AttributionConfig;
-use crate::click::row::Captured;
+use crate::click::{Click, Platform};
 use crate::metrics::Metrics;
 use crate::store::redis::Redis;
 
 /// Hand-overs (one per encoder drain, ≤ 4,096 fingerprints each) buffered while Redis is slow.
 pub const CAPACITY: usize = 32;
-const BATCH: usize = 4_096;
-/// How long a batch gathers before it is written (a deferred match comes seconds later).
-const GATHER: Duration = Duration::from_millis(10);
+const BATCH: usize = 16_384;
+/// How long a batch gathers before it is written: a deferred match comes seconds later, and
+/// each gathering costs Redis a ZADD, PEXPIRE and trim per fingerprint it touched.
+const GATHER: Duration = Duration::from_millis(50);
 const CONFIG_TTL: Duration = Duration::from_secs(10);
 /// The newest clicks kept per fingerprint: one carrier-NAT address can send a flood, and a
 /// deferred match only ever wants the newest unclaimed click.
 pub const PER_FINGERPRINT: usize = 64;
 
-#[derive(Debug)]
+/// A human mobile click on its way to the writer. It carries the click itself, not the
+/// member it becomes: the writer keeps only the newest clicks per fingerprint, so a flood
+/// from one address costs a move per click, and only the clicks kept are written out.
 pub struct Fingerprint {
-    pub tenant: String,
-    pub platform: &'static str,
+    pub click: Click,
     pub ip_hash: u64,
-    pub ts_ms: u64,
-    /// `<click id hex>|<facts JSON>`: what the flip claims and hands back.
-    pub member: Vec<u8>,
+    /// ISO country code (empty: unknown); the geo database outlives no hand-over.
+    country: [u8; 2],
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct Facts<'a> {
     l: &'a str,
     c: &'a str,
@@ -91,38 +92,58 @@ impl Facts<'_> {
 
 impl Fingerprint {
     /// The fingerprint of a click, if it is one to match installs against.
-    pub fn of(c: &Captured<'_>, human: bool) -> Option<Fingerprint> {
-        let platform = match c.platform {
-            "ios" => "ios",
-            "android" => "android",
-            _ => return None,
-        };
-        if !human {
+    pub fn of(click: Click, ip_hash: u64, country: [u8; 2], human: bool) -> Option<Fingerprint> {
+        if !human || click.platform == Platform::Other {
             return None;
         }
+        Some(Fingerprint {
+            click,
+            ip_hash,
+            country,
+        })
+    }
+
+    /// A country as the fingerprint keeps it (ISO codes are two letters; anything else is
+    /// kept as unknown).
+    pub fn country_code(country: &str) -> [u8; 2] {
+        match *country.as_bytes() {
+            [a, b] => [a, b],
+            _ => [0; 2],
+        }
+    }
+
+    fn tenant(&self) -> &str {
+        &self.click.link.link.tenant_id
+    }
+
+    fn country(&self) -> &str {
+        std::str::from_utf8(&self.country)
+            .ok()
+            .filter(|c| !c.starts_with('\0'))
+            .unwrap_or("")
+    }
+
+    /// `<click id hex>|<facts JSON>`: what the flip claims and hands back.
+    fn member(&self) -> Vec<u8> {
+        let c = &self.click;
+        let link = &c.link.link;
         let facts = Facts {
-            l: c.link_id,
-            c: c.campaign,
-            s: c.source,
-            m: c.medium,
-            p: c.partner_click_id,
-            u: c.subs,
-            g: c.place.country,
+            l: &link.id,
+            c: &link.campaign,
+            s: &link.source,
+            m: &link.medium,
+            p: &c.partner_click_id,
+            u: [&c.subs[0], &c.subs[1], &c.subs[2], &c.subs[3], &c.subs[4]],
+            g: self.country(),
             t: c.ts_ms,
         };
         let mut member = Vec::with_capacity(160);
         let mut id = [0u8; 32];
-        hex::encode_to_slice(c.id, &mut id).expect("32 hex digits");
+        hex::encode_to_slice(c.id.0, &mut id).expect("32 hex digits");
         member.extend_from_slice(&id);
         member.push(b'|');
         facts.write(&mut member);
-        Some(Fingerprint {
-            tenant: c.tenant_id.to_string(),
-            platform,
-            ip_hash: c.ip_hash,
-            ts_ms: c.ts_ms,
-            member,
-        })
+        member
     }
 }
 
@@ -131,17 +152,29 @@ pub fn parse_member(member: &str) -> Option<ClickFacts> {
     let (hex_id, json) = member.split_once('|')?;
     let mut click_id = [0u8; 16];
     hex::decode_to_slice(hex_id, &mut click_id).ok()?;
-    let f: Facts<'_> = serde_json::from_str(json).ok()?;
+    // Owned strings: a value written with escapes (a quote in a campaign) cannot be borrowed.
+    #[derive(Deserialize)]
+    struct Owned {
+        l: String,
+        c: String,
+        s: String,
+        m: String,
+        p: String,
+        u: [String; 5],
+        g: String,
+        t: u64,
+    }
+    let f: Owned = serde_json::from_str(json).ok()?;
     Some(ClickFacts {
         click_id,
         ts_ms: f.t,
-        link_id: f.l.into(),
-        campaign: f.c.into(),
-        source: f.s.into(),
-        medium: f.m.into(),
-        partner_click_id: f.p.into(),
-        subs: f.u.map(String::from),
-        country: f.g.into(),
+        link_id: f.l,
+        campaign: f.c,
+        source: f.s,
+        medium: f.m,
+        partner_click_id: f.p,
+        subs: f.u,
+        country: f.g,
     })
 }
 
@@ -166,43 +199,43 @@ pub async fn run(
         }
         // One ZADD per fingerprint per batch, however many clicks it got (a shared IP's
         // clicks arrive together), then the TTL and the cap on its size.
-        type Group = (u64, Vec<(u64, Vec<u8>)>);
-        let mut groups: AHashMap<(String, &'static str, u64), Group> = AHashMap::new();
-        for fp in batch.drain(..) {
+        let mut groups: AHashMap<(&str, Platform, u64), Vec<usize>> = AHashMap::new();
+        for (i, fp) in batch.iter().enumerate() {
+            groups
+                .entry((fp.tenant(), fp.click.platform, fp.ip_hash))
+                .or_default()
+                .push(i);
+        }
+        let mut pipe = redis::pipe();
+        for ((tenant, platform, ip_hash), clicks) in &groups {
             let fresh = configs
-                .get(&fp.tenant)
+                .get(*tenant)
                 .is_some_and(|(_, at)| at.elapsed() < CONFIG_TTL);
             if !fresh {
                 // On a Redis error the defaults stand in until the next look.
-                let config = redis
-                    .attribution_config(&fp.tenant)
-                    .await
-                    .unwrap_or_default();
-                configs.insert(fp.tenant.clone(), (config, Instant::now()));
+                let config = redis.attribution_config(tenant).await.unwrap_or_default();
+                configs.insert(tenant.to_string(), (config, Instant::now()));
             }
-            let config = &configs[&fp.tenant].0;
+            let config = &configs[*tenant].0;
             if !config.fingerprint_enabled {
                 continue;
             }
-            let window_ms = config.window_ms();
-            groups
-                .entry((fp.tenant, fp.platform, fp.ip_hash))
-                .or_insert_with(|| (window_ms, Vec::new()))
-                .1
-                .push((fp.ts_ms, fp.member));
-        }
-        let mut pipe = redis::pipe();
-        for ((tenant, platform, ip_hash), (window_ms, members)) in &groups {
             // Clicks arrive in time order and the set keeps only the newest anyway.
-            let newest = &members[members.len().saturating_sub(PER_FINGERPRINT)..];
-            let key = redis.fingerprint_key(tenant, platform, *ip_hash);
-            pipe.zadd_multiple(&key, newest)
+            let newest: Vec<(u64, Vec<u8>)> = clicks
+                [clicks.len().saturating_sub(PER_FINGERPRINT)..]
+                .iter()
+                .map(|&i| (batch[i].click.ts_ms, batch[i].member()))
+                .collect();
+            let key = redis.fingerprint_key(tenant, platform.as_str(), *ip_hash);
+            pipe.zadd_multiple(&key, &newest)
                 .ignore()
-                .pexpire(&key, *window_ms as i64)
+                .pexpire(&key, config.window_ms() as i64)
                 .ignore()
                 .zremrangebyrank(&key, 0, -(PER_FINGERPRINT as isize) - 1)
                 .ignore();
         }
+        drop(groups);
+        batch.clear();
         let mut backoff = Duration::from_millis(100);
         while let Err(error) = redis.query_pipeline(&pipe).await {
             metrics.redis_errors.increment(1);
@@ -226,6 +259,81 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::click::ClickId;
+    use crate::link::{Link, LiveLink};
+    use std::sync::Arc;
+
+    fn click(platform: Platform) -> Click {
+        let link = LiveLink::compile(Link {
+            id: "promo".into(),
+            tenant_id: "t_0123456789abcdef".into(),
+            destination: "https://shop.example/p".into(),
+            campaign: "spring \"sale\"".into(),
+            source: "fb".into(),
+            medium: "cpc".into(),
+            partner_id: None,
+            ios_destination: None,
+            android_destination: None,
+            fallback_url: None,
+            paused: false,
+            created_at: String::new(),
+            updated_at: String::new(),
+            deleted_at: None,
+        })
+        .unwrap();
+        Click {
+            id: ClickId::new(1_795_305_600_123),
+            ts_ms: 1_795_305_600_123,
+            link: Arc::new(link),
+            ip: "81.2.69.160".parse().unwrap(),
+            user_agent: "ua".into(),
+            referrer: "".into(),
+            partner_click_id: "abc123".into(),
+            subs: ["banner".into(), "".into(), "".into(), "".into(), "x".into()],
+            platform,
+            head: false,
+            wal_segment: 0,
+        }
+    }
+
+    #[test]
+    fn members_carry_the_clicks_facts() {
+        let cases = [
+            ("GB", Platform::Ios, true, Some("GB")),
+            ("", Platform::Android, true, Some("")),
+            ("not-a-code", Platform::Ios, true, Some("")),
+            ("GB", Platform::Other, true, None),
+            ("GB", Platform::Ios, false, None),
+        ];
+        for (country, platform, human, expect) in cases {
+            let c = click(platform);
+            let id = c.id.0;
+            let code = Fingerprint::country_code(country);
+            let fp = Fingerprint::of(c, 42, code, human);
+            let Some(expect) = expect else {
+                assert!(fp.is_none(), "{country} {platform:?} {human}");
+                continue;
+            };
+            let fp = fp.unwrap();
+            assert_eq!((fp.tenant(), fp.ip_hash), ("t_0123456789abcdef", 42));
+            let member = String::from_utf8(fp.member()).unwrap();
+            let facts = parse_member(&member).unwrap();
+            assert_eq!(facts.click_id, id);
+            assert_eq!(facts.ts_ms, 1_795_305_600_123);
+            assert_eq!(
+                (
+                    &*facts.link_id,
+                    &*facts.campaign,
+                    &*facts.source,
+                    &*facts.medium
+                ),
+                ("promo", "spring \"sale\"", "fb", "cpc")
+            );
+            assert_eq!(facts.partner_click_id, "abc123");
+            assert_eq!(facts.subs, ["banner", "", "", "", "x"]);
+            assert_eq!(facts.country, expect);
+        }
+    }
 
     #[test]
     fn facts_are_written_as_serde_writes_them() {

@@ -300,12 +300,6 @@ fn encode_loop(
             let captured =
                 Captured::of(&click, enricher.ip_hash(click.ip), enricher.place(click.ip));
             let flags = row::encode_captured(&mut clicks.buf, &captured, &agent, clicks.id);
-            if cfg.fingerprints.is_some() {
-                fingerprints.extend(Fingerprint::of(
-                    &captured,
-                    !flags.is_bot && !flags.is_preview,
-                ));
-            }
             clicks.bots += flags.is_bot as u64;
             clicks.previews += flags.is_preview as u64;
             if click.wal_segment != 0 {
@@ -313,6 +307,11 @@ fn encode_loop(
                     Some((seq, n)) if *seq == click.wal_segment => *n += 1,
                     _ => clicks.wal.push((click.wal_segment, 1)),
                 }
+            }
+            if cfg.fingerprints.is_some() {
+                let (ip_hash, human) = (captured.ip_hash, !flags.is_bot && !flags.is_preview);
+                let country = Fingerprint::country_code(captured.place.country);
+                fingerprints.extend(Fingerprint::of(click, ip_hash, country, human));
             }
             if clicks.full(cfg) {
                 send(&mut clicks);

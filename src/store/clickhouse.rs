@@ -2,7 +2,7 @@
 //! `clickhouse/`, embedded at build time, applied in order and recorded in
 //! `schema_migrations`. Every statement must run on 18.16 and on current servers.
 
-use clickhouse::Client;
+use clickhouse::{Client, Compression};
 use tracing::info;
 
 use crate::attribution::install::ClickFacts;
@@ -55,7 +55,12 @@ fn server_client(cfg: &ClickHouseConfig) -> Client {
     let mut c = Client::default()
         .with_url(&cfg.url)
         .with_validation(false)
-        .with_user(&cfg.user);
+        .with_user(&cfg.user)
+        .with_compression(if cfg.lz4() {
+            Compression::Lz4
+        } else {
+            Compression::None
+        });
     if !cfg.password.is_empty() {
         c = c.with_password(&cfg.password);
     }
