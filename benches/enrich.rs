@@ -36,13 +36,13 @@ fn benches(c: &mut Criterion) {
     let link = common::live_link();
     let click = common::click(&link, ip);
     let mut enricher = Enricher::new(hasher.clone(), geo.clone());
-    let mut buf = Vec::with_capacity(1 << 20);
+    let mut columns = row::Columns::new();
     c.bench_function("encode_row_enriched", |b| {
         b.iter(|| {
-            if buf.len() > (1 << 20) - 1024 {
-                buf.clear();
+            if columns.rows() == 8192 {
+                columns.take_block(7, Vec::new());
             }
-            row::encode(&mut buf, black_box(&click), 7, &mut enricher)
+            row::encode(&mut columns, black_box(&click), &mut enricher)
         })
     });
 

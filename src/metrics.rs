@@ -92,9 +92,11 @@ pub struct Metrics {
 impl Metrics {
     /// Counts rows that reached ClickHouse, by pipeline kind.
     pub fn rows_flushed(&self, kind: u8, rows: u64) {
-        use crate::pipeline::flusher::{KIND_CLICKS, KIND_CONVERSIONS, KIND_EVENTS};
+        use crate::pipeline::flusher::{
+            KIND_CLICKS, KIND_CLICKS_ROWBINARY, KIND_CONVERSIONS, KIND_EVENTS,
+        };
         match kind {
-            KIND_CLICKS => &self.clicks_flushed,
+            KIND_CLICKS | KIND_CLICKS_ROWBINARY => &self.clicks_flushed,
             KIND_EVENTS => &self.facts_flushed[1],
             KIND_CONVERSIONS => &self.facts_flushed[2],
             _ => &self.facts_flushed[0],

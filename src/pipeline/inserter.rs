@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::flusher::{
-    Batch, FlushConfig, FlushReport, KIND_CLICKS, KIND_CONVERSIONS, KIND_EVENTS, KIND_INSTALLS,
+    Batch, Blocks, FlushConfig, FlushReport, KIND_CLICKS, KIND_CONVERSIONS, KIND_EVENTS,
+    KIND_INSTALLS,
 };
 use super::spill::{Spill, SpillError};
 use super::wal::{self, Wal};
@@ -57,6 +58,7 @@ pub struct Inserter {
     leftovers: VecDeque<(u64, PathBuf)>,
     status: Arc<SpillStatus>,
     deadline: Arc<OnceLock<Instant>>,
+    blocks: Blocks,
     metrics: &'static Metrics,
     report: FlushReport,
 }
@@ -73,6 +75,7 @@ impl Inserter {
         cfg: &FlushConfig,
         status: Arc<SpillStatus>,
         deadline: Arc<OnceLock<Instant>>,
+        blocks: Blocks,
         metrics: &'static Metrics,
     ) -> Inserter {
         status
@@ -88,6 +91,7 @@ impl Inserter {
             leftovers: cfg.wal_leftovers.iter().cloned().collect(),
             status,
             deadline,
+            blocks,
             metrics,
             report: FlushReport::default(),
         };
@@ -216,6 +220,7 @@ impl Inserter {
                     .await
                 {
                     backoff = BACKOFF_MIN;
+                    self.recycle(batch);
                 } else {
                     self.stash(batch, true);
                 }
@@ -352,12 +357,12 @@ impl Inserter {
                 wal: Vec::new(),
                 receipts: Vec::new(),
             };
-            let mut data = Vec::new();
+            let mut columns = row::Columns::new();
             for c in missing.iter().filter(|c| time::month_of(c.ts_ms) == month) {
                 let agent = agents
                     .entry(c.user_agent)
                     .or_insert_with(|| agent::classify(c.user_agent));
-                let flags = row::encode_captured(&mut data, c, agent, batch.id);
+                let flags = columns.push(c, agent);
                 let day = (c.ts_ms / time::MS_PER_DAY) as u16;
                 batch.first_day = batch.first_day.min(day);
                 batch.last_day = batch.last_day.max(day);
@@ -365,7 +370,7 @@ impl Inserter {
                 batch.bots += flags.is_bot as u64;
                 batch.previews += flags.is_preview as u64;
             }
-            batch.data = Bytes::from(data);
+            batch.data = Bytes::from(columns.take_block(batch.id, Vec::new()));
             if !self.deliver_with_intake(&batch, false, rx, open).await {
                 return Step::Failed;
             }
@@ -384,6 +389,15 @@ impl Inserter {
             "write-ahead segment recovered"
         );
         Step::Progress
+    }
+
+    /// Hands a delivered click batch's buffer back to the encoder (when nothing else holds it).
+    fn recycle(&self, batch: Batch) {
+        if batch.kind == KIND_CLICKS {
+            if let Ok(data) = batch.data.try_into_mut() {
+                let _ = self.blocks.push(Vec::from(data));
+            }
+        }
     }
 
     /// Inserts the batch unless it is already there; true when it is in ClickHouse.
@@ -545,8 +559,13 @@ fn table(kind: u8) -> (&'static str, &'static str) {
 
 async fn insert(ch: &Client, kind: u8, data: Bytes) -> Result<(), clickhouse::error::Error> {
     let (table, columns) = table(kind);
+    let format = if kind == KIND_CLICKS {
+        "Native"
+    } else {
+        "RowBinary"
+    };
     let mut insert = ch
-        .insert_formatted_with(format!("INSERT INTO {table} ({columns}) FORMAT RowBinary"))
+        .insert_formatted_with(format!("INSERT INTO {table} ({columns}) FORMAT {format}"))
         .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
     insert.send(data).await?;
     insert.end().await
