@@ -164,3 +164,64 @@ async fn sigterm_after_a_burst_loses_nothing() {
     );
     env.cleanup().await;
 }
+
+/// Click batches spilled as RowBinary rows by versions before the Native encoding still
+/// replay into ClickHouse after an upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rowbinary_batches_spilled_by_earlier_versions_replay() {
+    use sluice::pipeline::flusher::{Batch, KIND_CLICKS_ROWBINARY};
+    use sluice::pipeline::spill::Spill;
+
+    let env = TestEnv::new();
+    // The first start creates the schema; ClickHouse then renders the old batch itself.
+    env.start().await.shutdown().await;
+    let batch_id = 4_242_424_242u64;
+    let row = format!(
+        "SELECT toDate('2026-11-20') AS date, toUInt64(1795305600123) AS ts_ms, \
+         toFixedString(unhex('0123456789abcdef0123456789abcdef'), 16) AS click_id, \
+         'legacy' AS tenant_id, 'promo' AS link_id, 'spring' AS campaign, 'fb' AS source, \
+         'cpc' AS medium, '' AS partner_click_id, 'a' AS sub1, '' AS sub2, '' AS sub3, '' AS sub4, \
+         '' AS sub5, toUInt64(42) AS ip_hash, 'GB' AS country, '' AS region, '' AS city, \
+         'Safari' AS browser, 'iOS' AS os, '17.1' AS os_version, 'smartphone' AS device, \
+         'ios' AS platform, '' AS referrer, toUInt8(0) AS is_bot, toUInt8(0) AS is_preview, \
+         toUInt64({batch_id}) AS batch_id FORMAT RowBinary"
+    );
+    let data = reqwest::Client::new()
+        .post(clickhouse_url())
+        .body(row)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let day = (1_795_305_600_123u64 / 86_400_000) as u16;
+    let mut spill = Spill::open(&env.data_dir.join("spill"), 1 << 20).unwrap();
+    spill
+        .append(
+            &Batch {
+                id: batch_id,
+                kind: KIND_CLICKS_ROWBINARY,
+                rows: 1,
+                first_day: day,
+                last_day: day,
+                bots: 0,
+                previews: 0,
+                data,
+                wal: Vec::new(),
+                receipts: Vec::new(),
+            },
+            false,
+        )
+        .unwrap();
+    drop(spill);
+
+    let server = env.start().await;
+    let sql = format!(
+        "SELECT count() FROM clicks WHERE batch_id = {batch_id} AND tenant_id = 'legacy' \
+         AND campaign = 'spring' AND country = 'GB' AND os_version = '17.1'"
+    );
+    assert_eq!(env.wait_for(&sql, 1, Duration::from_secs(20)).await, 1);
+    server.shutdown().await;
+    env.cleanup().await;
+}
