@@ -20,11 +20,11 @@ export SLUICE_TEST_GEOIP="$ROOT/var/test/geo.mmdb"
 export SLUICE_TEST_CLICKHOUSE_URL="${SLUICE_TEST_CLICKHOUSE_URL:-http://127.0.0.1:18123}"
 export SLUICE_TEST_REDIS_URL="${SLUICE_TEST_REDIS_URL:-redis://127.0.0.1:16379}"
 
-echo "== schema on a current ClickHouse (chdb-core)"
-python3 -m pytest -q tests/python
-
 echo "== cargo tests (unit, integration, benches in test mode)"
 cargo test --all-targets "$@"
+
+echo "== schema and the clicks Native block on a current ClickHouse (chdb-core)"
+python3 -m pytest -q tests/python
 
 echo "== JavaScript SDK (node's test runner)"
 (cd sdk/js && npm ci --no-audit --no-fund --silent && npm test)

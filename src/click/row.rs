@@ -336,7 +336,12 @@ mod tests {
         assert!(!columns.push(&first, &agent).is_preview);
         assert!(columns.push(&second, &agent).is_preview);
         assert_eq!(columns.rows(), 2);
-        let (rows, decoded) = decode(&columns.take_block(7, b"stale".to_vec()));
+        let block = columns.take_block(7, b"stale".to_vec());
+        // tests/python/test_schema_chdb.py inserts this block into a current ClickHouse.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("var/test");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("clicks.native"), &block).unwrap();
+        let (rows, decoded) = decode(&block);
         assert_eq!(rows, 2);
         let names: Vec<_> = decoded.iter().map(|(n, _, _)| n.as_str()).collect();
         assert_eq!(

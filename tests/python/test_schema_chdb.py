@@ -44,6 +44,33 @@ def test_migrations_load_and_clicks_round_trip(tmp_path):
     s.close()
 
 
+def test_the_flushers_native_block_inserts(tmp_path):
+    """The Native block Sluice sends for clicks (written by the Rust unit test
+    `columns_make_a_native_block`, which deploy/test.sh runs first) inserts into the clicks
+    table of a current server, with its materialized view."""
+    block = ROOT / "var/test/clicks.native"
+    assert block.exists(), "run `cargo test --lib columns_make_a_native_block` first"
+    s = chdb.session.Session(str(tmp_path / "chdb"))
+    s.query("CREATE DATABASE IF NOT EXISTS sluice")
+    s.query("USE sluice")
+    for path in MIGRATIONS:
+        for stmt in statements(path.read_text()):
+            s.query(stmt)
+    s.query(f"INSERT INTO clicks SELECT * FROM file('{block}', Native)")
+    out = str(s.query(
+        "SELECT toString(date), hex(click_id), campaign, sub1, sub5, country, length(referrer), "
+        "is_preview, batch_id FROM clicks ORDER BY ts_ms",
+        "TSV",
+    ))
+    assert out.strip().splitlines() == [
+        "1970-01-04\t01010101010101010101010101010101\tspring\ta\te\tGB\t0\t1\t7",
+        "2026-11-22\tABABABABABABABABABABABABABABABAB\tspring\ta\te\tGB\t200\t0\t7",
+    ]
+    stats = str(s.query("SELECT sumMerge(clicks), sumMerge(preview_clicks) FROM stats_clicks", "TSV"))
+    assert stats.strip() == "1\t1"
+    s.close()
+
+
 # The shapes of the stats queries in src/stats/query.rs (keys, scope, re-aggregation), with
 # the tenant and link bound the way the Rust client binds them.
 SCOPE = "tenant_id = 't_1' AND date >= toDate('2026-11-01') AND date <= toDate('2026-11-30')"
