@@ -17,6 +17,17 @@ def statements(sql: str, on_cluster: str = "") -> list[str]:
     return [p.replace("{on_cluster}", on_cluster) for p in parts if p]
 
 
+def migrated(tmp_path):
+    """A chdb session with every migration applied to database `sluice`."""
+    s = chdb.session.Session(str(tmp_path / "chdb"))
+    s.query("CREATE DATABASE IF NOT EXISTS sluice")
+    s.query("USE sluice")
+    for path in MIGRATIONS:
+        for stmt in statements(path.read_text()):
+            s.query(stmt)
+    return s
+
+
 def test_every_migration_is_embedded_in_the_binary():
     source = (ROOT / "src/store/clickhouse.rs").read_text()
     embedded = re.findall(r'include_str!\("\.\./\.\./clickhouse/([^"]+)"\)', source)
@@ -24,13 +35,8 @@ def test_every_migration_is_embedded_in_the_binary():
 
 
 def test_migrations_load_and_clicks_round_trip(tmp_path):
-    s = chdb.session.Session(str(tmp_path / "chdb"))
-    s.query("CREATE DATABASE IF NOT EXISTS sluice")
-    s.query("USE sluice")
     assert MIGRATIONS, "no migrations found"
-    for path in MIGRATIONS:
-        for stmt in statements(path.read_text()):
-            s.query(stmt)
+    s = migrated(tmp_path)
     s.query(
         "INSERT INTO clicks (date, ts_ms, click_id, tenant_id, link_id, campaign, ip_hash, country, is_bot, batch_id) "
         "VALUES ('2026-11-22', 1795305600123, unhex('0190a1b2c3d47e5f8a9b0c1d2e3f4a5b'), 't_1', 'promo', 'spring', 42, 'GB', 0, 7)"
@@ -50,12 +56,7 @@ def test_the_flushers_native_block_inserts(tmp_path):
     table of a current server, with its materialized view."""
     block = ROOT / "var/test/clicks.native"
     assert block.exists(), "run `cargo test --lib columns_make_a_native_block` first"
-    s = chdb.session.Session(str(tmp_path / "chdb"))
-    s.query("CREATE DATABASE IF NOT EXISTS sluice")
-    s.query("USE sluice")
-    for path in MIGRATIONS:
-        for stmt in statements(path.read_text()):
-            s.query(stmt)
+    s = migrated(tmp_path)
     s.query(f"INSERT INTO clicks SELECT * FROM file('{block}', Native)")
     out = str(s.query(
         "SELECT toString(date), hex(click_id), campaign, sub1, sub5, country, length(referrer), "
@@ -98,12 +99,7 @@ def stats_queries(keys: str, group_by: str, scope: str) -> list[str]:
 
 
 def test_views_feed_every_stats_query(tmp_path):
-    s = chdb.session.Session(str(tmp_path / "chdb"))
-    s.query("CREATE DATABASE IF NOT EXISTS sluice")
-    s.query("USE sluice")
-    for path in MIGRATIONS:
-        for stmt in statements(path.read_text()):
-            s.query(stmt)
+    s = migrated(tmp_path)
     # Two inserts, so the aggregates sit in separate parts and must be merged by the query.
     for ip in (1, 2):
         s.query(
