@@ -35,7 +35,7 @@ pub const PER_FINGERPRINT: usize = 64;
 pub struct Fingerprint {
     pub click: Click,
     pub ip_hash: u64,
-    /// ISO country code (empty: unknown); the geo database outlives no hand-over.
+    /// ISO country code, zeros when unknown (copied: the place borrows the geo database).
     country: [u8; 2],
 }
 

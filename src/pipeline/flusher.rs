@@ -1,5 +1,6 @@
-//! The flusher: an encoder thread drains the ring, enriches each click and encodes it as a
-//! RowBinary row into the current batch; a batch is sealed on the first of max rows, max
+//! The flusher: an encoder thread drains the ring, enriches each click and appends it to the
+//! current batch's columns (sent as one `Native` block; fact rows arrive RowBinary-encoded
+//! and are appended as they are); a batch is sealed on the first of max rows, max
 //! bytes or the flush period (counted from its first row), and handed to the inserter
 //! (`inserter.rs`), which writes it to ClickHouse or, failing that, to the disk spill.
 //!
