@@ -190,22 +190,13 @@ impl ClickHouseConfig {
             Compression::Lz4 => true,
             Compression::None => false,
             Compression::Auto => {
-                let host = self
-                    .url
-                    .split_once("://")
-                    .map_or("", |(_, rest)| rest)
-                    .split(['/', '?'])
-                    .next()
-                    .unwrap_or("");
-                let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-                let host = match host.strip_prefix('[') {
-                    Some(v6) => v6.split(']').next().unwrap_or(""),
-                    None => host.split(':').next().unwrap_or(""),
+                let url = url::Url::parse(&self.url).ok();
+                let loopback = match url.as_ref().and_then(|u| u.host()) {
+                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    None => false,
                 };
-                let loopback = host.eq_ignore_ascii_case("localhost")
-                    || host
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback());
                 !loopback
             }
         }

@@ -237,6 +237,32 @@ fn put_varint(buf: &mut Vec<u8>, mut n: u64) {
     }
 }
 
+/// A captured click with every field set, for tests.
+#[cfg(test)]
+pub(crate) fn sample() -> Captured<'static> {
+    Captured {
+        id: [0xab; 16],
+        ts_ms: 1_795_305_600_123,
+        tenant_id: "t_1",
+        link_id: "promo",
+        campaign: "spring",
+        source: "fb",
+        medium: "cpc",
+        partner_click_id: "p1",
+        subs: ["a", "", "", "", "e"],
+        ip_hash: 42,
+        place: Place {
+            country: "GB",
+            region: "ENG",
+            city: "London",
+        },
+        user_agent: "ua",
+        platform: "ios",
+        referrer: "",
+        head: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,25 +328,8 @@ mod tests {
         };
         let long = "r".repeat(200);
         let first = Captured {
-            id: [0xab; 16],
-            ts_ms: 1_795_305_600_123,
-            tenant_id: "t_1",
-            link_id: "promo",
-            campaign: "spring",
-            source: "fb",
-            medium: "cpc",
-            partner_click_id: "p1",
-            subs: ["a", "", "", "", "e"],
-            ip_hash: 42,
-            place: Place {
-                country: "GB",
-                region: "ENG",
-                city: "London",
-            },
-            user_agent: "ua",
-            platform: "ios",
             referrer: &long,
-            head: false,
+            ..sample()
         };
         let second = Captured {
             id: [0x01; 16],

@@ -343,24 +343,10 @@ mod tests {
     fn records_round_trip() {
         let c = Captured {
             id: [7; 16],
-            ts_ms: 1_795_305_600_123,
-            tenant_id: "t_1",
-            link_id: "promo",
-            campaign: "spring",
-            source: "fb",
-            medium: "cpc",
-            partner_click_id: "p1",
             subs: ["a", "", "c", "", "é"],
-            ip_hash: 42,
-            place: Place {
-                country: "GB",
-                region: "ENG",
-                city: "London",
-            },
             user_agent: "Mozilla/5.0",
-            platform: "ios",
-            referrer: "",
             head: true,
+            ..crate::click::row::sample()
         };
         let mut buf = Vec::new();
         encode_record(&c, &mut buf);
