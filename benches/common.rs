@@ -10,9 +10,13 @@ use sluice::link::{Link, LiveLink};
 pub const UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
 
 pub fn live_link() -> Arc<LiveLink> {
+    live_link_named("promo")
+}
+
+pub fn live_link_named(id: &str) -> Arc<LiveLink> {
     Arc::new(
         LiveLink::compile(Link {
-            id: "promo".into(),
+            id: id.into(),
             tenant_id: "t_0123456789abcdef".into(),
             destination: "https://shop.example/p?cid={click_id}&pcid={partner_click_id}&s1={sub1}&c={campaign}".into(),
             campaign: "spring sale".into(),

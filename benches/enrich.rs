@@ -46,6 +46,38 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // A 100k-row batch written as a Native block, rows put in the table's key order on the
+    // way: arriving in order (nothing to do), as two serving threads deliver them (one row in
+    // 50 a millisecond late), and from 16 links interleaved (a full sort).
+    let links: Vec<_> = (0..16)
+        .map(|i| common::live_link_named(&format!("l{i}")))
+        .collect();
+    // Row number → (link, milliseconds after the first click).
+    type Arrival = fn(u64) -> (usize, u64);
+    let arrivals: [(&str, Arrival); 3] = [
+        ("in_order", |i| (0, i / 100)),
+        ("two_threads", |i| (0, i / 100 - u64::from(i % 50 == 0))),
+        ("16_links", |i| ((i % 16) as usize, i / 100)),
+    ];
+    for (name, arrival) in arrivals {
+        c.bench_function(&format!("take_block_100k_{name}"), |b| {
+            b.iter_batched_ref(
+                || {
+                    let mut columns = row::Columns::new();
+                    for i in 100..100_100 {
+                        let (link, ms) = arrival(i);
+                        let mut click = common::click(&links[link], ip);
+                        click.ts_ms += ms;
+                        row::encode(&mut columns, &click, &mut enricher);
+                    }
+                    columns
+                },
+                |columns| columns.take_block(7, Vec::new()).len(),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+
     c.bench_function("click_id_new", |b| {
         b.iter(|| ClickId::new(black_box(1_795_305_600_123)))
     });

@@ -2,6 +2,8 @@
 //! into a ClickHouse `Native` block: a batch is one byte blob that can be retried (or spilled)
 //! verbatim. (Versions before it spilled RowBinary rows; the inserter still replays those.)
 
+use ahash::AHashMap;
+
 use super::agent::Agent;
 use super::enrich::Enricher;
 use super::geo::Place;
@@ -99,6 +101,10 @@ const NATIVE: [(&str, &str); 27] = [
     ("is_preview", "UInt8"),
     ("batch_id", "UInt64"),
 ];
+const DATE: usize = 0;
+const TS_MS: usize = 1;
+const TENANT_ID: usize = 3;
+const LINK_ID: usize = 4;
 const BATCH_ID: usize = NATIVE.len() - 1;
 
 /// A batch of click rows held column by column and sent as one ClickHouse `Native` block
@@ -172,14 +178,17 @@ impl Columns {
     }
 
     /// The block, written into `out` (a recycled buffer, or empty), every row stamped with
-    /// `batch_id`. The columns are left empty with their room kept: the next batch grows like
-    /// this one, and neither regrows nor faults in fresh pages.
+    /// `batch_id` and the rows in the table's sort order. The columns are left empty with
+    /// their room kept: the next batch grows like this one, and neither regrows nor faults in
+    /// fresh pages.
     pub fn take_block(&mut self, batch_id: u64, mut out: Vec<u8>) -> Vec<u8> {
         let ids = &mut self.cols[BATCH_ID];
         ids.clear();
         for _ in 0..self.rows {
             put_u64(ids, batch_id);
         }
+        let runs = self.sorted_runs();
+        let mut bounds = Vec::new();
         out.clear();
         out.reserve(self.bytes + 512);
         put_varint(&mut out, NATIVE.len() as u64);
@@ -187,13 +196,148 @@ impl Columns {
         for ((name, ty), col) in NATIVE.iter().zip(&mut self.cols) {
             put_str(&mut out, name);
             put_str(&mut out, ty);
-            out.extend_from_slice(col);
+            match (&runs, fixed_width(ty)) {
+                (None, _) => out.extend_from_slice(col),
+                (Some(runs), Some(w)) => {
+                    for &(start, len) in runs {
+                        out.extend_from_slice(&col[w * start..w * (start + len)]);
+                    }
+                }
+                (Some(runs), None) => {
+                    string_bounds(col, self.rows, &mut bounds);
+                    for &(start, len) in runs {
+                        out.extend_from_slice(&col[bounds[start]..bounds[start + len]]);
+                    }
+                }
+            }
             col.clear();
         }
         self.rows = 0;
         self.bytes = 0;
         out
     }
+}
+
+impl Columns {
+    /// How to put the rows in the order of the table's key, `(tenant_id, date, link_id,
+    /// ts_ms)`: `None` when they are in it already, else runs of consecutive rows `(first,
+    /// count)` to copy one after the other. ClickHouse checks an inserted block for that order
+    /// and, when it holds, writes the part without sorting it and permuting every column: on
+    /// 18.16, 0.42 against 0.66 µs of ClickHouse CPU a row for 100k-row blocks. Clicks arrive
+    /// nearly in order (per link, by time, give or take the serving threads' interleaving),
+    /// so the sort here is a merge of long runs and the copy a few long ranges.
+    fn sorted_runs(&self) -> Option<Vec<(usize, usize)>> {
+        let tenants = self.ranks(TENANT_ID);
+        let links = self.ranks(LINK_ID);
+        let (dates, times) = (&self.cols[DATE], &self.cols[TS_MS]);
+        let keys: Vec<_> = (0..self.rows)
+            .map(|i| {
+                let date = u16::from_le_bytes([dates[2 * i], dates[2 * i + 1]]);
+                let ts_ms = u64::from_le_bytes(times[8 * i..8 * i + 8].try_into().unwrap());
+                // The row's index last: equal keys keep their arrival order.
+                (tenants[i], date, links[i], ts_ms, i)
+            })
+            .collect();
+        if keys.is_sorted() {
+            return None;
+        }
+        let mut order = keys;
+        order.sort();
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for (.., i) in order {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == i => *len += 1,
+                _ => runs.push((i, 1)),
+            }
+        }
+        Some(runs)
+    }
+
+    /// Each row's rank among the distinct strings of a `String` column, in byte order, so
+    /// that sorting compares numbers, not strings. A batch holds few distinct tenants and
+    /// links, mostly in stretches of equal ones.
+    fn ranks(&self, column: usize) -> Vec<u32> {
+        let col = &self.cols[column];
+        let mut bounds = Vec::new();
+        string_bounds(col, self.rows, &mut bounds);
+        let mut ids: AHashMap<&[u8], u32> = AHashMap::new();
+        let mut distinct: Vec<&[u8]> = Vec::new();
+        let mut last: Option<(&[u8], u32)> = None;
+        let mut rows: Vec<u32> = Vec::with_capacity(self.rows);
+        for i in 0..self.rows {
+            let s = string_at(col, &bounds, i);
+            let id = match last {
+                Some((previous, id)) if previous == s => id,
+                _ => *ids.entry(s).or_insert_with(|| {
+                    distinct.push(s);
+                    distinct.len() as u32 - 1
+                }),
+            };
+            last = Some((s, id));
+            rows.push(id);
+        }
+        let mut by_value: Vec<u32> = (0..distinct.len() as u32).collect();
+        by_value.sort_unstable_by_key(|&id| distinct[id as usize]);
+        let mut rank = vec![0; distinct.len()];
+        for (r, id) in by_value.into_iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        for id in &mut rows {
+            *id = rank[*id as usize];
+        }
+        rows
+    }
+}
+
+/// The width of a fixed-size column's values; `None` for `String`.
+fn fixed_width(ty: &str) -> Option<usize> {
+    match ty {
+        "String" => None,
+        "Date" => Some(2),
+        "UInt8" => Some(1),
+        "UInt64" => Some(8),
+        "FixedString(16)" => Some(16),
+        other => unreachable!("no width for {other}"),
+    }
+}
+
+/// Where each row's string starts in a `String` column, and where the last one ends: `rows
+/// + 1` offsets into `bounds`.
+fn string_bounds(col: &[u8], rows: usize, bounds: &mut Vec<usize>) {
+    bounds.clear();
+    bounds.reserve(rows + 1);
+    let mut at = 0;
+    for _ in 0..rows {
+        bounds.push(at);
+        // Nearly every value is shorter than 128 bytes: a one-byte length.
+        at += match col[at] {
+            len @ 0..0x80 => 1 + usize::from(len),
+            _ => {
+                let (len, prefix) = get_varint(&col[at..]);
+                prefix + len
+            }
+        };
+    }
+    bounds.push(at);
+}
+
+/// The bytes of row `i`'s string, `bounds` being the column's from `string_bounds`.
+fn string_at<'c>(col: &'c [u8], bounds: &[usize], i: usize) -> &'c [u8] {
+    let value = &col[bounds[i]..bounds[i + 1]];
+    &value[get_varint(value).1..]
+}
+
+/// A LEB128 value at the start of `b`: the value and how many bytes it took.
+fn get_varint(b: &[u8]) -> (usize, usize) {
+    let (mut n, mut shift) = (0usize, 0);
+    for (i, &byte) in b.iter().enumerate() {
+        n |= usize::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return (n, i + 1);
+        }
+        shift += 7;
+    }
+    unreachable!("a column holds whole values")
 }
 
 impl Default for Columns {
@@ -364,12 +508,13 @@ mod tests {
                 .map(|(_, _, v)| v.join("|"))
                 .unwrap()
         };
+        // The second row is days earlier: the block holds it first (the table's key order).
         let expected = [
-            ("date", "20779|3"),
-            ("ts_ms", "1795305600123|259200000"),
+            ("date", "3|20779"),
+            ("ts_ms", "259200000|1795305600123"),
             (
                 "click_id",
-                "abababababababababababababababab|01010101010101010101010101010101",
+                "01010101010101010101010101010101|abababababababababababababababab",
             ),
             ("tenant_id", "t_1|t_1"),
             ("campaign", "spring|spring"),
@@ -382,14 +527,82 @@ mod tests {
             ("browser", "Safari|Safari"),
             ("device", "smartphone|smartphone"),
             ("platform", "ios|ios"),
-            ("referrer", &format!("{long}|")),
+            ("referrer", &format!("|{long}")),
             ("is_bot", "0|0"),
-            ("is_preview", "0|1"),
+            ("is_preview", "1|0"),
             ("batch_id", "7|7"),
         ];
         for (name, want) in expected {
             assert_eq!(value(name), want, "{name}");
         }
+    }
+
+    #[test]
+    fn blocks_hold_rows_in_the_tables_key_order() {
+        let agent = Agent {
+            browser: "Safari".into(),
+            os: "iPhone".into(),
+            os_version: "17.1".into(),
+            device: "smartphone",
+            is_bot: false,
+            is_unfurler: false,
+        };
+        let day = 86_400_000;
+        // (tenant, link, ts_ms) as they arrive; sub1 names the row, the referrer's length (a
+        // two-byte length prefix from 128 on) varies with it, so a value that moved without
+        // its row would show.
+        let arrivals = [
+            ("t_2", "b", 5 * day + 7),
+            ("t_1", "b", 5 * day + 9),
+            ("t_1", "a", 5 * day + 9),
+            ("t_1", "b", 5 * day + 8),
+            ("t_1", "b", 4 * day + 1),
+            ("t_1", "aa", 5 * day + 1),
+            ("t_1", "b", 5 * day + 8),
+            ("t_10", "a", day),
+        ];
+        let referrers: Vec<String> = (0..arrivals.len()).map(|i| "r".repeat(i * 60)).collect();
+        let mut columns = Columns::new();
+        for (i, &(tenant_id, link_id, ts_ms)) in arrivals.iter().enumerate() {
+            let label = i.to_string();
+            let mut row = Captured {
+                tenant_id,
+                link_id,
+                ts_ms,
+                referrer: &referrers[i],
+                ..sample()
+            };
+            row.subs[0] = &label;
+            columns.push(&row, &agent);
+        }
+        let (rows, decoded) = decode(&columns.take_block(1, Vec::new()));
+        assert_eq!(rows, arrivals.len());
+        let column = |name: &str| {
+            decoded
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .unwrap()
+                .2
+                .clone()
+        };
+        // Sorted by tenant (bytewise: t_1, t_10, t_2), then day, then link, then time; ties
+        // keep their arrival order.
+        assert_eq!(column("sub1"), ["4", "2", "5", "3", "6", "1", "7", "0"]);
+        for (at, label) in column("sub1").iter().enumerate() {
+            let i: usize = label.parse().unwrap();
+            let (tenant_id, link_id, ts_ms) = arrivals[i];
+            assert_eq!(column("tenant_id")[at], tenant_id);
+            assert_eq!(column("link_id")[at], link_id);
+            assert_eq!(column("ts_ms")[at], ts_ms.to_string());
+            assert_eq!(column("date")[at], (ts_ms / day).to_string());
+            assert_eq!(column("referrer")[at], referrers[i]);
+        }
+        // Rows already in order are copied as they are.
+        let mut columns = Columns::new();
+        for ts_ms in [day, day, day + 1] {
+            columns.push(&Captured { ts_ms, ..sample() }, &agent);
+        }
+        assert_eq!(columns.sorted_runs(), None);
     }
 
     #[test]
