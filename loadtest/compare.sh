@@ -63,7 +63,9 @@ NGINX
 "${PIN_SERVER[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK" &
 NGINX_PID=$!
 
-# A fresh database each run: merges of the rows earlier runs left would bill this one.
+# A fresh database each run: merges of the rows earlier runs left would bill this one. The
+# run drops its own at the end too: deleting thousands of part files makes creating new ones
+# slow for minutes on some filesystems (journal-less ext4), which would bill the next run.
 curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS sluice_loadtest" >/dev/null
 export SLUICE_LISTEN="127.0.0.1:$SLUICE_PORT"
 export SLUICE_CLICKHOUSE_DATABASE=sluice_loadtest
@@ -195,6 +197,7 @@ DROPPED="$(curl -fsS "http://127.0.0.1:$SLUICE_PORT/metrics" | awk '/^sluice_cli
 kill -TERM "$SLUICE_PID"; wait "$SLUICE_PID" || true
 AFTER="$(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_loadtest" --data-binary "SELECT count() FROM clicks")"
 echo "- redirects answered by sluice in the wrk rounds: $ANSWERED; click rows stored (all runs): $((AFTER - BEFORE)); dropped (ring full): $DROPPED"
+curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS sluice_loadtest" >/dev/null
 sleep 1 # let tee write the last lines
 # Into RESULTS.md, between the markers for this core count.
 python3 - "$ROOT/loadtest/RESULTS.md" "$OUT" "$SERVER_CORES" <<'PY'
