@@ -196,7 +196,9 @@ impl Columns {
         for ((name, ty), col) in NATIVE.iter().zip(&mut self.cols) {
             put_str(&mut out, name);
             put_str(&mut out, ty);
-            match (&runs, fixed_width(ty)) {
+            // A String column of one byte a row holds only empty strings: one byte each.
+            let width = fixed_width(ty).or((col.len() == self.rows).then_some(1));
+            match (&runs, width) {
                 (None, _) => out.extend_from_slice(col),
                 (Some(runs), Some(w)) => {
                     for &(start, len) in runs {
@@ -216,9 +218,7 @@ impl Columns {
         self.bytes = 0;
         out
     }
-}
 
-impl Columns {
     /// How to put the rows in the order of the table's key, `(tenant_id, date, link_id,
     /// ts_ms)`: `None` when they are in it already, else runs of consecutive rows `(first,
     /// count)` to copy one after the other. ClickHouse checks an inserted block for that order
@@ -235,7 +235,7 @@ impl Columns {
                 let date = u16::from_le_bytes([dates[2 * i], dates[2 * i + 1]]);
                 let ts_ms = u64::from_le_bytes(times[8 * i..8 * i + 8].try_into().unwrap());
                 // The row's index last: equal keys keep their arrival order.
-                (tenants[i], date, links[i], ts_ms, i)
+                (tenants[i], date, links[i], ts_ms, i as u32)
             })
             .collect();
         if keys.is_sorted() {
@@ -245,6 +245,7 @@ impl Columns {
         order.sort();
         let mut runs: Vec<(usize, usize)> = Vec::new();
         for (.., i) in order {
+            let i = i as usize;
             match runs.last_mut() {
                 Some((start, len)) if *start + *len == i => *len += 1,
                 _ => runs.push((i, 1)),
@@ -309,14 +310,8 @@ fn string_bounds(col: &[u8], rows: usize, bounds: &mut Vec<usize>) {
     let mut at = 0;
     for _ in 0..rows {
         bounds.push(at);
-        // Nearly every value is shorter than 128 bytes: a one-byte length.
-        at += match col[at] {
-            len @ 0..0x80 => 1 + usize::from(len),
-            _ => {
-                let (len, prefix) = get_varint(&col[at..]);
-                prefix + len
-            }
-        };
+        let (len, prefix) = get_varint(&col[at..]);
+        at += prefix + len;
     }
     bounds.push(at);
 }
