@@ -225,7 +225,7 @@ impl Columns {
     /// and, when it holds, writes the part without sorting it and permuting every column: on
     /// 18.16, 0.42 against 0.66 µs of ClickHouse CPU a row for 100k-row blocks. Clicks arrive
     /// nearly in order (per link, by time, give or take the serving threads' interleaving),
-    /// so the sort here is a merge of long runs and the copy a few long ranges.
+    /// so the rows are copied in long runs; the sort compares numbers (`ranks`), not strings.
     fn sorted_runs(&self) -> Option<Vec<(usize, usize)>> {
         let tenants = self.ranks(TENANT_ID);
         let links = self.ranks(LINK_ID);
