@@ -175,9 +175,12 @@ impl Server {
         }
         let ip_hasher = IpHasher::new(ip_key.as_bytes());
         let rows = Arc::new(RowQueue::new(ROW_QUEUE_CAPACITY, ROW_QUEUE_BYTES));
-        let (fingerprints, fingerprint_rx) = tokio::sync::mpsc::channel(fingerprints::CAPACITY);
-        let fingerprint_writer =
-            tokio::spawn(fingerprints::run(redis.clone(), fingerprint_rx, metrics));
+        let (fingerprints, fingerprint_intake) = fingerprints::handover();
+        let fingerprint_writer = tokio::spawn(fingerprints::run(
+            redis.clone(),
+            fingerprint_intake,
+            metrics,
+        ));
         let flusher = Flusher::start(
             ring.clone(),
             rows.clone(),

@@ -5,9 +5,11 @@
 //! is down the writer retries its batch and the bounded queue buffers the rest; past the bound
 //! fingerprints are dropped and counted (`sluice_fingerprints_dropped_total`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
+use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -20,6 +22,9 @@ use crate::store::redis::Redis;
 
 /// Hand-overs (one per encoder drain, ≤ 4,096 fingerprints each) buffered while Redis is slow.
 pub const CAPACITY: usize = 32;
+/// Emptied hand-overs kept for reuse (a full one holds ~0.9 MB); past these, the encoder
+/// starts a fresh vector as large as its last drain.
+const SPARE: usize = 8;
 const BATCH: usize = 16_384;
 /// How long a batch gathers before it is written: a deferred match comes seconds later, and
 /// each gathering costs Redis a ZADD, PEXPIRE and trim per fingerprint it touched.
@@ -28,6 +33,47 @@ const CONFIG_TTL: Duration = Duration::from_secs(10);
 /// The newest clicks kept per fingerprint: one carrier-NAT address can send a flood, and a
 /// deferred match only ever wants the newest unclaimed click.
 pub const PER_FINGERPRINT: usize = 64;
+
+/// The encoder's end of the writer: a drain's fingerprints go out in one vector and come back
+/// emptied, their room kept. Growing a fresh vector per drain (and the writer appending them
+/// into one) was a sixth of the encoder's and the writer's work, mostly `realloc` copies.
+#[derive(Clone)]
+pub struct Handover {
+    tx: mpsc::Sender<Vec<Fingerprint>>,
+    spare: Arc<ArrayQueue<Vec<Fingerprint>>>,
+}
+
+/// The writer's end: the vectors sent, and where their emptied room goes back.
+pub struct Intake {
+    rx: mpsc::Receiver<Vec<Fingerprint>>,
+    spare: Arc<ArrayQueue<Vec<Fingerprint>>>,
+}
+
+pub fn handover() -> (Handover, Intake) {
+    let (tx, rx) = mpsc::channel(CAPACITY);
+    let spare = Arc::new(ArrayQueue::new(SPARE));
+    let intake = Intake {
+        rx,
+        spare: spare.clone(),
+    };
+    (Handover { tx, spare }, intake)
+}
+
+impl Handover {
+    /// Hands `fingerprints` to the writer, leaving it empty with room; when the writer is
+    /// that far behind, they are dropped and their number returned.
+    pub fn send(&self, fingerprints: &mut Vec<Fingerprint>) -> Result<(), usize> {
+        let room = (self.spare.pop()).unwrap_or_else(|| Vec::with_capacity(fingerprints.len()));
+        let full = std::mem::replace(fingerprints, room);
+        self.tx.try_send(full).map_err(|refused| {
+            let mut dropped = refused.into_inner();
+            let n = dropped.len();
+            dropped.clear();
+            let _ = self.spare.push(dropped);
+            n
+        })
+    }
+}
 
 /// A human mobile click on its way to the writer. It carries the click itself, not the
 /// member it becomes: the writer keeps only the newest clicks per fingerprint, so a flood
@@ -178,33 +224,37 @@ pub fn parse_member(member: &str) -> Option<ClickFacts> {
     })
 }
 
-pub async fn run(
-    redis: Redis,
-    mut rx: mpsc::Receiver<Vec<Fingerprint>>,
-    metrics: &'static Metrics,
-) {
+pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
     // aHash, not SipHash: these maps are hashed twice per fingerprint, and SipHash was half of
     // the writer's work (keys are tenants and IP hashes, never attacker-chosen strings alone).
     let mut configs: AHashMap<String, (AttributionConfig, Instant)> = AHashMap::new();
     let mut failing = false;
-    while let Some(mut batch) = rx.recv().await {
+    // The drains gathered, each kept in the vector it came in (appending them into one was a
+    // copy per fingerprint and a regrowth per gathering).
+    let mut batch: Vec<Vec<Fingerprint>> = Vec::new();
+    while let Some(first) = intake.rx.recv().await {
         // Gathering for a few ms makes fewer, larger pipelines: Redis's cost per fingerprint
         // is mostly per command and per round trip, and a flood from one address collapses.
         let deadline = tokio::time::Instant::now() + GATHER;
-        while batch.len() < BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(more)) => batch.extend(more),
+        let mut gathered = first.len();
+        batch.push(first);
+        while gathered < BATCH {
+            match tokio::time::timeout_at(deadline, intake.rx.recv()).await {
+                Ok(Some(more)) => {
+                    gathered += more.len();
+                    batch.push(more);
+                }
                 _ => break,
             }
         }
         // One ZADD per fingerprint per batch, however many clicks it got (a shared IP's
         // clicks arrive together), then the TTL and the cap on its size.
-        let mut groups: AHashMap<(&str, Platform, u64), Vec<usize>> = AHashMap::new();
-        for (i, fp) in batch.iter().enumerate() {
+        let mut groups: AHashMap<(&str, Platform, u64), Vec<&Fingerprint>> = AHashMap::new();
+        for fp in batch.iter().flatten() {
             groups
                 .entry((fp.tenant(), fp.click.platform, fp.ip_hash))
                 .or_default()
-                .push(i);
+                .push(fp);
         }
         let mut pipe = redis::pipe();
         for ((tenant, platform, ip_hash), clicks) in &groups {
@@ -224,7 +274,7 @@ pub async fn run(
             let newest: Vec<(u64, Vec<u8>)> = clicks
                 [clicks.len().saturating_sub(PER_FINGERPRINT)..]
                 .iter()
-                .map(|&i| (batch[i].click.ts_ms, batch[i].member()))
+                .map(|fp| (fp.click.ts_ms, fp.member()))
                 .collect();
             let key = redis.fingerprint_key(tenant, platform.as_str(), *ip_hash);
             pipe.zadd_multiple(&key, &newest)
@@ -235,7 +285,10 @@ pub async fn run(
                 .ignore();
         }
         drop(groups);
-        batch.clear();
+        for mut drained in batch.drain(..) {
+            drained.clear();
+            let _ = intake.spare.push(drained);
+        }
         let mut backoff = Duration::from_millis(100);
         while let Err(error) = redis.query_pipeline(&pipe).await {
             metrics.redis_errors.increment(1);
@@ -294,6 +347,37 @@ mod tests {
             head: false,
             wal_segment: 0,
         }
+    }
+
+    #[test]
+    fn handed_over_vectors_come_back_with_their_room() {
+        let (writer, mut intake) = handover();
+        let drain = |n| -> Vec<Fingerprint> {
+            (0..n)
+                .map(|_| Fingerprint::of(click(Platform::Ios), 1, *b"GB", true).unwrap())
+                .collect()
+        };
+        let mut fingerprints = drain(3);
+        writer.send(&mut fingerprints).unwrap();
+        assert!(fingerprints.is_empty());
+        // The writer empties what it got and gives it back; the next drain fills that room.
+        let mut got = intake.rx.try_recv().unwrap();
+        assert_eq!(got.len(), 3);
+        got.clear();
+        assert!(intake.spare.push(got).is_ok());
+        fingerprints.extend(drain(1));
+        writer.send(&mut fingerprints).unwrap();
+        assert!(fingerprints.is_empty() && fingerprints.capacity() >= 3);
+        // A writer that far behind: the channel is full, the drain is dropped and counted,
+        // and its room kept.
+        for _ in 1..CAPACITY {
+            fingerprints.extend(drain(1));
+            writer.send(&mut fingerprints).unwrap();
+        }
+        fingerprints.extend(drain(5));
+        assert_eq!(writer.send(&mut fingerprints), Err(5));
+        let kept = intake.spare.pop().unwrap();
+        assert!(kept.is_empty() && kept.capacity() >= 5);
     }
 
     #[test]

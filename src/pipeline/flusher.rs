@@ -19,7 +19,7 @@ use crossbeam_queue::ArrayQueue;
 use tokio::sync::mpsc;
 use tracing::error;
 
-use super::fingerprints::Fingerprint;
+use super::fingerprints::{Fingerprint, Handover};
 use super::inserter::{Inserter, SpillStatus};
 use super::ring::{Facts, Receipt, RowQueue};
 use super::wal::Wal;
@@ -42,7 +42,7 @@ pub struct FlushConfig {
     /// Write-ahead segments an earlier run left, to recover.
     pub wal_leftovers: Vec<(u64, PathBuf)>,
     /// Where fingerprints of mobile clicks go (the Redis writer).
-    pub fingerprints: Option<mpsc::Sender<Vec<Fingerprint>>>,
+    pub fingerprints: Option<Handover>,
 }
 
 /// Buffers of click batches ClickHouse took, handed back for the next batch: a fresh 10 MB
@@ -351,10 +351,9 @@ fn encode_loop(
         }
         // One hand-over per drain, not per click: each send may wake the writer's runtime,
         // and on a busy core those wakeups cost more than the writes.
-        if let (Some(tx), false) = (&cfg.fingerprints, fingerprints.is_empty()) {
-            let n = fingerprints.len() as u64;
-            if tx.try_send(std::mem::take(&mut fingerprints)).is_err() {
-                metrics.fingerprints_dropped.increment(n);
+        if let (Some(writer), false) = (&cfg.fingerprints, fingerprints.is_empty()) {
+            if let Err(n) = writer.send(&mut fingerprints) {
+                metrics.fingerprints_dropped.increment(n as u64);
             }
         }
         while let Some(fact) = rows.pop() {
