@@ -11,7 +11,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use sluice::click::agent;
 use sluice::click::enrich::{Enricher, IpHasher};
-use sluice::click::geo::Geo;
+use sluice::click::geo::{Geo, PlaceCache};
 use sluice::click::{row, ClickId, Platform};
 use sluice::link::template::Values;
 
@@ -24,6 +24,10 @@ fn benches(c: &mut Criterion) {
     if let Some(geo) = &geo {
         c.bench_function("geo_lookup", |b| {
             b.iter(|| geo.lookup(black_box(ip)).country.len())
+        });
+        let mut places = PlaceCache::default();
+        c.bench_function("geo_lookup_cached", |b| {
+            b.iter(|| geo.lookup_cached(black_box(ip), &mut places).country.len())
         });
     }
     c.bench_function("user_agent_classify_uncached", |b| {

@@ -8,7 +8,7 @@ use ahash::AHashMap;
 use sha2::{Digest, Sha256};
 
 use super::agent::{self, Agent};
-use super::geo::{Geo, Place};
+use super::geo::{Geo, Place, PlaceCache};
 
 /// Bounded so that a flood of unique user agents cannot grow memory without limit.
 const AGENT_CACHE_MAX: usize = 16_384;
@@ -48,6 +48,7 @@ impl IpHasher {
 pub struct Enricher {
     hasher: IpHasher,
     geo: Option<Arc<Geo>>,
+    places: PlaceCache,
     agents: AHashMap<Box<str>, Arc<Agent>>,
 }
 
@@ -56,6 +57,7 @@ impl Enricher {
         Enricher {
             hasher,
             geo,
+            places: PlaceCache::default(),
             agents: AHashMap::with_capacity(1024),
         }
     }
@@ -64,8 +66,11 @@ impl Enricher {
         self.hasher.hash(ip)
     }
 
-    pub fn place(&self, ip: IpAddr) -> Place<'_> {
-        self.geo.as_ref().map(|g| g.lookup(ip)).unwrap_or_default()
+    pub fn place(&mut self, ip: IpAddr) -> Place<'_> {
+        match &self.geo {
+            Some(geo) => geo.lookup_cached(ip, &mut self.places),
+            None => Place::default(),
+        }
     }
 
     pub fn agent(&mut self, ua: &str) -> Arc<Agent> {

@@ -1,9 +1,11 @@
 //! Geolocation from a MaxMind-format City database (`.mmdb`). Only the fields a click stores
-//! are decoded, borrowed from the database buffer (no allocation per lookup).
+//! are decoded, borrowed from the database buffer (no allocation per lookup); the encoder
+//! looks up through a cache of decoded records.
 
 use std::net::IpAddr;
 use std::path::Path;
 
+use ahash::AHashMap;
 use serde::Deserialize;
 
 pub struct Geo {
@@ -54,27 +56,93 @@ impl Geo {
 
     /// Empty fields when the address is not in the database (private ranges, gaps).
     pub fn lookup(&self, ip: IpAddr) -> Place<'_> {
-        let record: Option<Record<'_>> = self
-            .reader
-            .lookup(ip)
-            .ok()
-            .and_then(|r| r.decode().ok())
-            .flatten();
-        let Some(record) = record else {
+        let record = self.reader.lookup(ip).ok().and_then(|r| r.decode().ok());
+        place_of(record.flatten())
+    }
+
+    /// `lookup` through `cache`: many addresses share a record (a city's), and decoding
+    /// one is most of a lookup's cost.
+    pub fn lookup_cached<'c>(&self, ip: IpAddr, cache: &'c mut PlaceCache) -> Place<'c> {
+        let Ok(found) = self.reader.lookup(ip) else {
             return Place::default();
         };
-        Place {
-            country: record.country.and_then(|c| c.iso_code).unwrap_or(""),
-            region: record
-                .subdivisions
-                .and_then(|s| s.into_iter().next())
-                .and_then(|s| s.iso_code)
-                .unwrap_or(""),
-            city: record
-                .city
-                .and_then(|c| c.names)
-                .and_then(|n| n.en)
-                .unwrap_or(""),
+        let Some(record) = found.offset() else {
+            return Place::default();
+        };
+        let places = &mut cache.by_record;
+        if places.len() >= PLACE_CACHE_MAX && !places.contains_key(&record) {
+            places.clear();
         }
+        let [country, region, city] = places.entry(record).or_insert_with(|| {
+            let place = place_of(found.decode().ok().flatten());
+            [place.country, place.region, place.city].map(Box::from)
+        });
+        Place {
+            country,
+            region,
+            city,
+        }
+    }
+}
+
+/// Places by their record's offset in the database, owned.
+#[derive(Default)]
+pub struct PlaceCache {
+    by_record: AHashMap<usize, [Box<str>; 3]>,
+}
+
+/// Bounded like the user-agent cache; a City database has ~150k distinct records.
+const PLACE_CACHE_MAX: usize = 65_536;
+
+fn place_of(record: Option<Record<'_>>) -> Place<'_> {
+    let Some(record) = record else {
+        return Place::default();
+    };
+    Place {
+        country: record.country.and_then(|c| c.iso_code).unwrap_or(""),
+        region: record
+            .subdivisions
+            .and_then(|s| s.into_iter().next())
+            .and_then(|s| s.iso_code)
+            .unwrap_or(""),
+        city: record
+            .city
+            .and_then(|c| c.names)
+            .and_then(|n| n.en)
+            .unwrap_or(""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_lookups_answer_as_lookups_do() {
+        // The database tests/support/make_geo_db.py writes (deploy/test.sh makes it).
+        let path = std::env::var("SLUICE_TEST_GEOIP")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/var/test/geo.mmdb").into());
+        let geo = Geo::open(Path::new(&path)).expect("the test GeoIP database: run deploy/test.sh");
+        let mut cache = PlaceCache::default();
+        let cases = [
+            ("81.2.69.160", ("GB", "ENG", "London")),
+            ("81.2.69.7", ("GB", "ENG", "London")),
+            ("89.160.20.128", ("SE", "E", "Linköping")),
+            ("2001:db8:1::5", ("DE", "BE", "Berlin")),
+            ("127.0.0.1", ("", "", "")),
+            ("81.2.69.160", ("GB", "ENG", "London")),
+        ];
+        for (ip, (country, region, city)) in cases {
+            let ip: IpAddr = ip.parse().unwrap();
+            let want = Place {
+                country,
+                region,
+                city,
+            };
+            assert_eq!(geo.lookup(ip), want, "{ip}");
+            assert_eq!(geo.lookup_cached(ip, &mut cache), want, "{ip} cached");
+        }
+        // One entry per record met, not per address.
+        assert_eq!(cache.by_record.len(), 3);
     }
 }

@@ -358,6 +358,15 @@ fn put_u64(buf: &mut Vec<u8>, v: u64) {
 /// A String value (RowBinary and Native alike): LEB128 length, then the bytes. Returns the
 /// bytes written.
 pub fn put_str(buf: &mut Vec<u8>, s: &str) -> usize {
+    // Most values are short and many empty (subs, referrer, region): a one-byte length and
+    // no call to copy nothing.
+    if s.len() < 0x80 {
+        buf.push(s.len() as u8);
+        if !s.is_empty() {
+            buf.extend_from_slice(s.as_bytes());
+        }
+        return 1 + s.len();
+    }
     let before = buf.len();
     put_varint(buf, s.len() as u64);
     buf.extend_from_slice(s.as_bytes());

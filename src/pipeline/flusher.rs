@@ -218,7 +218,11 @@ impl Building {
     /// Whether a row at `ts_ms` must go into a fresh batch (another month: one batch, one
     /// partition, one atomic block).
     fn other_month(&self, ts_ms: u64) -> bool {
-        self.rows > 0 && time::month_of(ts_ms) != self.month
+        // A day the batch already holds is in its month: only a new day needs the calendar.
+        let day = (ts_ms / time::MS_PER_DAY) as u16;
+        self.rows > 0
+            && !(self.first_day..=self.last_day).contains(&day)
+            && time::month_of(ts_ms) != self.month
     }
 
     /// Accounts for a row at `ts_ms` about to be appended to `buf`.
