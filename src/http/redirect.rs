@@ -2,6 +2,7 @@
 //! expansion, one push into the ring. No await, no Redis, no ClickHouse; enrichment beyond
 //! what the Location needs happens in the flusher.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -187,14 +188,18 @@ fn decode_component(value: &str) -> Box<str> {
     if value.is_empty() {
         return Box::default();
     }
-    let decoded = if value.contains('+') {
-        percent_decode_str(&value.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
+    let spaced;
+    let value = if value.contains('+') {
+        spaced = value.replace('+', " ");
+        &spaced
     } else {
-        percent_decode_str(value).decode_utf8_lossy().into_owned()
+        value
     };
-    truncate(&decoded).into()
+    // One allocation, the value's own, when nothing needed decoding (the usual case).
+    match percent_decode_str(value).decode_utf8_lossy() {
+        Cow::Borrowed(plain) => truncate(plain).into(),
+        Cow::Owned(decoded) => truncate(&decoded).into(),
+    }
 }
 
 fn truncate(s: &str) -> &str {

@@ -63,7 +63,10 @@ impl Handover {
     /// Hands `fingerprints` to the writer, leaving it empty with room; when the writer is
     /// that far behind, they are dropped and their number returned.
     pub fn send(&self, fingerprints: &mut Vec<Fingerprint>) -> Result<(), usize> {
-        let room = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(fingerprints.len()));
+        let room = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(fingerprints.len()));
         let full = std::mem::replace(fingerprints, room);
         self.tx.try_send(full).map_err(|refused| {
             let mut dropped = refused.into_inner();
