@@ -2,7 +2,6 @@
 //! expansion, one push into the ring. No await, no Redis, no ClickHouse; enrichment beyond
 //! what the Location needs happens in the flusher.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -60,10 +59,11 @@ pub enum Answer {
 impl Answer {
     fn found(location: Vec<u8>) -> Answer {
         // What `HeaderValue` accepts: visible bytes, space and tab.
-        if location
-            .iter()
-            .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
-        {
+        // Branch-free, so it vectorizes (short-circuiting was ~300 instructions a redirect).
+        let valid = location.iter().fold(true, |ok, &b| {
+            ok & (((b >= 0x20) & (b != 0x7f)) | (b == b'\t'))
+        });
+        if valid {
             Answer::Found(location)
         } else {
             Answer::BadLocation
@@ -165,8 +165,10 @@ impl ClickParams {
 pub fn parse_query(query: Option<&str>) -> ClickParams {
     let mut params = ClickParams::default();
     let Some(query) = query else { return params };
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    // Char predicates, not char patterns: on a query this short, setting up memchr costs more
+    // than it saves.
+    for pair in query.split(|c| c == '&') {
+        let (key, value) = pair.split_once(|c| c == '=').unwrap_or((pair, ""));
         let slot = match key {
             "click_id" => &mut params.partner_click_id,
             "sub1" => &mut params.subs[0],
@@ -185,8 +187,9 @@ pub fn parse_query(query: Option<&str>) -> ClickParams {
 
 /// Form-style decoding (`+` is a space), lossy UTF-8, capped at `MAX_VALUE_LEN` bytes.
 fn decode_component(value: &str) -> Box<str> {
-    if value.is_empty() {
-        return Box::default();
+    // Most values have nothing to decode, and the query is UTF-8 already.
+    if !value.bytes().any(|b| b == b'%' || b == b'+') {
+        return truncate(value).into();
     }
     let spaced;
     let value = if value.contains('+') {
@@ -195,11 +198,7 @@ fn decode_component(value: &str) -> Box<str> {
     } else {
         value
     };
-    // One allocation, the value's own, when nothing needed decoding (the usual case).
-    match percent_decode_str(value).decode_utf8_lossy() {
-        Cow::Borrowed(plain) => truncate(plain).into(),
-        Cow::Owned(decoded) => truncate(&decoded).into(),
-    }
+    truncate(&percent_decode_str(value).decode_utf8_lossy()).into()
 }
 
 fn truncate(s: &str) -> &str {
@@ -383,6 +382,13 @@ mod tests {
             Answer::found(b"https://x/\r\nset-cookie: a".to_vec()),
             Answer::BadLocation
         );
+        // A Location is found exactly when it is a valid header value.
+        for b in 0..=255u8 {
+            let location = vec![b'/', b, b'x'];
+            let valid = HeaderValue::from_bytes(&location).is_ok();
+            let found = matches!(Answer::found(location), Answer::Found(_));
+            assert_eq!(found, valid, "{b:#04x}");
+        }
     }
 
     #[test]
