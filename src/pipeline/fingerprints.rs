@@ -69,13 +69,19 @@ impl Handover {
             .unwrap_or_else(|| Vec::with_capacity(fingerprints.len()));
         let full = std::mem::replace(fingerprints, room);
         self.tx.try_send(full).map_err(|refused| {
-            let mut dropped = refused.into_inner();
+            let dropped = refused.into_inner();
             let n = dropped.len();
-            dropped.clear();
-            let _ = self.spare.push(dropped);
+            give_back(&self.spare, dropped);
             n
         })
     }
+}
+
+/// Empties a vector of fingerprints and keeps its room for the encoder's next drain (unless
+/// enough are kept already).
+fn give_back(spare: &ArrayQueue<Vec<Fingerprint>>, mut used: Vec<Fingerprint>) {
+    used.clear();
+    let _ = spare.push(used);
 }
 
 /// A human mobile click on its way to the writer. It carries the click itself, not the
@@ -288,9 +294,8 @@ pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
                 .ignore();
         }
         drop(groups);
-        for mut drained in batch.drain(..) {
-            drained.clear();
-            let _ = intake.spare.push(drained);
+        for drained in batch.drain(..) {
+            give_back(&intake.spare, drained);
         }
         let mut backoff = Duration::from_millis(100);
         while let Err(error) = redis.query_pipeline(&pipe).await {
@@ -364,10 +369,9 @@ mod tests {
         writer.send(&mut fingerprints).unwrap();
         assert!(fingerprints.is_empty());
         // The writer empties what it got and gives it back; the next drain fills that room.
-        let mut got = intake.rx.try_recv().unwrap();
+        let got = intake.rx.try_recv().unwrap();
         assert_eq!(got.len(), 3);
-        got.clear();
-        assert!(intake.spare.push(got).is_ok());
+        give_back(&intake.spare, got);
         fingerprints.extend(drain(1));
         writer.send(&mut fingerprints).unwrap();
         assert!(fingerprints.is_empty() && fingerprints.capacity() >= 3);
