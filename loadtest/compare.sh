@@ -66,10 +66,7 @@ SLUICE_PID=$!
 cleanup() { kill -TERM "$SLUICE_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true; wait "$SLUICE_PID" "$NGINX_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 wait_healthy "$SLUICE_PORT"
-SK="$(./target/release/sluice tenant create --name loadtest | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
-CODE="lt$RANDOM$RANDOM"
-curl -fsS -X POST "http://127.0.0.1:$SLUICE_PORT/v1/links" -H "Authorization: Bearer $SK" \
-  -d "{\"id\":\"$CODE\",\"destination\":\"https://example.com/landing?cid={click_id}&s1={sub1}\",\"campaign\":\"load\"}" >/dev/null
+CODE="$(new_link loadtest "$SLUICE_PORT" 'https://example.com/landing?cid={click_id}&s1={sub1}')"
 sleep 0.5
 BEFORE="$(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_loadtest" --data-binary "SELECT count() FROM clicks")"
 

@@ -32,6 +32,16 @@ drop_database() {
   curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $1" >/dev/null
 }
 
+# Creates tenant $1 and one link to destination $3 on the Sluice at port $2; prints its code.
+new_link() {
+  local sk code
+  sk="$(./target/release/sluice tenant create --name "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
+  code="${1//[^a-z]/}$RANDOM$RANDOM"
+  curl -fsS -X POST "http://127.0.0.1:$2/v1/links" -H "Authorization: Bearer $sk" \
+    -d "{\"id\":\"$code\",\"destination\":\"$3\",\"campaign\":\"load\"}" >/dev/null || return 1
+  echo "$code"
+}
+
 # Waits up to 10 s for the Sluice on port $1 to answer /healthz.
 wait_healthy() {
   for _ in $(seq 1 100); do

@@ -19,10 +19,7 @@ export SLUICE_LISTEN="127.0.0.1:$PORT" SLUICE_CLICKHOUSE_DATABASE=sluice_outage 
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true; "$ROOT/deploy/stack.sh" up >/dev/null' EXIT
 wait_healthy $PORT
-SK="$(./target/release/sluice tenant create --name outage | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
-CODE="o$RANDOM$RANDOM"
-curl -fsS -X POST "http://127.0.0.1:$PORT/v1/links" -H "Authorization: Bearer $SK" \
-  -d "{\"id\":\"$CODE\",\"destination\":\"https://example.com/?c={click_id}\"}" >/dev/null
+CODE="$(new_link outage "$PORT" 'https://example.com/?c={click_id}')"
 URL="http://127.0.0.1:$PORT/$CODE"
 ch() { curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_outage" --data-binary "$1"; }
 metric() { curl -fsS "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }

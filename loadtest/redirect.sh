@@ -27,10 +27,7 @@ export SLUICE_LISTEN="127.0.0.1:$PORT" SLUICE_CLICKHOUSE_DATABASE=$DB SLUICE_RED
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true' EXIT
 wait_healthy $PORT
-SK="$(./target/release/sluice tenant create --name redirect-load | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
-CODE="rl$RANDOM$RANDOM"
-curl -fsS -X POST "http://127.0.0.1:$PORT/v1/links" -H "Authorization: Bearer $SK" \
-  -d "{\"id\":\"$CODE\",\"destination\":\"https://example.com/landing?cid={click_id}&s1={sub1}\",\"campaign\":\"load\"}" >/dev/null
+CODE="$(new_link redirect-load "$PORT" 'https://example.com/landing?cid={click_id}&s1={sub1}')"
 URL="http://127.0.0.1:$PORT/$CODE"
 
 # Each prints "req/s p50_ms p99_ms p99.9_ms answered_302 other".
