@@ -4,10 +4,13 @@
 pub const MS_PER_DAY: u64 = 86_400_000;
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    ms_since_epoch(std::time::SystemTime::now())
+}
+
+/// Unix milliseconds of `t` (0 before 1970).
+pub fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// (year, month, day) of a day number counted from 1970-01-01.

@@ -70,14 +70,25 @@ async fn health_ready_metrics_and_routing() {
     ] {
         assert!(text.contains(series), "missing {series} in\n{text}");
     }
-    let flushed: f64 = text
-        .lines()
-        .find(|l| l.starts_with("sluice_clicks_flushed_total "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let flushed = value("sluice_clicks_flushed_total ");
     assert!(flushed >= 3.0, "flushed counter {flushed}");
+    // Each redirect counted once, with one latency observation, on this server.
+    assert_eq!(
+        value("sluice_http_requests_total{route=\"redirect\",status=\"3xx\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("sluice_http_request_duration_seconds_count{route=\"redirect\"}"),
+        3.0
+    );
 
     // Reserved words are never codes; bad code characters and deeper paths are not routes.
     for path in [

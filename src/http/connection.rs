@@ -29,6 +29,7 @@ use super::{redirect, route, HEADER_READ_TIMEOUT, MAX_HEADERS, MAX_HEADER_BYTES}
 use crate::app::App;
 use crate::link;
 use crate::metrics::Route;
+use crate::time;
 
 /// More `X-Forwarded-For` headers than this and the request goes to hyper.
 const MAX_FORWARDED_FOR: usize = 8;
@@ -55,17 +56,26 @@ pub async fn serve(
     let mut deadline = Instant::now() + HEADER_READ_TIMEOUT;
     let sleep = tokio::time::sleep_until(deadline.into());
     tokio::pin!(sleep);
+    // The statuses of the redirects answered from one read, counted once it is written.
+    let mut answered = Vec::new();
     loop {
         let mut close = false;
         let mut hand_over = false;
+        // The clock is read twice per read from the socket, not five times per request:
+        // every request in it arrived at `arrived` (its click's time and the `Date`
+        // header), and its latency runs from then until its answer is written.
+        let arrived = Instant::now();
+        let wall = SystemTime::now();
         while !buf.is_empty() {
-            match answer(&app, &buf, peer, stopping, &mut out) {
+            match answer(&app, &buf, peer, stopping, wall, &mut out) {
                 Step::Answered {
                     consumed,
                     close: last,
+                    status,
                     click,
                 } => {
                     buf.advance(consumed);
+                    answered.push(status);
                     if let Some(click) = click {
                         redirect::record(&app, click).await;
                     }
@@ -91,6 +101,11 @@ pub async fn serve(
             }
             out.clear();
         }
+        let written = Instant::now();
+        let seconds = (written - arrived).as_secs_f64();
+        for status in answered.drain(..) {
+            app.metrics.record_request(Route::Redirect, status, seconds);
+        }
         if close {
             let _ = stream.shutdown().await;
             return;
@@ -103,7 +118,7 @@ pub async fn serve(
             if stopping {
                 return;
             }
-            deadline = Instant::now() + HEADER_READ_TIMEOUT;
+            deadline = written + HEADER_READ_TIMEOUT;
         }
         buf.reserve(4096);
         loop {
@@ -136,6 +151,7 @@ enum Step {
     Answered {
         consumed: usize,
         close: bool,
+        status: u16,
         click: Option<crate::click::Click>,
     },
     /// The request head is not all here yet.
@@ -144,8 +160,16 @@ enum Step {
     Other,
 }
 
-/// Parses the request at the start of `buf` and, if it is a redirect, answers it into `out`.
-fn answer(app: &App, buf: &[u8], peer: SocketAddr, stopping: bool, out: &mut Vec<u8>) -> Step {
+/// Parses the request at the start of `buf` and, if it is a redirect that arrived at `now`,
+/// answers it into `out`.
+fn answer(
+    app: &App,
+    buf: &[u8],
+    peer: SocketAddr,
+    stopping: bool,
+    now: SystemTime,
+    out: &mut Vec<u8>,
+) -> Step {
     let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let consumed = match req.parse_with_uninit_headers(buf, &mut headers) {
@@ -201,7 +225,6 @@ fn answer(app: &App, buf: &[u8], peer: SocketAddr, stopping: bool, out: &mut Vec
             return Step::Other;
         }
     }
-    let started = Instant::now();
     let (answer, click) = redirect::redirect(
         app,
         redirect::Visit {
@@ -212,17 +235,14 @@ fn answer(app: &App, buf: &[u8], peer: SocketAddr, stopping: bool, out: &mut Vec
             forwarded_for: forwarded[..forwarded_len].iter().copied(),
             peer,
             head,
+            now_ms: time::ms_since_epoch(now),
         },
     );
-    DATE.with_borrow_mut(|date| answer.write_http1(head, close, date.now(), out));
-    app.metrics.record_request(
-        Route::Redirect,
-        answer.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    DATE.with_borrow_mut(|date| answer.write_http1(head, close, date.at(now), out));
     Step::Answered {
         consumed,
         close,
+        status: answer.status().as_u16(),
         click,
     }
 }
@@ -319,8 +339,7 @@ struct CachedDate {
 }
 
 impl CachedDate {
-    fn now(&mut self) -> &[u8] {
-        let now = SystemTime::now();
+    fn at(&mut self, now: SystemTime) -> &[u8] {
         let second = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

@@ -213,6 +213,7 @@ async fn dispatch(
                     .map(HeaderValue::as_bytes),
                 peer,
                 head,
+                now_ms: crate::time::now_ms(),
             };
             let (answer, click) = redirect::redirect(app, visit);
             if let Some(click) = click {

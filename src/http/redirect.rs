@@ -20,7 +20,6 @@ use crate::click::{Click, ClickId, Platform};
 use crate::link::template::Values;
 use crate::link::{Link, LiveLink};
 use crate::pipeline::wal::{self, Wal};
-use crate::time;
 
 /// Longest value kept from a query parameter, user agent or referrer.
 pub const MAX_VALUE_LEN: usize = 512;
@@ -43,6 +42,8 @@ pub struct Visit<'a, F> {
     pub forwarded_for: F,
     pub peer: SocketAddr,
     pub head: bool,
+    /// When it arrived, in Unix milliseconds: the click's time.
+    pub now_ms: u64,
 }
 
 /// A redirect's answer.
@@ -237,7 +238,7 @@ where
     let ua = visit.user_agent;
     let platform = Platform::from_user_agent(ua);
     let ip = client_ip(visit.peer.ip(), visit.forwarded_for, &app.trusted_proxies);
-    let ts_ms = time::now_ms();
+    let ts_ms = visit.now_ms;
     let id = ClickId::new(ts_ms);
     let template = match platform {
         Platform::Ios => live.ios.as_ref(),
