@@ -102,9 +102,9 @@ pub async fn serve(
             out.clear();
         }
         let written = Instant::now();
-        let seconds = (written - arrived).as_secs_f64();
         for status in answered.drain(..) {
-            app.metrics.record_request(Route::Redirect, status, seconds);
+            app.metrics
+                .record_request(Route::Redirect, status, written - arrived);
         }
         if close {
             let _ = stream.shutdown().await;

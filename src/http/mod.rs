@@ -173,11 +173,8 @@ pub(crate) async fn route(
         );
         h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     }
-    app.metrics.record_request(
-        route,
-        resp.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    app.metrics
+        .record_request(route, resp.status().as_u16(), started.elapsed());
     resp
 }
 

@@ -288,10 +288,7 @@ pub async fn record(app: &App, mut click: Click) {
 
 /// Pushes the click into the ring (never blocks; a full ring drops and counts it).
 fn enqueue(app: &App, click: Click) {
-    match app.ring.push(click) {
-        Ok(()) => app.metrics.clicks_enqueued.increment(1),
-        Err(_) => app.metrics.clicks_dropped_ring_full.increment(1),
-    }
+    app.metrics.record_click(app.ring.push(click).is_ok());
 }
 
 /// Write-ahead mode: the click is on local disk (group commit) before its 302 goes out. A
