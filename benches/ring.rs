@@ -1,4 +1,5 @@
-//! The ring buffer: push/pop cost single-threaded and with a producer on another thread.
+//! The ring buffer: pushing clicks as a serving thread does (gathered in chunks) and one by
+//! one, draining them, and with the producers on other threads.
 
 #[path = "common.rs"]
 mod common;
@@ -6,79 +7,89 @@ mod common;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sluice::pipeline::Ring;
+use sluice::pipeline::ring::{self, Ring};
+
+fn drain(ring: &Ring) -> usize {
+    let mut n = 0;
+    while let Some(chunk) = ring.pop_chunk() {
+        n += chunk.len();
+        ring.give_back(chunk);
+    }
+    n
+}
 
 fn benches(c: &mut Criterion) {
     let link = common::live_link();
     let ip = "81.2.69.160".parse().unwrap();
-    let ring = Ring::new(1 << 16);
+    let metrics = sluice::metrics::init();
+    let ring = Arc::new(Ring::new(1 << 16, metrics));
+    let clicks = |n| (0..n).map(|_| common::click(&link, ip)).collect::<Vec<_>>();
 
-    c.bench_function("ring_push_pop", |b| {
-        b.iter_batched(
-            || common::click(&link, ip),
-            |click| {
-                ring.push(click).unwrap();
-                ring.pop().unwrap()
-            },
-            BatchSize::SmallInput,
-        )
-    });
-
-    let mut group = c.benchmark_group("ring_drain");
+    let mut group = c.benchmark_group("ring");
     group.throughput(Throughput::Elements(10_000));
-    group.bench_function("push_10k_then_drain", |b| {
+    group.bench_function("push_one_10k_then_drain", |b| {
         b.iter_batched(
-            || {
-                (0..10_000)
-                    .map(|_| common::click(&link, ip))
-                    .collect::<Vec<_>>()
-            },
+            || clicks(10_000),
             |clicks| {
                 for c in clicks {
-                    ring.push(c).unwrap();
+                    ring.push_one(c);
                 }
-                let mut n = 0;
-                while ring.pop().is_some() {
-                    n += 1;
-                }
-                n
+                drain(&ring)
             },
             BatchSize::LargeInput,
         )
     });
-    group.bench_function("concurrent_producer_10k", |b| {
-        let shared = Arc::new(Ring::new(1 << 16));
+    group.bench_function("gathered_10k_then_drain", |b| {
+        ring::attach(ring.clone());
         b.iter_batched(
-            || {
-                (0..10_000)
-                    .map(|_| common::click(&link, ip))
-                    .collect::<Vec<_>>()
-            },
+            || clicks(10_000),
             |clicks| {
-                let producer = {
-                    let shared = shared.clone();
-                    std::thread::spawn(move || {
-                        for c in clicks {
-                            let mut c = c;
-                            while let Err(back) = shared.push(c) {
-                                c = back;
-                                std::hint::spin_loop();
-                            }
-                        }
-                    })
-                };
-                let mut n = 0;
-                while n < 10_000 {
-                    if shared.pop().is_some() {
-                        n += 1;
-                    }
+                for c in clicks {
+                    ring::push(&ring, c);
                 }
-                producer.join().unwrap();
-                n
+                ring::flush();
+                drain(&ring)
             },
             BatchSize::LargeInput,
-        )
+        );
+        ring::detach();
     });
+    // Two producer threads, as two serving threads push, and the encoder's drain here.
+    for gathered in [false, true] {
+        let name = if gathered {
+            "two_threads_gathered_10k"
+        } else {
+            "two_threads_push_one_10k"
+        };
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || (clicks(5_000), clicks(5_000)),
+                |(a, b)| {
+                    let producers = [a, b].map(|clicks| {
+                        let ring = ring.clone();
+                        std::thread::spawn(move || {
+                            if gathered {
+                                ring::attach(ring.clone());
+                            }
+                            for c in clicks {
+                                ring::push(&ring, c);
+                            }
+                            ring::detach();
+                        })
+                    });
+                    let mut n = 0;
+                    while n < 10_000 {
+                        n += drain(&ring);
+                    }
+                    for p in producers {
+                        p.join().unwrap();
+                    }
+                    n
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     group.finish();
 }
 

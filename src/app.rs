@@ -19,7 +19,7 @@ use crate::link::LinkTable;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::fingerprints;
 use crate::pipeline::flusher::FlushReport;
-use crate::pipeline::ring::RowQueue;
+use crate::pipeline::ring::{self, RowQueue};
 use crate::pipeline::wal::{self, Wal};
 use crate::pipeline::{FlushConfig, Flusher, Ring, SpillStatus};
 use crate::stats::cache::Cache;
@@ -149,7 +149,7 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
 
-        let ring = Arc::new(Ring::new(config.pipeline.ring_capacity));
+        let ring = Arc::new(Ring::new(config.pipeline.ring_capacity, metrics));
         metrics.ring_capacity.set(ring.capacity() as f64);
         let spill = Arc::new(SpillStatus::default());
         let wal_dir = config.data_dir.join("wal");
@@ -282,13 +282,17 @@ impl Server {
         let mut serving = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
             let (app, stopped) = (app.clone(), stopped.clone());
+            // The thread gathers its clicks in chunks (`pipeline::ring`): handed over when
+            // full, and before the thread idles or ends.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(ring::flush)
                 .build()?;
             serving.push(
                 std::thread::Builder::new()
                     .name(format!("sluice-http-{i}"))
                     .spawn(move || {
+                        ring::attach(app.ring.clone());
                         runtime.block_on(async move {
                             match TcpListener::from_std(listener) {
                                 Ok(listener) => {
@@ -302,7 +306,8 @@ impl Server {
                                 }
                                 Err(error) => error!(%error, "cannot register listener"),
                             }
-                        })
+                        });
+                        ring::detach();
                     })?,
             );
         }

@@ -19,6 +19,7 @@ use crate::click::row::Captured;
 use crate::click::{Click, ClickId, Platform};
 use crate::link::template::Values;
 use crate::link::{Link, LiveLink};
+use crate::pipeline::ring;
 use crate::pipeline::wal::{self, Wal};
 
 /// Longest value kept from a query parameter, user agent or referrer.
@@ -283,12 +284,8 @@ pub async fn record(app: &App, mut click: Click) {
     if let Some(wal) = &app.wal {
         write_ahead(app, wal, &mut click).await;
     }
-    enqueue(app, click);
-}
-
-/// Pushes the click into the ring (never blocks; a full ring drops and counts it).
-fn enqueue(app: &App, click: Click) {
-    app.metrics.record_click(app.ring.push(click).is_ok());
+    // Never blocks: a full ring drops and counts it.
+    ring::push(&app.ring, click);
 }
 
 /// Write-ahead mode: the click is on local disk (group commit) before its 302 goes out. A

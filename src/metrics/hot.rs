@@ -81,10 +81,10 @@ impl Hot {
         s.latency_ns[r].fetch_add(ns, Relaxed);
     }
 
-    /// A click pushed into the ring (`true`) or refused by a full one.
-    pub fn click(&self, enqueued: bool) {
+    /// `n` clicks taken by the ring (`true`) or refused by a full one.
+    pub fn clicks(&self, enqueued: bool, n: u64) {
         let s = self.shard();
-        if enqueued { &s.enqueued } else { &s.dropped }.fetch_add(1, Relaxed);
+        if enqueued { &s.enqueued } else { &s.dropped }.fetch_add(n, Relaxed);
     }
 
     fn sum(&self, f: impl Fn(&Shard) -> &AtomicU64) -> u64 {
@@ -188,8 +188,8 @@ mod tests {
                     for (status, us) in cases {
                         hot.request(Route::Redirect, status, Duration::from_micros(us));
                     }
-                    hot.click(true);
-                    hot.click(false);
+                    hot.clicks(true, 2);
+                    hot.clicks(false, 1);
                 });
             }
         });
@@ -227,7 +227,7 @@ mod tests {
             (redirect("_sum{route=\"redirect\"}"), "60.003123"),
             (redirect("_bucket{route=\"stats\",le=\"0.0025\"}"), "0"),
             (redirect("_bucket{route=\"stats\",le=\"0.005\"}"), "1"),
-            ("sluice_clicks_enqueued_total".into(), "3"),
+            ("sluice_clicks_enqueued_total".into(), "6"),
             (
                 "sluice_clicks_dropped_total{reason=\"ring_full\"}".into(),
                 "3",

@@ -291,9 +291,9 @@ impl Metrics {
         self.hot.request(route, status, elapsed);
     }
 
-    /// A click pushed into the ring (`true`), or refused by a full one.
-    pub fn record_click(&self, enqueued: bool) {
-        self.hot.click(enqueued);
+    /// `n` clicks taken by the ring (`true`), or refused by a full one.
+    pub fn record_clicks(&self, enqueued: bool, n: u64) {
+        self.hot.clicks(enqueued, n);
     }
 }
 

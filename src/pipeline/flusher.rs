@@ -323,35 +323,40 @@ fn encode_loop(
     loop {
         let mut popped = 0;
         while popped < DRAIN_CHUNK {
-            let Some(click) = ring.pop() else { break };
-            popped += 1;
-            if clicks.other_month(click.ts_ms) {
-                send(&mut clicks);
-            }
-            clicks.add_row(click.ts_ms);
-            let agent = enricher.agent(&click.user_agent);
-            let captured =
-                Captured::of(&click, enricher.ip_hash(click.ip), enricher.place(click.ip));
-            let Body::Columns(columns) = &mut clicks.body else {
-                unreachable!("click batches hold columns")
+            let Some(mut chunk) = ring.pop_chunk() else {
+                break;
             };
-            let flags = columns.push(&captured, &agent);
-            clicks.bots += flags.is_bot as u64;
-            clicks.previews += flags.is_preview as u64;
-            if click.wal_segment != 0 {
-                match clicks.wal.last_mut() {
-                    Some((seq, n)) if *seq == click.wal_segment => *n += 1,
-                    _ => clicks.wal.push((click.wal_segment, 1)),
+            popped += chunk.len();
+            for click in chunk.drain(..) {
+                if clicks.other_month(click.ts_ms) {
+                    send(&mut clicks);
+                }
+                clicks.add_row(click.ts_ms);
+                let agent = enricher.agent(&click.user_agent);
+                let captured =
+                    Captured::of(&click, enricher.ip_hash(click.ip), enricher.place(click.ip));
+                let Body::Columns(columns) = &mut clicks.body else {
+                    unreachable!("click batches hold columns")
+                };
+                let flags = columns.push(&captured, &agent);
+                clicks.bots += flags.is_bot as u64;
+                clicks.previews += flags.is_preview as u64;
+                if click.wal_segment != 0 {
+                    match clicks.wal.last_mut() {
+                        Some((seq, n)) if *seq == click.wal_segment => *n += 1,
+                        _ => clicks.wal.push((click.wal_segment, 1)),
+                    }
+                }
+                if cfg.fingerprints.is_some() {
+                    let (ip_hash, human) = (captured.ip_hash, !flags.is_bot && !flags.is_preview);
+                    let country = Fingerprint::country_code(captured.place.country);
+                    fingerprints.extend(Fingerprint::of(click, ip_hash, country, human));
+                }
+                if clicks.full(cfg) {
+                    send(&mut clicks);
                 }
             }
-            if cfg.fingerprints.is_some() {
-                let (ip_hash, human) = (captured.ip_hash, !flags.is_bot && !flags.is_preview);
-                let country = Fingerprint::country_code(captured.place.country);
-                fingerprints.extend(Fingerprint::of(click, ip_hash, country, human));
-            }
-            if clicks.full(cfg) {
-                send(&mut clicks);
-            }
+            ring.give_back(chunk);
         }
         // One hand-over per drain, not per click: each send may wake the writer's runtime,
         // and on a busy core those wakeups cost more than the writes.
