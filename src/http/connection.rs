@@ -58,6 +58,7 @@ pub async fn serve(
     tokio::pin!(sleep);
     // The statuses of the redirects answered from one read, counted once it is written.
     let mut answered = Vec::new();
+    let mut location = Vec::new();
     loop {
         let mut close = false;
         let mut hand_over = false;
@@ -67,7 +68,7 @@ pub async fn serve(
         let arrived = Instant::now();
         let wall = SystemTime::now();
         while !buf.is_empty() {
-            match answer(&app, &buf, peer, stopping, wall, &mut out) {
+            match answer(&app, &buf, peer, stopping, wall, &mut location, &mut out) {
                 Step::Answered {
                     consumed,
                     close: last,
@@ -161,13 +162,14 @@ enum Step {
 }
 
 /// Parses the request at the start of `buf` and, if it is a redirect that arrived at `now`,
-/// answers it into `out`.
+/// answers it into `out`. `location` is room for the Location, kept for the next answer.
 fn answer(
     app: &App,
     buf: &[u8],
     peer: SocketAddr,
     stopping: bool,
     now: SystemTime,
+    location: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Step {
     let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
@@ -236,13 +238,18 @@ fn answer(
             peer,
             head,
             now_ms: time::ms_since_epoch(now),
+            location: std::mem::take(location),
         },
     );
     DATE.with_borrow_mut(|date| answer.write_http1(head, close, date.at(now), out));
+    let status = answer.status().as_u16();
+    if let redirect::Answer::Found(room) = answer {
+        *location = room;
+    }
     Step::Answered {
         consumed,
         close,
-        status: answer.status().as_u16(),
+        status,
         click,
     }
 }

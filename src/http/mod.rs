@@ -211,6 +211,7 @@ async fn dispatch(
                 peer,
                 head,
                 now_ms: crate::time::now_ms(),
+                location: Vec::new(),
             };
             let (answer, click) = redirect::redirect(app, visit);
             if let Some(click) = click {

@@ -45,6 +45,9 @@ pub struct Visit<'a, F> {
     pub head: bool,
     /// When it arrived, in Unix milliseconds: the click's time.
     pub now_ms: u64,
+    /// Room for the Location (cleared first): a connection hands back the last one's, so
+    /// answering does not allocate.
+    pub location: Vec<u8>,
 }
 
 /// A redirect's answer.
@@ -253,7 +256,9 @@ where
     };
     let click_id = id.to_hyphenated();
     let link = &live.link;
-    let mut location = Vec::with_capacity(link.destination.len() + 64);
+    let mut location = visit.location;
+    location.clear();
+    location.reserve(link.destination.len() + 64);
     template.expand(
         &params.values(
             link,
