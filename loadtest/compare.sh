@@ -5,6 +5,8 @@
 # Usage: loadtest/compare.sh [ROUNDS] [DURATION]      (defaults: 3 rounds, 10s per run)
 #        SERVER_CORES=1 loadtest/compare.sh …          (nginx and Sluice pinned to core 0 with
 #                                                       one worker each, load tools on core 1)
+#        WARMUP=0 loadtest/compare.sh …                (no unrecorded 5 s of wrk against each
+#                                                       server before the rounds)
 # Prints, and writes into loadtest/RESULTS.md between its compare markers: a markdown table
 # (req/s, p50/p99 per run), the median Sluice/nginx ratio per connection count, a fixed-rate
 # run of both at half nginx's median peak (oha -q, latency-corrected: p50/p99/p99.9), the CPU
@@ -87,6 +89,17 @@ bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 print(f"{rps:.0f} {ms('50'):.3f} {ms('99'):.3f} {total - (int(bad.group(1)) if bad else 0)}")
 PY
 }
+
+# Warm-up, not recorded (WARMUP=0 skips it): each server's first seconds under load are not
+# its steady state. Sluice faults in its buffers and ClickHouse writes the first parts of a
+# table just created (round 1 was the lowest ratio at 64 connections in three runs in a row
+# without it); nginx gets the same.
+if [ "${WARMUP:-5s}" != 0 ]; then
+  for port in "$NGINX_PORT" "$SLUICE_PORT"; do
+    "${PIN_LOAD[@]}" wrk -t2 -c64 -d"${WARMUP:-5s}" -H "User-Agent: $UA" \
+      "http://127.0.0.1:$port/$CODE?sub1=x" >/dev/null
+  done
+fi
 
 OUT="$WORK/compare.md"
 exec > >(tee "$OUT")
