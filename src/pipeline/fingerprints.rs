@@ -318,13 +318,14 @@ pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::click::ClickId;
     use crate::link::{Link, LiveLink};
     use std::sync::Arc;
 
-    fn click(platform: Platform) -> Click {
+    /// A click for tests (also the ring's).
+    pub(crate) fn click(platform: Platform) -> Click {
         let link = LiveLink::compile(Link {
             id: "promo".into(),
             tenant_id: "t_0123456789abcdef".into(),

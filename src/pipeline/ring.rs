@@ -291,39 +291,12 @@ impl RowQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::click::{ClickId, Platform};
-    use crate::link::{Link, LiveLink};
+    use crate::click::Platform;
 
     fn click(ts_ms: u64) -> Click {
-        let link = LiveLink::compile(Link {
-            id: "promo".into(),
-            tenant_id: "t_0123456789abcdef".into(),
-            destination: "https://shop.example/p".into(),
-            campaign: String::new(),
-            source: String::new(),
-            medium: String::new(),
-            partner_id: None,
-            ios_destination: None,
-            android_destination: None,
-            fallback_url: None,
-            paused: false,
-            created_at: String::new(),
-            updated_at: String::new(),
-            deleted_at: None,
-        })
-        .unwrap();
         Click {
-            id: ClickId::new(ts_ms),
             ts_ms,
-            link: Arc::new(link),
-            ip: "81.2.69.160".parse().unwrap(),
-            user_agent: "ua".into(),
-            referrer: "".into(),
-            partner_click_id: "".into(),
-            subs: Default::default(),
-            platform: Platform::Other,
-            head: false,
-            wal_segment: 0,
+            ..crate::pipeline::fingerprints::tests::click(Platform::Other)
         }
     }
 
