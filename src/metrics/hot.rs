@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{Route, CLASSES, ROUTES};
 
 /// Latency bucket bounds: the `le` label and the same bound in nanoseconds.
-const BUCKETS: [(&str, u64); 17] = [
+pub(super) const BUCKETS: [(&str, u64); 17] = [
     ("0.00005", 50_000),
     ("0.0001", 100_000),
     ("0.00025", 250_000),

@@ -108,10 +108,8 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 /// Installs the Prometheus recorder (once per process) and returns the metric handles.
 pub fn init() -> &'static Metrics {
     HANDLE.get_or_init(|| {
-        let seconds = [
-            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-            0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
+        // The request latency's bounds (`hot`) for every other duration too.
+        let seconds = hot::BUCKETS.map(|(_, ns)| ns as f64 / 1e9);
         let rows = [
             1.0, 10.0, 100.0, 1_000.0, 10_000.0, 50_000.0, 100_000.0, 500_000.0,
         ];
