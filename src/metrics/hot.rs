@@ -97,11 +97,12 @@ impl Hot {
     }
 
     fn write(&self, out: &mut String) -> std::fmt::Result {
-        writeln!(
+        family(
             out,
-            "# HELP sluice_http_requests_total HTTP requests answered, by route and status class"
+            "sluice_http_requests_total",
+            "counter",
+            "HTTP requests answered, by route and status class",
         )?;
-        writeln!(out, "# TYPE sluice_http_requests_total counter")?;
         for (r, (_, route)) in ROUTES.iter().enumerate() {
             for (c, class) in CLASSES.iter().enumerate() {
                 let n = self.sum(|s| &s.requests[r][c]);
@@ -111,11 +112,12 @@ impl Hot {
                 )?;
             }
         }
-        writeln!(
+        family(
             out,
-            "# HELP sluice_http_request_duration_seconds Time to answer a request, by route"
+            "sluice_http_request_duration_seconds",
+            "histogram",
+            "Time to answer a request, by route",
         )?;
-        writeln!(out, "# TYPE sluice_http_request_duration_seconds histogram")?;
         for (r, (_, route)) in ROUTES.iter().enumerate() {
             let mut count = 0;
             for (b, (le, _)) in BUCKETS.iter().enumerate() {
@@ -134,27 +136,35 @@ impl Hot {
                 "sluice_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
             )?;
         }
-        writeln!(
+        family(
             out,
-            "# HELP sluice_clicks_enqueued_total Clicks pushed into the ring"
+            "sluice_clicks_enqueued_total",
+            "counter",
+            "Clicks pushed into the ring",
         )?;
-        writeln!(out, "# TYPE sluice_clicks_enqueued_total counter")?;
         writeln!(
             out,
             "sluice_clicks_enqueued_total {}",
             self.sum(|s| &s.enqueued)
         )?;
-        writeln!(
+        family(
             out,
-            "# HELP sluice_clicks_dropped_total Clicks redirected but not recorded, by reason"
+            "sluice_clicks_dropped_total",
+            "counter",
+            "Clicks redirected but not recorded, by reason",
         )?;
-        writeln!(out, "# TYPE sluice_clicks_dropped_total counter")?;
         writeln!(
             out,
             "sluice_clicks_dropped_total{{reason=\"ring_full\"}} {}",
             self.sum(|s| &s.dropped)
         )
     }
+}
+
+/// A metric family's `HELP` and `TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> std::fmt::Result {
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} {kind}")
 }
 
 #[cfg(test)]
@@ -196,6 +206,14 @@ mod tests {
         hot.request(Route::Stats, 200, Duration::from_millis(3));
         let mut text = String::new();
         hot.render(&mut text);
+        for family in [
+            "# TYPE sluice_http_requests_total counter",
+            "# TYPE sluice_http_request_duration_seconds histogram",
+            "# TYPE sluice_clicks_enqueued_total counter",
+            "# HELP sluice_clicks_dropped_total Clicks redirected but not recorded, by reason",
+        ] {
+            assert_eq!(text.lines().filter(|l| *l == family).count(), 1, "{family}");
+        }
         let redirect = |s: &str| format!("sluice_http_request_duration_seconds{s}");
         for (series, want) in [
             (
