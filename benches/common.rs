@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use sluice::click::{Click, ClickId, Platform};
+use sluice::click::{Click, ClickId, Platform, Texts};
 use sluice::link::{Link, LiveLink};
 
 pub const UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
@@ -41,10 +41,12 @@ pub fn click(link: &Arc<LiveLink>, ip: IpAddr) -> Click {
         ts_ms: 1_795_305_600_123,
         link: link.clone(),
         ip,
-        user_agent: UA.into(),
-        referrer: "https://news.example/article".into(),
-        partner_click_id: "abc123".into(),
-        subs: ["banner".into(), "".into(), "".into(), "".into(), "".into()],
+        texts: Texts::new(
+            UA,
+            "https://news.example/article",
+            "abc123",
+            ["banner", "", "", "", ""],
+        ),
         platform: Platform::Ios,
         head: false,
         wal_segment: 0,

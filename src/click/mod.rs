@@ -56,10 +56,7 @@ pub struct Click {
     pub ts_ms: u64,
     pub link: Arc<LiveLink>,
     pub ip: IpAddr,
-    pub user_agent: Box<str>,
-    pub referrer: Box<str>,
-    pub partner_click_id: Box<str>,
-    pub subs: [Box<str>; 5],
+    pub texts: Texts,
     pub platform: Platform,
     /// A `HEAD` request: counted as a preview, never as a click.
     pub head: bool,
@@ -67,9 +64,84 @@ pub struct Click {
     pub wal_segment: u64,
 }
 
+/// The texts a click carries: user agent, referrer, partner click id and sub1–sub5, in one
+/// allocation. Why: a field each made a click 200 bytes and an allocation per text present,
+/// both paid on the serving thread and again as the click crossed to the encoder's core.
+#[derive(Debug, Default)]
+pub struct Texts {
+    all: Box<str>,
+    /// Where each text ends in `all`, in the order above.
+    ends: [u32; 8],
+}
+
+const USER_AGENT: usize = 0;
+const REFERRER: usize = 1;
+const PARTNER_CLICK_ID: usize = 2;
+const SUB1: usize = 3;
+
+impl Texts {
+    pub fn new(user_agent: &str, referrer: &str, partner_click_id: &str, subs: [&str; 5]) -> Texts {
+        let [s1, s2, s3, s4, s5] = subs;
+        let parts = [user_agent, referrer, partner_click_id, s1, s2, s3, s4, s5];
+        let mut ends = [0; 8];
+        let mut total = 0;
+        for (end, part) in ends.iter_mut().zip(parts) {
+            total += part.len();
+            *end = total as u32;
+        }
+        let mut all = String::with_capacity(total);
+        // Most parts are empty: no call to copy nothing.
+        for part in parts.into_iter().filter(|p| !p.is_empty()) {
+            all.push_str(part);
+        }
+        Texts {
+            all: all.into_boxed_str(),
+            ends,
+        }
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.all[start as usize..self.ends[i] as usize]
+    }
+
+    pub fn user_agent(&self) -> &str {
+        self.get(USER_AGENT)
+    }
+
+    pub fn referrer(&self) -> &str {
+        self.get(REFERRER)
+    }
+
+    pub fn partner_click_id(&self) -> &str {
+        self.get(PARTNER_CLICK_ID)
+    }
+
+    pub fn subs(&self) -> [&str; 5] {
+        std::array::from_fn(|i| self.get(SUB1 + i))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn texts_give_back_each_part() {
+        let cases: [(&str, &str, &str, [&str; 5]); 3] = [
+            ("", "", "", ["", "", "", "", ""]),
+            ("Mozilla/5.0", "https://r.example/", "abc", ["a", "", "c", "", "é"]),
+            ("", "", "", ["", "", "", "", "last"]),
+        ];
+        for (ua, referrer, pcid, subs) in cases {
+            let texts = Texts::new(ua, referrer, pcid, subs);
+            assert_eq!(texts.user_agent(), ua);
+            assert_eq!(texts.referrer(), referrer);
+            assert_eq!(texts.partner_click_id(), pcid);
+            assert_eq!(texts.subs(), subs);
+        }
+        assert!(Texts::default().subs().iter().all(|s| s.is_empty()));
+    }
 
     #[test]
     fn platform_from_user_agent() {

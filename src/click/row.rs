@@ -53,19 +53,13 @@ impl<'a> Captured<'a> {
             campaign: &link.campaign,
             source: &link.source,
             medium: &link.medium,
-            partner_click_id: &click.partner_click_id,
-            subs: [
-                &click.subs[0],
-                &click.subs[1],
-                &click.subs[2],
-                &click.subs[3],
-                &click.subs[4],
-            ],
+            partner_click_id: click.texts.partner_click_id(),
+            subs: click.texts.subs(),
             ip_hash,
             place,
-            user_agent: &click.user_agent,
+            user_agent: click.texts.user_agent(),
             platform: click.platform.as_str(),
-            referrer: &click.referrer,
+            referrer: click.texts.referrer(),
             head: click.head,
         }
     }
@@ -377,7 +371,7 @@ impl Default for Columns {
 }
 
 pub fn encode(columns: &mut Columns, click: &Click, enricher: &mut Enricher) -> Flags {
-    let agent = enricher.agent(&click.user_agent);
+    let agent = enricher.agent(click.texts.user_agent());
     let captured = Captured::of(click, enricher.ip_hash(click.ip), enricher.place(click.ip));
     columns.push(&captured, &agent)
 }

@@ -2,6 +2,7 @@
 //! expansion, one push into the ring. No await, no Redis, no ClickHouse; enrichment beyond
 //! what the Location needs happens in the flusher.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use super::error::Body;
 use crate::app::App;
 use crate::click::geo::Place;
 use crate::click::row::Captured;
-use crate::click::{Click, ClickId, Platform};
+use crate::click::{Click, ClickId, Platform, Texts};
 use crate::link::template::Values;
 use crate::link::{Link, LiveLink};
 use crate::pipeline::ring;
@@ -143,14 +144,15 @@ impl Answer {
     }
 }
 
-/// The parameters a click carries in its query string.
+/// The parameters a click carries in its query string: borrowed from it unless they had
+/// something to decode.
 #[derive(Debug, Default, PartialEq)]
-pub struct ClickParams {
-    pub partner_click_id: Box<str>,
-    pub subs: [Box<str>; 5],
+pub struct ClickParams<'q> {
+    pub partner_click_id: Cow<'q, str>,
+    pub subs: [Cow<'q, str>; 5],
 }
 
-impl ClickParams {
+impl ClickParams<'_> {
     /// The macro values of a click on `link` carrying these parameters.
     fn values<'a>(&'a self, link: &'a Link, click_id: &'a str, country: &'a str) -> Values<'a> {
         let s = &self.subs;
@@ -167,7 +169,7 @@ impl ClickParams {
     }
 }
 
-pub fn parse_query(query: Option<&str>) -> ClickParams {
+pub fn parse_query(query: Option<&str>) -> ClickParams<'_> {
     let mut params = ClickParams::default();
     let Some(query) = query else { return params };
     // Char arrays, not chars: on a query this short, setting up memchr (what a char pattern
@@ -191,10 +193,10 @@ pub fn parse_query(query: Option<&str>) -> ClickParams {
 }
 
 /// Form-style decoding (`+` is a space), lossy UTF-8, capped at `MAX_VALUE_LEN` bytes.
-fn decode_component(value: &str) -> Box<str> {
+fn decode_component(value: &str) -> Cow<'_, str> {
     // Most values have nothing to decode, and the query is UTF-8 already.
     if !value.bytes().any(|b| b == b'%' || b == b'+') {
-        return truncate(value).into();
+        return Cow::Borrowed(truncate(value));
     }
     let spaced;
     let value = if value.contains('+') {
@@ -203,7 +205,7 @@ fn decode_component(value: &str) -> Box<str> {
     } else {
         value
     };
-    truncate(&percent_decode_str(value).decode_utf8_lossy()).into()
+    Cow::Owned(truncate(&percent_decode_str(value).decode_utf8_lossy()).to_owned())
 }
 
 fn truncate(s: &str) -> &str {
@@ -218,12 +220,12 @@ fn truncate(s: &str) -> &str {
 }
 
 /// A header's bytes as text, capped at `MAX_VALUE_LEN` (invalid UTF-8 replaced).
-fn text(bytes: &[u8]) -> Box<str> {
+fn text(bytes: &[u8]) -> Cow<'_, str> {
     // Valid UTF-8 (nearly always) is checked several times faster than the lossy decoder
     // walks it.
     match std::str::from_utf8(bytes) {
-        Ok(text) => truncate(text).into(),
-        Err(_) => truncate(&String::from_utf8_lossy(bytes)).into(),
+        Ok(text) => Cow::Borrowed(truncate(text)),
+        Err(_) => Cow::Owned(truncate(&String::from_utf8_lossy(bytes)).to_owned()),
     }
 }
 
@@ -273,10 +275,12 @@ where
         ts_ms,
         link: live,
         ip,
-        user_agent: text(ua),
-        referrer: visit.referrer.map_or_else(Box::default, text),
-        partner_click_id: params.partner_click_id,
-        subs: params.subs,
+        texts: Texts::new(
+            &text(ua),
+            &visit.referrer.map(text).unwrap_or_default(),
+            &params.partner_click_id,
+            params.subs.each_ref().map(|s| &**s),
+        ),
         platform,
         head: visit.head,
         wal_segment: 0,
@@ -394,7 +398,8 @@ mod tests {
     #[test]
     fn long_values_are_capped_on_a_char_boundary() {
         let long = "é".repeat(400); // 800 bytes
-        let p = parse_query(Some(&format!("sub1={long}")));
+        let query = format!("sub1={long}");
+        let p = parse_query(Some(&query));
         assert!(p.subs[0].len() <= MAX_VALUE_LEN);
         assert!(p.subs[0].chars().all(|c| c == 'é'));
     }

@@ -187,8 +187,8 @@ impl Fingerprint {
             c: &link.campaign,
             s: &link.source,
             m: &link.medium,
-            p: &c.partner_click_id,
-            u: [&c.subs[0], &c.subs[1], &c.subs[2], &c.subs[3], &c.subs[4]],
+            p: c.texts.partner_click_id(),
+            u: c.texts.subs(),
             g: self.country(),
             t: c.ts_ms,
         };
@@ -320,7 +320,7 @@ pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::click::ClickId;
+    use crate::click::{ClickId, Texts};
     use crate::link::{Link, LiveLink};
     use std::sync::Arc;
 
@@ -348,10 +348,7 @@ pub(crate) mod tests {
             ts_ms: 1_795_305_600_123,
             link: Arc::new(link),
             ip: "81.2.69.160".parse().unwrap(),
-            user_agent: "ua".into(),
-            referrer: "".into(),
-            partner_click_id: "abc123".into(),
-            subs: ["banner".into(), "".into(), "".into(), "".into(), "x".into()],
+            texts: Texts::new("ua", "", "abc123", ["banner", "", "", "", "x"]),
             platform,
             head: false,
             wal_segment: 0,

@@ -332,7 +332,7 @@ fn encode_loop(
                     send(&mut clicks);
                 }
                 clicks.add_row(click.ts_ms);
-                let agent = enricher.agent(&click.user_agent);
+                let agent = enricher.agent(click.texts.user_agent());
                 let captured =
                     Captured::of(&click, enricher.ip_hash(click.ip), enricher.place(click.ip));
                 let Body::Columns(columns) = &mut clicks.body else {
