@@ -83,17 +83,14 @@ impl Texts {
     pub fn new(user_agent: &str, referrer: &str, partner_click_id: &str, subs: [&str; 5]) -> Texts {
         let [s1, s2, s3, s4, s5] = subs;
         let parts = [user_agent, referrer, partner_click_id, s1, s2, s3, s4, s5];
-        let mut ends = [0; 8];
-        let mut total = 0;
-        for (end, part) in ends.iter_mut().zip(parts) {
-            total += part.len();
-            *end = total as u32;
-        }
-        let mut all = String::with_capacity(total);
-        // Most parts are empty: no call to copy nothing.
-        for part in parts.into_iter().filter(|p| !p.is_empty()) {
-            all.push_str(part);
-        }
+        let mut all = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let ends = parts.map(|part| {
+            // Most parts are empty: no call to copy nothing.
+            if !part.is_empty() {
+                all.push_str(part);
+            }
+            all.len() as u32
+        });
         Texts {
             all: all.into_boxed_str(),
             ends,
@@ -130,7 +127,12 @@ mod tests {
     fn texts_give_back_each_part() {
         let cases: [(&str, &str, &str, [&str; 5]); 3] = [
             ("", "", "", ["", "", "", "", ""]),
-            ("Mozilla/5.0", "https://r.example/", "abc", ["a", "", "c", "", "é"]),
+            (
+                "Mozilla/5.0",
+                "https://r.example/",
+                "abc",
+                ["a", "", "c", "", "é"],
+            ),
             ("", "", "", ["", "", "", "", "last"]),
         ];
         for (ua, referrer, pcid, subs) in cases {
