@@ -103,9 +103,9 @@ pub async fn serve(
             out.clear();
         }
         let written = Instant::now();
+        let took = written - arrived;
         for status in answered.drain(..) {
-            app.metrics
-                .record_request(Route::Redirect, status, written - arrived);
+            app.metrics.record_request(Route::Redirect, status, took);
         }
         if close {
             let _ = stream.shutdown().await;
