@@ -7,6 +7,8 @@
 #                                                       one worker each, load tools on core 1)
 #        WARMUP=0 loadtest/compare.sh …                (no unrecorded 5 s of wrk against each
 #                                                       server before the rounds)
+# Every run starts once ClickHouse is idle again (no merges), so neither server is billed for
+# the other's storing.
 # Prints, and writes into loadtest/RESULTS.md between its compare markers: a markdown table
 # (req/s, p50/p99 per run), the median Sluice/nginx ratio per connection count, a fixed-rate
 # run of both at half nginx's median peak (oha -q, p50/p99/p99.9 latency-corrected, then as
@@ -91,6 +93,24 @@ print(f"{rps:.0f} {ms('50'):.3f} {ms('99'):.3f} {total - (int(bad.group(1)) if b
 PY
 }
 
+# Waits a flush period, then (≤ 30 s) until ClickHouse is quiet: no merge running and under
+# 3% of a core for a second. Every run starts from the same idle machine: otherwise a Sluice
+# run's last flush and merges ran on into the nginx run after it (0.06–0.54 s of ClickHouse
+# CPU in nginx's 10 s runs, measured), billing Sluice's storing to nginx.
+CH_PID="$(cat "$ROOT/var/clickhouse/pid")"
+ch_ticks() { awk '{print $14+$15}' "/proc/$CH_PID/stat"; }
+settle() {
+  local before
+  sleep 1 # Sluice's last batch: sealed within its 1 s flush period
+  for _ in $(seq 1 30); do
+    before="$(ch_ticks)"
+    sleep 1
+    [ $(($(ch_ticks) - before)) -le $(($(getconf CLK_TCK) * 3 / 100)) ] &&
+      [ "$(curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "SELECT count() FROM system.merges")" = 0 ] &&
+      return 0
+  done
+}
+
 # Warm-up, not recorded (WARMUP=0 skips it): each server's first seconds under load are not
 # its steady state. Sluice faults in its buffers and ClickHouse writes the first parts of a
 # table just created (round 1 was the lowest ratio at 64 connections in three runs in a row
@@ -113,8 +133,10 @@ declare -A RATIOS
 ANSWERED=0
 for round in $(seq 1 "$ROUNDS"); do
   for c in "${CONNS[@]}"; do
+    settle
     read -r n_rps n_p50 n_p99 _ < <(run_wrk "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x" "$c")
     [ "$c" = 64 ] && NGINX64+=("$n_rps")
+    settle
     read -r s_rps s_p50 s_p99 s_ok < <(run_wrk "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x" "$c")
     ANSWERED=$((ANSWERED + s_ok))
     ratio="$(python3 -c "print(f'{$s_rps/$n_rps:.2f}')")"
@@ -147,7 +169,6 @@ PY
 }
 # CPU time (user + system, clock ticks) of every process and Sluice thread that serves a
 # redirect: where each request's cost goes, the profile behind the ratio.
-CH_PID="$(cat "$ROOT/var/clickhouse/pid")"
 REDIS_PID="$(cat "$ROOT/var/redis/pid")"
 cpu_snapshot() {
   for t in /proc/"$SLUICE_PID"/task/*; do echo "sluice:$(cat "$t/comm" | sed 's/-[0-9]*$//') $(awk '{print $14+$15}' "$t/stat")"; done
@@ -170,20 +191,18 @@ cost = {k: (b[k] - a[k]) * 1e6 / tck / n for k in b if b[k] > a[k]}
 print(" ".join(f"{k}={v:.2f}" for k, v in sorted(cost.items(), key=lambda kv: -kv[1])), f"total={sum(cost.values()):.2f}")
 PY
 }
-# The wrk rounds left ClickHouse merging millions of rows: let that settle (≤ 60 s) so the
-# fixed-rate runs measure steady load, with only the merges their own inserts cause.
-for _ in $(seq 1 60); do
-  [ "$(curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "SELECT count() FROM system.merges")" = 0 ] && break
-  sleep 1
-done
+# Each fixed-rate window runs until ClickHouse has settled after it, so it bills all the
+# storing (flush, insert, merges) its own requests caused and none of an earlier run's.
+settle
 cpu_snapshot > "$WORK/cpu0"
 read -r fn_rps fn_p50 fn_p99 fn_p999 fn_n < <(fixed "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x")
-sleep 2 # the last flush of anything still pending lands in the window that caused it
+settle
 cpu_snapshot > "$WORK/cpu1"
 read -r fs_rps fs_p50 fs_p99 fs_p999 fs_n < <(fixed "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x")
-sleep 2
+settle
 cpu_snapshot > "$WORK/cpu2"
 read -r un_rps un_p50 un_p99 un_p999 _ < <(fixed "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x" sent)
+settle
 read -r us_rps us_p50 us_p99 us_p999 _ < <(fixed "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x" sent)
 echo
 echo "| fixed rate ($RATE req/s, 64 conns) | req/s | p50 ms | p99 ms | p99.9 ms |"
