@@ -280,6 +280,7 @@ impl Server {
             stopped.clone(),
         ));
         let mut serving = Vec::with_capacity(listeners.len());
+        let batch_scheduling = app.config.http_batch_scheduling;
         for (i, listener) in listeners.into_iter().enumerate() {
             let (app, stopped) = (app.clone(), stopped.clone());
             // The thread gathers its clicks in chunks (`pipeline::ring`): handed over when
@@ -292,6 +293,9 @@ impl Server {
                 std::thread::Builder::new()
                     .name(format!("sluice-http-{i}"))
                     .spawn(move || {
+                        if batch_scheduling {
+                            crate::scheduling::batch_policy();
+                        }
                         ring::attach(app.ring.clone());
                         runtime.block_on(async move {
                             match TcpListener::from_std(listener) {

@@ -28,6 +28,7 @@ pub const ENV_FLUSH_PERIOD_MS: &str = "SLUICE_FLUSH_PERIOD_MS";
 pub const ENV_LINK_REFRESH_MS: &str = "SLUICE_LINK_REFRESH_MS";
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "SLUICE_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_HTTP_THREADS: &str = "SLUICE_HTTP_THREADS";
+pub const ENV_HTTP_BATCH_SCHEDULING: &str = "SLUICE_HTTP_BATCH_SCHEDULING";
 pub const ENV_SPILL_MAX_BYTES: &str = "SLUICE_SPILL_MAX_BYTES";
 pub const ENV_WRITE_AHEAD: &str = "SLUICE_WRITE_AHEAD";
 pub const ENV_ALLOW_PRIVATE_TARGETS: &str = "SLUICE_ALLOW_PRIVATE_TARGETS";
@@ -82,6 +83,8 @@ pub struct Config {
     /// HTTP serving threads (one single-threaded runtime and one SO_REUSEPORT socket each);
     /// 0 = one per core.
     pub http_threads: usize,
+    /// Serving threads under `SCHED_BATCH` (see `scheduling::batch_policy`).
+    pub http_batch_scheduling: bool,
     pub rate_limit: RateLimitConfig,
     /// The origin clients reach Sluice at (`https://go.example.com`), for the URLs it hands
     /// out (webhook sources); empty = the request's `Host`.
@@ -240,6 +243,7 @@ impl Default for Config {
             link_refresh_ms: 250,
             shutdown_timeout_ms: 30_000,
             http_threads: 0,
+            http_batch_scheduling: true,
             rate_limit: RateLimitConfig::default(),
             public_url: String::new(),
             stats_cache_ms: 1_000,
@@ -389,6 +393,9 @@ impl Config {
         }
         if let Some(v) = get(ENV_HTTP_THREADS) {
             self.http_threads = parse(ENV_HTTP_THREADS, &v)?;
+        }
+        if let Some(v) = get(ENV_HTTP_BATCH_SCHEDULING) {
+            self.http_batch_scheduling = parse_bool(ENV_HTTP_BATCH_SCHEDULING, &v)?;
         }
         if let Some(v) = get(ENV_ALLOW_PRIVATE_TARGETS) {
             self.delivery.allow_private_targets = parse_bool(ENV_ALLOW_PRIVATE_TARGETS, &v)?;
@@ -546,6 +553,8 @@ mod tests {
             (&[(ENV_REDIS_PREFIX, "a{b")], false),
             (&[(ENV_WRITE_AHEAD, "true")], true),
             (&[(ENV_WRITE_AHEAD, "maybe")], false),
+            (&[(ENV_HTTP_BATCH_SCHEDULING, "off")], true),
+            (&[(ENV_HTTP_BATCH_SCHEDULING, "batch")], false),
             (&[(ENV_CLICKHOUSE_COMPRESSION, "none")], true),
             (&[(ENV_CLICKHOUSE_COMPRESSION, "zstd")], false),
         ];

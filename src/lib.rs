@@ -11,6 +11,7 @@ pub mod link;
 pub mod metrics;
 pub mod pipeline;
 pub mod retention;
+pub mod scheduling;
 pub mod stats;
 pub mod store;
 pub mod time;

@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
     // refreshes); requests are served on their own threads (`app::Server`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(sluice::pipeline::lower_priority)
+        .on_thread_start(sluice::scheduling::lower_priority)
         .build()?;
     runtime.block_on(run(cli.command, config))
 }

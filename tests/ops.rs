@@ -184,3 +184,55 @@ async fn oversized_and_slow_requests_are_cut_off() {
     server.shutdown().await;
     env.cleanup().await;
 }
+
+/// Serving threads run under `SCHED_BATCH` unless configured off (`scheduling::batch_policy`);
+/// the pipeline's threads keep the normal policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_threads_scheduling_policy() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    let env = TestEnv::new();
+    for (setting, serving) in [("true", SCHED_BATCH), ("false", SCHED_OTHER)] {
+        let extra = [("SLUICE_HTTP_BATCH_SCHEDULING", setting.to_string())];
+        let node = Process::start(&env, free_port(), &extra).await;
+        let threads = thread_policies(node.child.id().unwrap());
+        let http: Vec<_> = threads
+            .iter()
+            .filter(|(name, _)| name.starts_with("sluice-http"))
+            .collect();
+        assert!(!http.is_empty(), "{threads:?}");
+        for (name, policy) in &threads {
+            let want = if name.starts_with("sluice-http") {
+                serving
+            } else {
+                SCHED_OTHER
+            };
+            assert_eq!(
+                *policy, want,
+                "{name} with batch scheduling {setting}: {threads:?}"
+            );
+        }
+        assert!(node.signal("TERM").await.success());
+    }
+    env.cleanup().await;
+}
+
+/// Each thread's name and scheduling policy, from `/proc/PID/task/*/stat` (field 41).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+            let (head, tail) = stat.rsplit_once(')').unwrap();
+            let name = head.split_once('(').unwrap().1.to_string();
+            // Fields after the name start at field 3.
+            let policy = tail
+                .split_whitespace()
+                .nth(41 - 3)
+                .unwrap()
+                .parse()
+                .unwrap();
+            (name, policy)
+        })
+        .collect()
+}

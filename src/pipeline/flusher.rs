@@ -141,7 +141,7 @@ impl Flusher {
             std::thread::Builder::new()
                 .name("sluice-encoder".into())
                 .spawn(move || {
-                    super::lower_priority();
+                    crate::scheduling::lower_priority();
                     encode_loop(&ring, &rows, enricher, &cfg, &stop, tx, &blocks, metrics)
                 })
                 .expect("spawn encoder thread")
