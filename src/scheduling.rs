@@ -2,8 +2,9 @@
 
 /// Lowers the calling thread's scheduling priority (nice 5).
 /// The pipeline's threads share cores with the serving threads: at a lower weight they still
-/// get a quarter of a contended core (the encoder needs about a tenth), but a redirect that
-/// arrives preempts them sooner, which is what the tail latency is made of.
+/// get a quarter of a contended core (the encoder needs about a tenth), but their turns are
+/// shorter, so a serving thread with requests waiting gets the core back sooner; that wait
+/// is what the tail latency is made of. (Under `SCHED_BATCH` too, measured: no gain.)
 pub fn lower_priority() {
     // SAFETY: setpriority only reads its arguments; `0` is the calling thread.
     let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 5) } != 0;
