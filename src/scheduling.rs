@@ -4,7 +4,8 @@
 /// The pipeline's threads share cores with the serving threads: at a lower weight they still
 /// get a quarter of a contended core (the encoder needs about a tenth), but their turns are
 /// shorter, so a serving thread with requests waiting gets the core back sooner; that wait
-/// is what the tail latency is made of. (Under `SCHED_BATCH` too, measured: no gain.)
+/// is what the tail latency is made of. (Putting them under `SCHED_BATCH` as well measured
+/// no gain: loadtest/RESULTS.md.)
 pub fn lower_priority() {
     // SAFETY: setpriority only reads its arguments; `0` is the calling thread.
     let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 5) } != 0;
