@@ -44,11 +44,21 @@ pub fn bind_reuseport(
     threads: usize,
 ) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
+    let new_socket = |addr: SocketAddr| {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        Ok::<_, std::io::Error>(socket)
+    };
+    if addr.port() != 0 {
+        // A plain bind first: with SO_REUSEPORT alone, a second Sluice (or anything else
+        // listening with it, as the same user) would join the first one's group and quietly
+        // get half its connections, where a user expects "address in use".
+        new_socket(addr)?.bind(&addr.into())?;
+    }
     let mut listeners = Vec::with_capacity(threads);
     let mut addr = addr;
     for _ in 0..threads.max(1) {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
+        let socket = new_socket(addr)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
@@ -405,6 +415,21 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_server_on_the_same_port_is_refused() {
+        let first = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        assert!(first.iter().all(|l| l.local_addr().unwrap() == addr));
+        let second = bind_reuseport(addr, 2).expect_err("joined the first server's sockets");
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+        drop(first);
+        assert_eq!(
+            bind_reuseport(addr, 2).unwrap().len(),
+            2,
+            "free again once closed"
+        );
+    }
 
     #[test]
     fn collection_paths() {
