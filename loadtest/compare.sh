@@ -7,6 +7,11 @@
 #                                                       one worker each, load tools on core 1)
 #        WARMUP=0 loadtest/compare.sh …                (no unrecorded 5 s of wrk against each
 #                                                       server before the rounds)
+#        CLICKHOUSE_IDLE=1 loadtest/compare.sh …       (ClickHouse under SCHED_IDLE for the run:
+#                                                       it runs when the cores would otherwise
+#                                                       idle, so redirects and the load tools
+#                                                       preempt it; what it cannot take in time
+#                                                       goes through the spill)
 # Every run starts once ClickHouse is idle again (no merges), so neither server is billed for
 # the other's storing.
 # Prints, and writes into loadtest/RESULTS.md between its compare markers: a markdown table
@@ -33,6 +38,8 @@ if [ "$SERVER_CORES" = 1 ]; then
 fi
 need oha wrk nginx
 stack_up
+CH_PID="$(cat "$ROOT/var/clickhouse/pid")"
+[ "${CLICKHOUSE_IDLE:-0}" = 1 ] && chrt --idle -a -p 0 "$CH_PID"
 
 # nginx: the constant-302 baseline, one worker per core like Sluice's runtime.
 cat > "$WORK/nginx.conf" <<NGINX
@@ -68,7 +75,11 @@ export SLUICE_DATA_DIR="$WORK/sluice"
 export RUST_LOG=warn
 "${PIN_SERVER[@]}" ./target/release/sluice serve &
 SLUICE_PID=$!
-cleanup() { kill -TERM "$SLUICE_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true; wait "$SLUICE_PID" "$NGINX_PID" 2>/dev/null || true; }
+cleanup() {
+  kill -TERM "$SLUICE_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true
+  wait "$SLUICE_PID" "$NGINX_PID" 2>/dev/null || true
+  [ "${CLICKHOUSE_IDLE:-0}" = 1 ] && chrt --other -a -p 0 "$CH_PID" || true
+}
 trap cleanup EXIT
 wait_healthy "$SLUICE_PORT"
 CODE="$(new_link loadtest "$SLUICE_PORT" 'https://example.com/landing?cid={click_id}&s1={sub1}')"
@@ -97,7 +108,6 @@ PY
 # 3% of a core for a second. Every run starts from the same idle machine: otherwise a Sluice
 # run's last flush and merges ran on into the nginx run after it (0.06–0.54 s of ClickHouse
 # CPU in nginx's 10 s runs, measured), billing Sluice's storing to nginx.
-CH_PID="$(cat "$ROOT/var/clickhouse/pid")"
 ch_ticks() { awk '{print $14+$15}' "/proc/$CH_PID/stat"; }
 settle() {
   local before
@@ -124,7 +134,9 @@ fi
 
 OUT="$WORK/compare.md"
 exec > >(tee "$OUT")
-echo "Measured $(date -u +%Y-%m-%d) with \`SERVER_CORES=$SERVER_CORES loadtest/compare.sh $ROUNDS $DURATION\` ($(nproc) cores; wrk, oha, ClickHouse and Redis on the same machine)."
+IDLE_NOTE=""
+[ "${CLICKHOUSE_IDLE:-0}" = 1 ] && IDLE_NOTE="CLICKHOUSE_IDLE=1 "
+echo "Measured $(date -u +%Y-%m-%d) with \`${IDLE_NOTE}SERVER_CORES=$SERVER_CORES loadtest/compare.sh $ROUNDS $DURATION\` ($(nproc) cores; wrk, oha, ClickHouse and Redis on the same machine)."
 echo
 echo "| round | conns | nginx req/s | sluice req/s | ratio | nginx p50/p99 ms | sluice p50/p99 ms |"
 echo "|---|---|---|---|---|---|---|"
@@ -221,10 +233,12 @@ echo
 echo "- Sluice peak RSS: $((PEAK_RSS_KB / 1024)) MiB"
 
 # Every redirect answered during the runs must be in ClickHouse (SIGTERM drains the ring).
-DROPPED="$(curl -fsS "http://127.0.0.1:$SLUICE_PORT/metrics" | awk '/^sluice_clicks_dropped_total/ {s+=$2} END {print s+0}')"
+METRICS="$(curl -fsS "http://127.0.0.1:$SLUICE_PORT/metrics")"
+DROPPED="$(awk '/^sluice_clicks_dropped_total/ {s+=$2} END {print s+0}' <<<"$METRICS")"
+SPILLED="$(awk '/^sluice_clicks_spilled_total/ {s+=$2} END {print s+0}' <<<"$METRICS")"
 kill -TERM "$SLUICE_PID"; wait "$SLUICE_PID" || true
 AFTER="$(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_loadtest" --data-binary "SELECT count() FROM clicks")"
-echo "- redirects answered by sluice in the wrk rounds: $ANSWERED; click rows stored (all runs): $((AFTER - BEFORE)); dropped (ring full): $DROPPED"
+echo "- redirects answered by sluice in the wrk rounds: $ANSWERED; click rows stored (all runs): $((AFTER - BEFORE)); dropped (ring full): $DROPPED; through the spill (ClickHouse too slow to take them): $SPILLED"
 drop_database sluice_loadtest
 sleep 1 # let tee write the last lines
 # Into RESULTS.md, between the markers for this core count.
