@@ -15,11 +15,12 @@
 # Every run starts once ClickHouse is idle again (no merges), so neither server is billed for
 # the other's storing.
 # Prints, and writes into loadtest/RESULTS.md between its compare markers: a markdown table
-# (req/s, p50/p99 per run), the median Sluice/nginx ratio per connection count, a fixed-rate
-# run of both at half nginx's median peak (oha -q, p50/p99/p99.9 latency-corrected, then as
-# sent), the CPU
-# each request cost in that run (nginx; Sluice per thread; ClickHouse and Redis), and Sluice's
-# peak RSS. Installs wrk, nginx-light and oha when missing.
+# (req/s, p50/p99 per run), the median Sluice/nginx ratio per connection count (and how many
+# rounds reached 1.0), a fixed-rate run of both at half nginx's median peak (oha -q,
+# p50/p99/p99.9 latency-corrected, then as sent), the CPU each request cost in that run
+# (nginx; Sluice per thread; ClickHouse and Redis), and Sluice's peak RSS. Installs wrk,
+# nginx-light and oha when missing. Seven rounds (`compare.sh 7 10s`, ~7 minutes) give a
+# steadier median than three on this noisy box.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -158,7 +159,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo
 for c in "${CONNS[@]}"; do
-  python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[2:]]; print(f'- median ratio at {sys.argv[1]} connections: {statistics.median(r):.2f}')" "$c" ${RATIOS[$c]}
+  python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[2:]]; print(f'- median ratio at {sys.argv[1]} connections: {statistics.median(r):.2f} (rounds at or above 1.0: {sum(x >= 1 for x in r)} of {len(r)})')" "$c" ${RATIOS[$c]}
 done
 
 # Fixed rate: half of nginx's median peak at 64 connections. Latency corrected (from when
