@@ -33,6 +33,7 @@ NGINX_PORT=18081
 UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1'
 
 SERVER_CORES="${SERVER_CORES:-all}"
+CLICKHOUSE_IDLE="${CLICKHOUSE_IDLE:-0}"
 PIN_SERVER=(); PIN_LOAD=(); WORKERS=auto
 if [ "$SERVER_CORES" = 1 ]; then
   PIN_SERVER=(taskset -c 0); PIN_LOAD=(taskset -c 1); WORKERS=1; export SLUICE_HTTP_THREADS=1
@@ -40,7 +41,7 @@ fi
 need oha wrk nginx
 stack_up
 CH_PID="$(cat "$ROOT/var/clickhouse/pid")"
-[ "${CLICKHOUSE_IDLE:-0}" = 1 ] && chrt --idle -a -p 0 "$CH_PID"
+[ "$CLICKHOUSE_IDLE" = 1 ] && chrt --idle -a -p 0 "$CH_PID"
 
 # nginx: the constant-302 baseline, one worker per core like Sluice's runtime.
 cat > "$WORK/nginx.conf" <<NGINX
@@ -79,7 +80,7 @@ SLUICE_PID=$!
 cleanup() {
   kill -TERM "$SLUICE_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true
   wait "$SLUICE_PID" "$NGINX_PID" 2>/dev/null || true
-  [ "${CLICKHOUSE_IDLE:-0}" = 1 ] && chrt --other -a -p 0 "$CH_PID" || true
+  [ "$CLICKHOUSE_IDLE" = 1 ] && chrt --other -a -p 0 "$CH_PID" || true
 }
 trap cleanup EXIT
 wait_healthy "$SLUICE_PORT"
@@ -136,7 +137,7 @@ fi
 OUT="$WORK/compare.md"
 exec > >(tee "$OUT")
 IDLE_NOTE=""
-[ "${CLICKHOUSE_IDLE:-0}" = 1 ] && IDLE_NOTE="CLICKHOUSE_IDLE=1 "
+[ "$CLICKHOUSE_IDLE" = 1 ] && IDLE_NOTE="CLICKHOUSE_IDLE=1 "
 echo "Measured $(date -u +%Y-%m-%d) with \`${IDLE_NOTE}SERVER_CORES=$SERVER_CORES loadtest/compare.sh $ROUNDS $DURATION\` ($(nproc) cores; wrk, oha, ClickHouse and Redis on the same machine)."
 echo
 echo "| round | conns | nginx req/s | sluice req/s | ratio | nginx p50/p99 ms | sluice p50/p99 ms |"
