@@ -23,6 +23,9 @@ export SLUICE_TEST_REDIS_URL="${SLUICE_TEST_REDIS_URL:-redis://127.0.0.1:16379}"
 echo "== cargo tests (unit, integration, benches in test mode)"
 cargo test --all-targets "$@"
 
+echo "== pace, the fixed-rate load tool of loadtest/compare.sh"
+cargo test --release --manifest-path loadtest/pace/Cargo.toml
+
 echo "== schema and the clicks Native block on a current ClickHouse (chdb-core)"
 python3 -m pytest -q tests/python
 

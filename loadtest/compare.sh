@@ -16,10 +16,10 @@
 # the other's storing.
 # Prints, and writes into loadtest/RESULTS.md between its compare markers: a markdown table
 # (req/s, p50/p99 per run), the median Sluice/nginx ratio per connection count (and how many
-# rounds reached 1.0), a fixed-rate run of both at half nginx's median peak (oha -q,
-# p50/p99/p99.9 latency-corrected, then as sent), the CPU each request cost in that run
-# (nginx; Sluice per thread; ClickHouse and Redis), and Sluice's peak RSS. Installs wrk,
-# nginx-light and oha when missing. Seven rounds (`compare.sh 7 10s`, ~7 minutes) give a
+# rounds reached 1.0), a fixed-rate run of both at half nginx's median peak (p50/p99/p99.9
+# from when each request was due and as sent, by pace, then oha -q latency-corrected), the CPU
+# each request cost in pace's runs (nginx; Sluice per thread; ClickHouse and Redis), and
+# Sluice's peak RSS. Installs wrk, nginx-light and oha when missing, and builds pace. Seven rounds (`compare.sh 7 10s`, ~7 minutes) give a
 # steadier median than three on this noisy box.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,7 +38,7 @@ PIN_SERVER=(); PIN_LOAD=(); WORKERS=auto
 if [ "$SERVER_CORES" = 1 ]; then
   PIN_SERVER=(taskset -c 0); PIN_LOAD=(taskset -c 1); WORKERS=1; export SLUICE_HTTP_THREADS=1
 fi
-need oha wrk nginx
+need oha wrk nginx pace
 stack_up
 CH_PID="$(cat "$ROOT/var/clickhouse/pid")"
 [ "$CLICKHOUSE_IDLE" = 1 ] && chrt --idle -a -p 0 "$CH_PID"
@@ -163,22 +163,31 @@ for c in "${CONNS[@]}"; do
   python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[2:]]; print(f'- median ratio at {sys.argv[1]} connections: {statistics.median(r):.2f} (rounds at or above 1.0: {sum(x >= 1 for x in r)} of {len(r)})')" "$c" ${RATIOS[$c]}
 done
 
-# Fixed rate: half of nginx's median peak at 64 connections. Latency corrected (from when
-# each request was due, as wrk2 does), then once more as sent: on two shared cores the
-# difference is mostly oha's own lateness.
+# Fixed rate: half of nginx's median peak at 64 connections, measured by pace
+# (loadtest/pace): each request's latency counted from when it was due (as wrk2 does), and
+# as sent, and how late pace itself sent. Then oha -q the same way: it runs later than pace on
+# the two shared cores, and its correction bills that lateness to the server.
 RATE="$(python3 -c "import statistics,sys; print(int(statistics.median(float(x) for x in sys.argv[1:]) / 2))" "${NGINX64[@]}")"
-# fixed URL [sent]: prints "req/s p50_ms p99_ms p99.9_ms answered".
-fixed() {
-  local correction=(--latency-correction)
-  [ "${2:-}" = sent ] && correction=()
-  "${PIN_LOAD[@]}" "$OHA" -z "$DURATION" -c 64 -q "$RATE" "${correction[@]}" --redirect 0 --no-tui \
+# paced URL: prints "req/s answered" and the p50 p99 p99.9 (ms) from when due, as sent, and
+# of pace's own lateness.
+paced() {
+  "${PIN_LOAD[@]}" "$PACE" -R "$RATE" -c 64 -d "$DURATION" --json -H "User-Agent: $UA" "$1" > "$WORK/pace.json"
+  python3 - "$WORK/pace.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+q = lambda k: " ".join(f"{r[k][p]:.2f}" for p in ("p50", "p99", "p99.9"))
+print(f"{r['req_per_sec']:.0f} {r['answered']} {q('corrected_ms')} {q('as_sent_ms')} {q('late_send_ms')}")
+PY
+}
+# oha URL: prints "req/s p50_ms p99_ms p99.9_ms" (latency-corrected).
+oha_fixed() {
+  "${PIN_LOAD[@]}" "$OHA" -z "$DURATION" -c 64 -q "$RATE" --latency-correction --redirect 0 --no-tui \
     --output-format json -H "User-Agent: $UA" "$1" > "$WORK/oha.json"
   python3 - "$WORK/oha.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 p = r["latencyPercentiles"]
-n = sum(r["statusCodeDistribution"].values())
-print(f"{r['summary']['requestsPerSec']:.0f} {p['p50']*1000:.2f} {p['p99']*1000:.2f} {p['p99.9']*1000:.2f} {n}")
+print(f"{r['summary']['requestsPerSec']:.0f} {p['p50']*1000:.2f} {p['p99']*1000:.2f} {p['p99.9']*1000:.2f}")
 PY
 }
 # CPU time (user + system, clock ticks) of every process and Sluice thread that serves a
@@ -209,27 +218,33 @@ PY
 # storing (flush, insert, merges) its own requests caused and none of an earlier run's.
 settle
 cpu_snapshot > "$WORK/cpu0"
-read -r fn_rps fn_p50 fn_p99 fn_p999 fn_n < <(fixed "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x")
+read -r pn_rps pn_n pn_due50 pn_due99 pn_due999 pn_sent50 pn_sent99 pn_sent999 _ pn_late99 pn_late999 \
+  < <(paced "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x")
 settle
 cpu_snapshot > "$WORK/cpu1"
-read -r fs_rps fs_p50 fs_p99 fs_p999 fs_n < <(fixed "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x")
+read -r ps_rps ps_n ps_due50 ps_due99 ps_due999 ps_sent50 ps_sent99 ps_sent999 _ ps_late99 ps_late999 \
+  < <(paced "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x")
 settle
 cpu_snapshot > "$WORK/cpu2"
-read -r un_rps un_p50 un_p99 un_p999 _ < <(fixed "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x" sent)
+read -r on_rps on_p50 on_p99 on_p999 < <(oha_fixed "http://127.0.0.1:$NGINX_PORT/$CODE?sub1=x")
 settle
-read -r us_rps us_p50 us_p99 us_p999 _ < <(fixed "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x" sent)
+read -r os_rps os_p50 os_p99 os_p999 < <(oha_fixed "http://127.0.0.1:$SLUICE_PORT/$CODE?sub1=x")
 echo
 echo "| fixed rate ($RATE req/s, 64 conns) | req/s | p50 ms | p99 ms | p99.9 ms |"
 echo "|---|---|---|---|---|"
-echo "| nginx | $fn_rps | $fn_p50 | $fn_p99 | $fn_p999 |"
-echo "| sluice | $fs_rps | $fs_p50 | $fs_p99 | $fs_p999 |"
-echo "| nginx, as sent (uncorrected) | $un_rps | $un_p50 | $un_p99 | $un_p999 |"
-echo "| sluice, as sent (uncorrected) | $us_rps | $us_p50 | $us_p99 | $us_p999 |"
+echo "| nginx, pace, from when due | $pn_rps | $pn_due50 | $pn_due99 | $pn_due999 |"
+echo "| sluice, pace, from when due | $ps_rps | $ps_due50 | $ps_due99 | $ps_due999 |"
+echo "| nginx, pace, as sent | $pn_rps | $pn_sent50 | $pn_sent99 | $pn_sent999 |"
+echo "| sluice, pace, as sent | $ps_rps | $ps_sent50 | $ps_sent99 | $ps_sent999 |"
+echo "| nginx, oha, corrected | $on_rps | $on_p50 | $on_p99 | $on_p999 |"
+echo "| sluice, oha, corrected | $os_rps | $os_p50 | $os_p99 | $os_p999 |"
+echo
+echo "pace's own lateness (from when a request was due to when it was written), p99 / p99.9: $pn_late99 / $pn_late999 ms in the nginx run, $ps_late99 / $ps_late999 ms in Sluice's."
 echo
 echo "CPU µs per request in the fixed-rate runs (user + system, per process; Sluice per thread):"
 echo
-echo "- nginx run: $(cpu_cost "$WORK/cpu0" "$WORK/cpu1" "$fn_n")"
-echo "- sluice run: $(cpu_cost "$WORK/cpu1" "$WORK/cpu2" "$fs_n")"
+echo "- nginx run: $(cpu_cost "$WORK/cpu0" "$WORK/cpu1" "$pn_n")"
+echo "- sluice run: $(cpu_cost "$WORK/cpu1" "$WORK/cpu2" "$ps_n")"
 PEAK_RSS_KB="$(awk '/VmHWM/ {print $2}' "/proc/$SLUICE_PID/status")"
 echo
 echo "- Sluice peak RSS: $((PEAK_RSS_KB / 1024)) MiB"

