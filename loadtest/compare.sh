@@ -19,8 +19,8 @@
 # rounds reached 1.0), a fixed-rate run of both at half nginx's median peak (p50/p99/p99.9
 # from when each request was due and as sent, by pace, then oha -q latency-corrected), the CPU
 # each request cost in pace's runs (nginx; Sluice per thread; ClickHouse and Redis), and
-# Sluice's peak RSS. Installs wrk, nginx-light and oha when missing, and builds pace. Seven rounds (`compare.sh 7 10s`, ~7 minutes) give a
-# steadier median than three on this noisy box.
+# Sluice's peak RSS. Installs wrk, nginx-light and oha when missing, and builds pace. Seven
+# rounds (`compare.sh 7 10s`, ~9 minutes) give a steadier median than three on this noisy box.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
