@@ -218,8 +218,9 @@ struct Load {
 const TIMER: u64 = u64::MAX;
 /// Requests due within one tick go out together. A timer interrupt per request (every 17 µs
 /// at 60k req/s) cost pace 16 µs of CPU a response in this VM, 12–14 with a 100 µs grid,
-/// which bounds the timer's wake-ups to 10k a second. What the grid adds to a request's wait is counted against
-/// the server (latency runs from when the request was due) and shown as pace's lateness.
+/// which bounds the timer's wake-ups to 10k a second. What the grid adds to a request's
+/// wait is counted against the server (latency runs from when the request was due) and
+/// shown as pace's lateness.
 const TICK_NS: u64 = 100_000;
 
 impl Load {
