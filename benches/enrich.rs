@@ -33,9 +33,15 @@ fn benches(c: &mut Criterion) {
     c.bench_function("user_agent_classify_uncached", |b| {
         b.iter(|| agent::classify(black_box(common::UA)))
     });
-    c.bench_function("platform_from_user_agent", |b| {
-        b.iter(|| Platform::from_user_agent(black_box(common::UA.as_bytes())))
-    });
+    for (name, ua) in [
+        ("platform_from_user_agent", common::UA),
+        ("platform_from_user_agent_android", common::UA_ANDROID),
+        ("platform_from_user_agent_desktop", common::UA_DESKTOP),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| Platform::from_user_agent(black_box(ua.as_bytes())))
+        });
+    }
 
     let link = common::live_link();
     let click = common::click(&link, ip);

@@ -8,7 +8,9 @@ pub mod id;
 pub mod row;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use memchr::memmem::Finder;
 
 pub use id::ClickId;
 
@@ -25,10 +27,18 @@ pub enum Platform {
 
 impl Platform {
     pub fn from_user_agent(ua: &[u8]) -> Platform {
+        // Two vectorised searches with prebuilt finders: a window-by-window search per marker
+        // cost 350 ns for an Android agent (criterion), on every redirect.
+        static IP: LazyLock<Finder> = LazyLock::new(|| Finder::new("iP"));
+        static ANDROID: LazyLock<Finder> = LazyLock::new(|| Finder::new("Android"));
         // iPadOS 13+ Safari claims to be a Mac; such clicks are "other", as most trackers do.
-        if contains(ua, b"iPhone") || contains(ua, b"iPad") || contains(ua, b"iPod") {
+        let ios = IP.find_iter(ua).any(|at| {
+            let rest = &ua[at + 2..];
+            rest.starts_with(b"hone") || rest.starts_with(b"ad") || rest.starts_with(b"od")
+        });
+        if ios {
             Platform::Ios
-        } else if contains(ua, b"Android") {
+        } else if ANDROID.find(ua).is_some() {
             Platform::Android
         } else {
             Platform::Other
@@ -42,10 +52,6 @@ impl Platform {
             Platform::Other => "other",
         }
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// One click as the redirect saw it. It lives only in memory: the raw `ip` is hashed and
@@ -164,6 +170,13 @@ mod tests {
                 "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120",
                 Platform::Other,
             ),
+            ("Mozilla/5.0 (Linux; Android 10) Mobile iPod", Platform::Ios),
+            (
+                "Dalvik/2.1.0 (Linux; U; Android 13; SM-A536B)",
+                Platform::Android,
+            ),
+            ("iPhone", Platform::Ios),
+            ("Mozilla/5.0 (Linux) Andro iPh", Platform::Other),
             ("", Platform::Other),
         ];
         for (ua, want) in cases {
