@@ -281,6 +281,14 @@ impl Inserter {
             }
         };
         if let Some(record) = from_spill {
+            let spill = self.spill.as_mut().expect("peeked from it");
+            if !record.attempted {
+                if let Err(error) = spill.mark_attempted() {
+                    self.metrics.spill_errors.increment(1);
+                    error!(%error, "cannot mark a spilled batch attempted; not inserting it");
+                    return Step::Failed;
+                }
+            }
             if !self
                 .deliver_with_intake(&record.batch, record.attempted, rx, open)
                 .await

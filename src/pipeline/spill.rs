@@ -2,7 +2,8 @@
 //! ClickHouse, replayed in order when it answers again.
 //!
 //! Layout under `<data_dir>/spill/`: segment files `NNNNNNNNNNNNNNNNNNNN.seg` (increasing
-//! sequence numbers) and a `cursor` file naming the next record to replay (`seq offset`).
+//! sequence numbers) and a `cursor` file naming the next record to replay (`seq offset`,
+//! then ` attempted` once an insert of that record has been tried from the spill).
 //! Every record is framed (`frame.rs`: magic, length, crc32, payload), written and fsynced
 //! before the batch counts as spilled. A process only ever appends to a segment it created,
 //! so a torn tail (a crash mid-write) is always in a segment no one writes to again: the
@@ -95,6 +96,9 @@ pub struct Spill {
     segments: Vec<(u64, u64)>,
     /// Where replay continues.
     cursor: (u64, u64),
+    /// The position of a record whose insert was attempted although it was spilled as never
+    /// attempted: its rows may be in ClickHouse, so replay must ask before inserting it.
+    attempted_at: Option<(u64, u64)>,
     /// The segment this process appends to, created lazily.
     writer: Option<(u64, File)>,
     /// Records decoded at the cursor but not yet advanced past.
@@ -139,12 +143,12 @@ impl Spill {
         }
         segments.sort_unstable();
         let cursor_path = dir.join("cursor");
-        let cursor = match fs::read_to_string(&cursor_path) {
+        let (cursor, attempted) = match fs::read_to_string(&cursor_path) {
             Ok(text) => parse_cursor(&text).unwrap_or_else(|| {
                 warn!("unreadable spill cursor; replaying from the oldest segment");
-                (0, 0)
+                ((0, 0), false)
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, 0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => ((0, 0), false),
             Err(e) => {
                 return Err(SpillError::Io {
                     path: cursor_path,
@@ -157,6 +161,7 @@ impl Spill {
             max_bytes,
             segments,
             cursor,
+            attempted_at: attempted.then_some(cursor),
             writer: None,
             peeked: None,
             corrupt: 0,
@@ -252,8 +257,9 @@ impl Spill {
             };
             let writing = self.is_writer(seq);
             match read_record(&self.dir.join(segment_name(seq)), offset, len)? {
-                Ok(Some((record, used))) => {
+                Ok(Some((mut record, used))) => {
                     self.peeked = Some((seq, offset + used as u64));
+                    record.attempted |= self.attempted_at == Some((seq, offset));
                     return Ok(Some(record));
                 }
                 // The end of the segment we are appending to: nothing more yet.
@@ -281,15 +287,7 @@ impl Spill {
         };
         self.cursor = next;
         self.normalize_cursor();
-        let path = self.dir.join("cursor");
-        let tmp = self.dir.join("cursor.tmp");
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            writeln!(f, "{} {}", self.cursor.0, self.cursor.1)?;
-            f.sync_data()?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(io_err(&path))?;
+        self.write_cursor(false)?;
         let done: Vec<u64> = self
             .segments
             .iter()
@@ -311,6 +309,32 @@ impl Spill {
             }
         }
         Ok(())
+    }
+
+    /// Records on disk, before the first insert of the record the last `peek` returned, that
+    /// it is being attempted: an insert whose answer is lost may still land, and neither a
+    /// retry nor the next run may then insert it again without asking ClickHouse first.
+    pub fn mark_attempted(&mut self) -> Result<(), SpillError> {
+        if self.peeked.is_none() || self.attempted_at == Some(self.cursor) {
+            return Ok(());
+        }
+        self.write_cursor(true)?;
+        self.attempted_at = Some(self.cursor);
+        Ok(())
+    }
+
+    /// `seq offset`, and ` attempted` when the record there has been tried, written whole.
+    fn write_cursor(&self, attempted: bool) -> Result<(), SpillError> {
+        let path = self.dir.join("cursor");
+        let tmp = self.dir.join("cursor.tmp");
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            let flag = if attempted { " attempted" } else { "" };
+            writeln!(f, "{} {}{flag}", self.cursor.0, self.cursor.1)?;
+            f.sync_data()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(io_err(&path))
     }
 
     fn is_writer(&self, seq: u64) -> bool {
@@ -369,9 +393,15 @@ fn seq_of(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn parse_cursor(text: &str) -> Option<(u64, u64)> {
+fn parse_cursor(text: &str) -> Option<((u64, u64), bool)> {
     let mut parts = text.split_whitespace();
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    let cursor = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    let attempted = match parts.next() {
+        None => false,
+        Some("attempted") => true,
+        Some(_) => return None,
+    };
+    Some((cursor, attempted))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpillError> {
@@ -404,6 +434,43 @@ mod tests {
         let d = std::env::temp_dir().join(format!("sluice-spill-{:016x}", rand::random::<u64>()));
         fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// A batch spilled before any insert of it, then tried from the spill: a retry, in this
+    /// run or the next, must ask ClickHouse first (the try may have landed, its answer lost).
+    #[test]
+    fn a_replay_attempt_is_remembered_across_reopen() {
+        let d = dir();
+        let mut s = Spill::open(&d, 1 << 30).unwrap();
+        s.append(&batch(7, b"tried"), false).unwrap();
+        s.append(&batch(8, b"next"), false).unwrap();
+        assert!(!s.peek().unwrap().unwrap().attempted);
+        s.mark_attempted().unwrap();
+        assert!(s.peek().unwrap().unwrap().attempted);
+        drop(s);
+        let mut s = Spill::open(&d, 1 << 30).unwrap();
+        let r = s.peek().unwrap().unwrap();
+        assert_eq!((r.batch.id, r.attempted), (7, true));
+        s.advance().unwrap();
+        let r = s.peek().unwrap().unwrap();
+        assert_eq!((r.batch.id, r.attempted), (8, false));
+        drop(s);
+        let r = Spill::open(&d, 1 << 30).unwrap().peek().unwrap().unwrap();
+        assert_eq!((r.batch.id, r.attempted), (8, false));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn cursor_files_parse() {
+        for (text, want) in [
+            ("3 120\n", Some(((3, 120), false))),
+            ("3 120 attempted\n", Some(((3, 120), true))),
+            ("3 120 maybe\n", None),
+            ("3\n", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_cursor(text), want, "{text:?}");
+        }
     }
 
     #[test]
