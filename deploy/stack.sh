@@ -33,7 +33,7 @@ start_clickhouse() {
   cp "$ROOT/deploy/clickhouse-users.xml" "$VAR/clickhouse/users.xml"
   log "starting clickhouse on 127.0.0.1:$CH_HTTP_PORT"
   # Its allocator (Debian's jemalloc) keeps freed pages instead of handing them back to the
-  # kernel and faulting them in again for the next insert: 8% less ClickHouse CPU a click
+  # kernel and faulting them in again for the next insert: 9% less ClickHouse CPU a click
   # under Sluice's inserts, ~100 MiB more resident (loadtest/RESULTS.md). Set
   # SLUICE_STACK_CH_MALLOC_CONF empty for jemalloc's defaults.
   MALLOC_CONF="${SLUICE_STACK_CH_MALLOC_CONF-dirty_decay_ms:-1,muzzy_decay_ms:-1}" \
