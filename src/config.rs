@@ -96,6 +96,10 @@ pub struct Config {
     /// Daily stats aggregates older than this are dropped (0 = kept for ever).
     pub stats_retention_days: u32,
     pub delivery: DeliveryConfig,
+    /// Tests only, set in code (never from a file or the environment): `/v1/test/panic` and
+    /// the link code `__panic` panic on purpose, to prove a panic costs one request.
+    #[serde(skip)]
+    pub panic_route: bool,
 }
 
 /// Outbound deliveries (postbacks, webhooks, reports).
@@ -250,6 +254,7 @@ impl Default for Config {
             retention_interval_ms: 3_600_000,
             stats_retention_days: 0,
             delivery: DeliveryConfig::default(),
+            panic_route: false,
         }
     }
 }

@@ -58,6 +58,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A panic is a bug: logged as one line with where it happened. While serving, the
+    // request that hit it is answered 500 and the server goes on (`http::route`).
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        tracing::error!(thread = thread.name().unwrap_or("unnamed"), %info, "panic");
+    }));
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     // This runtime runs the background work (inserter, fingerprint writer, deliveries,

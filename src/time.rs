@@ -105,11 +105,17 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
         }
         ms = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
     }
-    let offset_min: i64 = match s.get(i..)? {
-        "Z" | "z" => 0,
-        tz if tz.len() == 6 && matches!(&tz[..1], "+" | "-") && &tz[3..4] == ":" => {
-            let sign = if &tz[..1] == "-" { -1 } else { 1 };
-            sign * (i64::from(num(i + 1, 2)?) * 60 + i64::from(num(i + 4, 2)?))
+    // Bytes, not `str` slices: the zone may hold any character, and a `str` cut inside one
+    // panics.
+    let offset_min: i64 = match b.get(i..)? {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (hours, minutes) = (num(i + 1, 2)?, num(i + 4, 2)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let sign = if *sign == b'-' { -1 } else { 1 };
+            sign * (i64::from(hours) * 60 + i64::from(minutes))
         }
         _ => return None,
     };
@@ -168,9 +174,38 @@ mod tests {
             ("not a date at all!!", None),
             ("2026-05-22T00:02:03.Z", None),
             ("1969-12-31T23:59:59Z", None),
+            ("2026-05-22T00:02:03+24:00", None),
+            ("2026-05-22T00:02:03+01:60", None),
+            // Zones with characters of several bytes: a cut inside one used to panic.
+            ("2026-01-01T00:00:00é:000", None),
+            ("2026-01-01T00:00:00+€00", None),
+            ("2026-01-01T00:00:00€", None),
+            ("2026-01-01T00:00:00.1€:00", None),
+            ("2026-01-01T00:00:00+0€:0", None),
+            ("2026-01-01T00:00:00+00:€", None),
+            ("2026\u{e9}01-01T00:00:00Z", None),
         ];
         for (text, want) in cases {
             assert_eq!(parse_rfc3339(text), want, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Any text at all: an answer, never a panic.
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,40}") {
+            let _ = parse_rfc3339(&s);
+        }
+
+        /// A valid date-time with its zone or fraction replaced by arbitrary characters.
+        #[test]
+        fn parse_never_panics_near_valid(tail in "\\PC{0,8}", ms in 946_684_800_000u64..4_102_444_800_000) {
+            let text = rfc3339_from_ms(ms);
+            let _ = parse_rfc3339(&format!("{}{tail}", &text[..19]));
+            let _ = parse_rfc3339(&format!("{}{tail}", &text[..23]));
+            proptest::prop_assert_eq!(parse_rfc3339(&text), Some(ms));
         }
     }
 }

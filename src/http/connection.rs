@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,6 +31,16 @@ use crate::app::App;
 use crate::link;
 use crate::metrics::Route;
 use crate::time;
+
+/// The answer to a redirect whose handling panicked; the connection is closed after it.
+const PANIC_RESPONSE: &str = concat!(
+    "HTTP/1.1 500 Internal Server Error\r\n",
+    "content-type: application/json\r\n",
+    "cache-control: no-store\r\n",
+    "connection: close\r\n",
+    "content-length: 100\r\n\r\n",
+    r#"{"error":{"code":"internal_error","message":"the request could not be handled; it has been logged"}}"#
+);
 
 /// More `X-Forwarded-For` headers than this and the request goes to hyper.
 const MAX_FORWARDED_FOR: usize = 8;
@@ -68,7 +79,21 @@ pub async fn serve(
         let arrived = Instant::now();
         let wall = SystemTime::now();
         while !buf.is_empty() {
-            match answer(&app, &buf, peer, stopping, wall, &mut location, &mut out) {
+            // A panic answering one request costs that request (500, connection closed), not
+            // the serving thread and every connection on it.
+            let written = out.len();
+            let step = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                answer(&app, &buf, peer, stopping, wall, &mut location, &mut out)
+            }));
+            let Ok(step) = step else {
+                app.metrics.panic(Route::Redirect);
+                out.truncate(written);
+                out.extend_from_slice(PANIC_RESPONSE.as_bytes());
+                answered.push(500);
+                close = true;
+                break;
+            };
+            match step {
                 Step::Answered {
                     consumed,
                     close: last,
@@ -363,4 +388,17 @@ thread_local! {
     static DATE: RefCell<CachedDate> = const {
         RefCell::new(CachedDate { second: 0, text: String::new() })
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_response_is_framed() {
+        let (head, body) = PANIC_RESPONSE.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "internal_error");
+    }
 }

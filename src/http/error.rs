@@ -60,6 +60,15 @@ impl ApiError {
         )
     }
 
+    /// A bug, not the request's fault (a handler panicked).
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the request could not be handled; it has been logged",
+        )
+    }
+
     pub fn into_response(self) -> Response<Body> {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(details) = self.details {

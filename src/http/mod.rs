@@ -11,9 +11,11 @@ pub mod rate_limit;
 pub mod redirect;
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, REFERER, USER_AGENT};
 use hyper::server::conn::http1;
@@ -143,6 +145,11 @@ fn item<'a>(path: &'a str, prefix: &str) -> Option<Option<&'a str>> {
     (!id.is_empty() && !id.contains('/')).then_some(Some(id))
 }
 
+/// The `{id}` of `/v1/links/{id}/stats` (possibly empty or holding `/`: the caller says 404).
+fn link_stats_id(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/links/")?.strip_suffix("/stats")
+}
+
 /// The client endpoints web apps call from their own origins (with a publishable key, no
 /// cookies), so they answer CORS preflights and carry `Access-Control-Allow-Origin: *`.
 const CORS_PATHS: [&str; 3] = [
@@ -151,20 +158,56 @@ const CORS_PATHS: [&str; 3] = [
     "/v1/attribution/link",
 ];
 
+/// The `route` label of a path, for the request metrics.
+fn route_of(path: &str) -> Route {
+    let api = |prefix| under(path, prefix);
+    match path {
+        "/metrics" => Route::Metrics,
+        "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
+        "/v1/attribution/install"
+        | "/v1/attribution/deferred"
+        | "/v1/attribution/link"
+        | "/v1/attribution/config" => Route::Attribution,
+        "/v1/attribution/results" => Route::Stats,
+        "/v1/events" => Route::Events,
+        _ if api("/v1/attribution/stats") || link_stats_id(path).is_some() => Route::Stats,
+        _ if api("/v1/attribution/reports") || api("/v1/partners") || api("/v1/webhooks") => {
+            Route::Delivery
+        }
+        _ if api("/v1/sources") => Route::Sources,
+        _ if path.starts_with("/w/") => Route::Conversions,
+        _ if api("/v1/links") => Route::Links,
+        _ if path
+            .strip_prefix('/')
+            .is_some_and(|code| link::valid_code(code) && !link::is_reserved(code)) =>
+        {
+            Route::Redirect
+        }
+        _ => Route::Other,
+    }
+}
+
 pub(crate) async fn route(
     app: &Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
     let started = Instant::now();
+    let route = route_of(req.uri().path());
     let cors = CORS_PATHS.contains(&req.uri().path());
-    let (route, mut resp) = if cors && req.method() == Method::OPTIONS {
-        (
-            Route::Attribution,
-            error::empty_response(hyper::StatusCode::NO_CONTENT),
-        )
+    let mut resp = if cors && req.method() == Method::OPTIONS {
+        error::empty_response(hyper::StatusCode::NO_CONTENT)
     } else {
-        dispatch(app, req, peer).await
+        // A bug costs its request, not the process: a panic anywhere below answers 500 and
+        // the serving thread goes on (the release profile unwinds for this).
+        match AssertUnwindSafe(dispatch(app, req, peer))
+            .catch_unwind()
+            .await
+        {
+            Ok(resp) => resp,
+            Err(_) => panicked(app, route),
+        }
     };
     if cors {
         use hyper::header::{
@@ -188,25 +231,29 @@ pub(crate) async fn route(
     resp
 }
 
-async fn dispatch(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> (Route, Response<Body>) {
+/// The answer to a request whose handling panicked (the panic hook has logged it).
+pub(crate) fn panicked(app: &App, route: Route) -> Response<Body> {
+    app.metrics.panic(route);
+    ApiError::internal().into_response()
+}
+
+/// Turns a handler's outcome into its response.
+fn answer(result: Result<Response<Body>, ApiError>) -> Response<Body> {
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path();
     let method = req.method().clone();
+    let not_found = || ApiError::not_found("no such route").into_response();
+    let wrong_method = || ApiError::method_not_allowed().into_response();
     // The hot path first: a single root segment that is not reserved.
     if let Some(code) = path.strip_prefix('/') {
         if link::valid_code(code) && !link::is_reserved(code) {
             let head = match method {
                 Method::GET => false,
                 Method::HEAD => true,
-                _ => {
-                    return (
-                        Route::Redirect,
-                        ApiError::method_not_allowed().into_response(),
-                    )
-                }
+                _ => return wrong_method(),
             };
             let headers = req.headers();
             let visit = redirect::Visit {
@@ -227,20 +274,20 @@ async fn dispatch(
             if let Some(click) = click {
                 redirect::record(app, click).await;
             }
-            let resp = answer.into_response();
-            return (Route::Redirect, resp);
+            return answer.into_response();
         }
     }
     match path {
-        "/metrics" => (Route::Metrics, ops::metrics(app)),
+        "/metrics" => ops::metrics(app),
         _ if path == "/dashboard" || path.starts_with("/dashboard/") => {
             if method != Method::GET && method != Method::HEAD {
-                return (Route::Other, ApiError::method_not_allowed().into_response());
+                return wrong_method();
             }
-            (Route::Other, dashboard::asset(path))
+            dashboard::asset(path)
         }
-        "/healthz" => (Route::Health, ops::healthz()),
-        "/readyz" => (Route::Ready, ops::readyz(app).await),
+        "/healthz" => ops::healthz(),
+        "/readyz" => ops::readyz(app).await,
+        "/v1/test/panic" if app.config.panic_route => panic!("the test route panics on purpose"),
         "/v1/attribution/install" | "/v1/attribution/deferred" if method == Method::POST => {
             let endpoint = if path.ends_with("install") {
                 api::attribution::Endpoint::Install
@@ -248,38 +295,25 @@ async fn dispatch(
                 api::attribution::Endpoint::Deferred
             };
             let (parts, body) = req.into_parts();
-            let resp = api::attribution::attribute(app, endpoint, &parts.headers, peer, body).await;
-            (
-                Route::Attribution,
-                resp.unwrap_or_else(ApiError::into_response),
-            )
+            answer(api::attribution::attribute(app, endpoint, &parts.headers, peer, body).await)
         }
         "/v1/attribution/link" if method == Method::PUT => {
             let (parts, body) = req.into_parts();
-            let resp = api::attribution::bind_user(app, &parts.headers, body).await;
-            (
-                Route::Attribution,
-                resp.unwrap_or_else(ApiError::into_response),
-            )
+            answer(api::attribution::bind_user(app, &parts.headers, body).await)
         }
-        "/v1/attribution/install" | "/v1/attribution/deferred" | "/v1/attribution/link" => (
-            Route::Attribution,
-            ApiError::method_not_allowed().into_response(),
-        ),
+        "/v1/attribution/install" | "/v1/attribution/deferred" | "/v1/attribution/link" => {
+            wrong_method()
+        }
         "/v1/attribution/config" => {
             let (parts, body) = req.into_parts();
-            let resp = api::attribution::config(app, &parts.method, &parts.headers, body).await;
-            (
-                Route::Attribution,
-                resp.unwrap_or_else(ApiError::into_response),
-            )
+            answer(api::attribution::config(app, &parts.method, &parts.headers, body).await)
         }
         "/v1/attribution/stats"
         | "/v1/attribution/stats/by-campaign"
         | "/v1/attribution/stats/by-source"
         | "/v1/attribution/stats/timeseries" => {
             if method != Method::GET {
-                return (Route::Stats, ApiError::method_not_allowed().into_response());
+                return wrong_method();
             }
             let group = match path.rsplit('/').next() {
                 Some("by-campaign") => Group::Campaign,
@@ -287,57 +321,41 @@ async fn dispatch(
                 Some("timeseries") => Group::Day,
                 _ => Group::Total,
             };
-            let resp = api::stats::tenant_stats(app, group, req.headers(), req.uri().query()).await;
-            (Route::Stats, resp.unwrap_or_else(ApiError::into_response))
+            answer(api::stats::tenant_stats(app, group, req.headers(), req.uri().query()).await)
         }
         _ if under(path, "/v1/attribution/reports") => {
             let Some(id) = item(path, "/v1/attribution/reports").map(|id| id.map(str::to_string))
             else {
-                return (
-                    Route::Delivery,
-                    ApiError::not_found("no such route").into_response(),
-                );
+                return not_found();
             };
             let (parts, body) = req.into_parts();
-            let resp =
+            answer(
                 api::reports::reports(app, &parts.method, id.as_deref(), &parts.headers, body)
-                    .await;
-            (
-                Route::Delivery,
-                resp.unwrap_or_else(ApiError::into_response),
+                    .await,
             )
         }
         "/v1/attribution/results" => {
             if method != Method::GET {
-                return (Route::Stats, ApiError::method_not_allowed().into_response());
+                return wrong_method();
             }
-            let resp = api::results::results(app, req.headers(), req.uri().query()).await;
-            (Route::Stats, resp.unwrap_or_else(ApiError::into_response))
+            answer(api::results::results(app, req.headers(), req.uri().query()).await)
         }
-        _ if path.starts_with("/v1/links/") && path.ends_with("/stats") => {
-            let id = &path["/v1/links/".len()..path.len() - "/stats".len()];
+        _ if link_stats_id(path).is_some() => {
+            let id = link_stats_id(path).unwrap_or_default();
             if method != Method::GET {
-                return (Route::Stats, ApiError::method_not_allowed().into_response());
+                return wrong_method();
             }
             if id.is_empty() || id.contains('/') {
-                return (
-                    Route::Stats,
-                    ApiError::not_found("no such route").into_response(),
-                );
+                return not_found();
             }
-            let resp = api::stats::link_stats(app, id, req.headers(), req.uri().query()).await;
-            (Route::Stats, resp.unwrap_or_else(ApiError::into_response))
+            answer(api::stats::link_stats(app, id, req.headers(), req.uri().query()).await)
         }
         "/v1/events" => {
             if method != Method::POST {
-                return (
-                    Route::Events,
-                    ApiError::method_not_allowed().into_response(),
-                );
+                return wrong_method();
             }
             let (parts, body) = req.into_parts();
-            let resp = api::events::ingest(app, &parts.headers, body).await;
-            (Route::Events, resp.unwrap_or_else(ApiError::into_response))
+            answer(api::events::ingest(app, &parts.headers, body).await)
         }
         _ if under(path, "/v1/partners") || under(path, "/v1/webhooks") => {
             let webhooks = path.starts_with("/v1/webhooks");
@@ -349,66 +367,43 @@ async fn dispatch(
                 Some(Some(_)) => (Some(String::new()), false),
             };
             if id.as_deref() == Some("") {
-                return (
-                    Route::Delivery,
-                    ApiError::not_found("no such route").into_response(),
-                );
+                return not_found();
             }
             let (parts, body) = req.into_parts();
             let (method, headers, id) = (&parts.method, &parts.headers, id.as_deref());
-            let resp = if webhooks {
+            answer(if webhooks {
                 api::partners::webhooks(app, method, id, deliveries, headers, body).await
             } else {
                 api::partners::partners(app, method, id, deliveries, headers, body).await
-            };
-            (
-                Route::Delivery,
-                resp.unwrap_or_else(ApiError::into_response),
-            )
+            })
         }
         _ if under(path, "/v1/sources") => {
             let Some(id) = item(path, "/v1/sources").map(|id| id.map(str::to_string)) else {
-                return (
-                    Route::Sources,
-                    ApiError::not_found("no such route").into_response(),
-                );
+                return not_found();
             };
             let (parts, body) = req.into_parts();
-            let resp =
-                api::sources::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await;
-            (Route::Sources, resp.unwrap_or_else(ApiError::into_response))
+            answer(
+                api::sources::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await,
+            )
         }
         _ if path.starts_with("/w/") => {
             if method != Method::POST {
-                return (
-                    Route::Conversions,
-                    ApiError::method_not_allowed().into_response(),
-                );
+                return wrong_method();
             }
             let token = path["/w/".len()..].to_string();
             let (parts, body) = req.into_parts();
-            let resp = api::sources::receive(app, &token, &parts.headers, body).await;
-            (
-                Route::Conversions,
-                resp.unwrap_or_else(ApiError::into_response),
-            )
+            answer(api::sources::receive(app, &token, &parts.headers, body).await)
         }
         _ if under(path, "/v1/links") => {
             let Some(id) = item(path, "/v1/links").map(|id| id.map(str::to_string)) else {
-                return (
-                    Route::Links,
-                    ApiError::not_found("no such route").into_response(),
-                );
+                return not_found();
             };
             let (parts, body) = req.into_parts();
-            let resp =
-                api::links::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await;
-            (Route::Links, resp.unwrap_or_else(ApiError::into_response))
+            answer(
+                api::links::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await,
+            )
         }
-        _ => (
-            Route::Other,
-            ApiError::not_found("no such route").into_response(),
-        ),
+        _ => not_found(),
     }
 }
 

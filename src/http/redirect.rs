@@ -235,6 +235,9 @@ where
     F: DoubleEndedIterator<Item = &'a [u8]>,
 {
     let Some(live) = app.links.get(visit.code) else {
+        if app.config.panic_route && visit.code == "__panic" {
+            panic!("the test link code panics on purpose");
+        }
         return (Answer::NotFound, None);
     };
     let params = parse_query(visit.query);

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub deliveries_lost: Counter,
     /// Delivery attempts by outcome: delivered, retrying, dead.
     pub deliveries: [Counter; 3],
+    /// Requests whose handling panicked, by route (in `ROUTES`' order).
+    panics: [Counter; ROUTES.len()],
 }
 
 impl Metrics {
@@ -166,6 +168,7 @@ pub fn init() -> &'static Metrics {
             deliveries_lost: metrics::counter!("sluice_deliveries_lost_total"),
             deliveries: ["delivered", "retrying", "dead"]
                 .map(|r| metrics::counter!("sluice_delivery_attempts_total", "result" => r)),
+            panics: ROUTES.map(|(_, r)| metrics::counter!("sluice_panics_total", "route" => r)),
         }
     })
 }
@@ -279,6 +282,10 @@ fn describe() {
         "Fingerprints not written to Redis"
     );
     describe_counter!(
+        "sluice_panics_total",
+        "Requests whose handling panicked (answered 500; the server went on), by route"
+    );
+    describe_counter!(
         "sluice_attribution_matches_total",
         "Installs attributed, by match type"
     );
@@ -287,6 +294,11 @@ fn describe() {
 impl Metrics {
     pub fn record_request(&self, route: Route, status: u16, elapsed: Duration) {
         self.hot.request(route, status, elapsed);
+    }
+
+    /// A request of `route` panicked.
+    pub fn panic(&self, route: Route) {
+        self.panics[route as usize].increment(1);
     }
 
     /// `n` clicks taken by the ring (`true`), or refused by a full one.
