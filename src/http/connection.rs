@@ -397,7 +397,7 @@ mod tests {
     #[test]
     fn panic_response_is_framed() {
         let (head, body) = PANIC_RESPONSE.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}\r\n", body.len())));
+        assert!(head.ends_with(&format!("content-length: {}", body.len())));
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["code"], "internal_error");
     }
