@@ -212,7 +212,8 @@ async function settings() {
   main.innerHTML = `<form class="card narrow" id="config"><h1>Attribution settings</h1>
     ${fields.map((f) => `<label>${esc(f.replace(/_/g, " "))}<input name="${f}" value="${esc(c[f])}"></label>`).join("")}
     <label><input type="checkbox" name="fingerprint_enabled" ${c.fingerprint_enabled ? "checked" : ""} style="width:auto"> fingerprint matching</label>
-    <p>Report signing secret: <code>${esc(c.report_signing_secret)}</code></p>
+    <p>Report signing secret: <span id="report-secret">${c.report_signing_secret_set ? "set (shown once, when generated)" : "generated on the first save"}</span>
+    <button type="button" id="rotate-secret">Rotate</button></p>
     <button>Save</button><p class="error" id="config-error"></p></form>`;
   clearTimeout(pollTimer); // don't overwrite a form being edited
   $("#config").addEventListener("submit", async (ev) => {
@@ -220,8 +221,18 @@ async function settings() {
     const f = ev.target;
     const body = { fingerprint_enabled: f.fingerprint_enabled.checked };
     for (const k of fields) body[k] = /days|minutes/.test(k) ? Number(f[k].value) : f[k].value;
-    try { await api("PATCH", "/v1/attribution/config", body); $("#config-error").textContent = "saved"; } catch (e) { $("#config-error").textContent = e.message; }
+    try { showSecret(await api("PATCH", "/v1/attribution/config", body)); $("#config-error").textContent = "saved"; } catch (e) { $("#config-error").textContent = e.message; }
   });
+  $("#rotate-secret").addEventListener("click", async () => {
+    try { showSecret(await api("PATCH", "/v1/attribution/config", { rotate_report_signing_secret: true })); } catch (e) { $("#config-error").textContent = e.message; }
+  });
+}
+
+// The API shows a report signing secret once, in the answer that generated or rotated it.
+function showSecret(config) {
+  if (config.report_signing_secret) {
+    $("#report-secret").innerHTML = `<code>${esc(config.report_signing_secret)}</code> — copy it now, it is not shown again`;
+  }
 }
 
 const routes = {

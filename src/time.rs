@@ -128,6 +128,23 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(secs).ok().map(|s| s * 1000 + ms)
 }
 
+/// Reported times before this are refused (2000-01-01): a wrong clock, not history.
+const EARLIEST_MS: u64 = 946_684_800_000;
+/// How far ahead of our clock a reported time may be (the sender's clock may be ahead).
+const FUTURE_SLACK_MS: u64 = MS_PER_DAY;
+
+/// `ts_ms` if a client's clock could have said it at `now_ms`: not before 2000, at most a
+/// day ahead.
+pub fn plausible(ts_ms: u64, now_ms: u64) -> Result<u64, &'static str> {
+    if ts_ms < EARLIEST_MS {
+        return Err("is before 2000-01-01");
+    }
+    if ts_ms > now_ms.saturating_add(FUTURE_SLACK_MS) {
+        return Err("is more than a day in the future");
+    }
+    Ok(ts_ms)
+}
+
 pub fn now_rfc3339() -> String {
     rfc3339_from_ms(now_ms())
 }

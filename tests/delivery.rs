@@ -506,6 +506,7 @@ async fn reports_arrive_in_signed_batches_of_100() {
         "report_webhook_url": receiver.url("/reports"), "report_signature_header": "X-SLM-Signature"
     }))).await;
     assert_eq!(status, 200, "{cfg}");
+    // The first PATCH generated the secret and shows it, once.
     let secret = cfg["report_signing_secret"].as_str().unwrap().to_string();
 
     // 250 matched spring installs, plus organic ones and another campaign's, in the window.

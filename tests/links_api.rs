@@ -106,14 +106,26 @@ async fn validation_errors_name_the_field() {
         (
             json!({"destination": "https://x.example/", "colour": "red"}),
             400,
-            "invalid_json",
+            "invalid_field",
             Some("colour"),
         ),
         (
             json!({"campaign": "no destination"}),
             400,
-            "invalid_json",
-            None,
+            "invalid_field",
+            Some("destination"),
+        ),
+        (
+            json!({"destination": 5}),
+            400,
+            "invalid_field",
+            Some("destination"),
+        ),
+        (
+            json!({"destination": "https://x.example/", "paused": "yes"}),
+            400,
+            "invalid_field",
+            Some("paused"),
         ),
         (
             json!({"destination": "https://x.example/", "id": taken}),

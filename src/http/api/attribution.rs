@@ -9,9 +9,9 @@ use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use tracing::warn;
 
-use super::read_json;
+use super::{object_of, read_json};
 use crate::app::App;
-use crate::attribution::config::ConfigPatch;
+use crate::attribution::config::{AttributionConfig, ConfigPatch};
 use crate::attribution::install::{self, ClickFacts, InstallAttribution, InstallRow};
 use crate::attribution::{admissible, referrer, resolve, Candidate, MatchType, SelfReported};
 use crate::click::ClickId;
@@ -37,21 +37,15 @@ pub async fn config(
     body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
     let caller = require_secret(app, headers).await?;
-    let mut current = app.redis.attribution_config(&caller.tenant_id).await?;
-    if current.report_signing_secret.is_empty() {
-        // First read: the report signing secret is generated (and kept).
-        current = current
-            .patched(&ConfigPatch::default())
-            .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
-        app.redis
-            .put_attribution_config(&caller.tenant_id, &current)
-            .await?;
-    }
+    let current = app.redis.attribution_config(&caller.tenant_id).await?;
     match *method {
-        Method::GET => Ok(json_response(StatusCode::OK, &json!(current))),
+        Method::GET => Ok(json_response(StatusCode::OK, &config_view(&current, false))),
         Method::PATCH => {
-            let value: serde_json::Value = read_json(body, BODY_LIMIT).await?;
-            let next = ConfigPatch::from_json(&value)
+            let value: Value = read_json(body, BODY_LIMIT).await?;
+            let fields = value.as_object().ok_or_else(|| {
+                ApiError::bad_request("invalid_json", "body must be a JSON object")
+            })?;
+            let next = ConfigPatch::from_json(fields)
                 .and_then(|patch| current.patched(&patch))
                 .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
             if !next.report_webhook_url.is_empty() {
@@ -64,10 +58,29 @@ pub async fn config(
             app.redis
                 .put_attribution_config(&caller.tenant_id, &next)
                 .await?;
-            Ok(json_response(StatusCode::OK, &json!(next)))
+            // The signing secret is shown once: in the answer that generated or rotated it.
+            let new_secret = next.report_signing_secret != current.report_signing_secret;
+            Ok(json_response(
+                StatusCode::OK,
+                &config_view(&next, new_secret),
+            ))
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// The settings as the API shows them: the report signing secret only when `with_secret`,
+/// otherwise whether one is set.
+fn config_view(config: &AttributionConfig, with_secret: bool) -> Value {
+    let mut view = json!(config);
+    let set = !config.report_signing_secret.is_empty();
+    if !with_secret {
+        if let Some(fields) = view.as_object_mut() {
+            fields.remove("report_signing_secret");
+        }
+    }
+    view["report_signing_secret_set"] = json!(set);
+    view
 }
 
 /// Which client endpoint is answering.
@@ -111,10 +124,23 @@ fn text<'a>(
     }
 }
 
-fn report(body: &Value) -> Result<Report<'_>, ApiError> {
-    let body = body
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))?;
+/// The fields of an install or deferred report.
+const REPORT_FIELDS: [&str; 11] = [
+    "install_id",
+    "platform",
+    "click_id",
+    "install_referrer",
+    "source",
+    "medium",
+    "campaign",
+    "os_version",
+    "device_model",
+    "app_version",
+    "installed_at",
+];
+
+fn report(body: &Value, now_ms: u64) -> Result<Report<'_>, ApiError> {
+    let body = object_of(body, &REPORT_FIELDS)?;
     let install_id = text(body, "install_id", MAX_INSTALL_ID)?
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::invalid_field("install_id", "is required"))?;
@@ -147,9 +173,12 @@ fn report(body: &Value) -> Result<Report<'_>, ApiError> {
         None => None,
     };
     let installed_at = match text(body, "installed_at", 64)? {
-        Some(s) => Some(time::parse_rfc3339(s).ok_or_else(|| {
-            ApiError::invalid_field("installed_at", "must be an ISO 8601 date-time with a zone")
-        })?),
+        Some(s) => Some(
+            time::parse_rfc3339(s)
+                .ok_or("must be an ISO 8601 date-time with a zone")
+                .and_then(|ms| time::plausible(ms, now_ms))
+                .map_err(|e| ApiError::invalid_field("installed_at", e))?,
+        ),
         None => None,
     };
     Ok(Report {
@@ -183,7 +212,8 @@ pub async fn attribute(
     let caller = authenticate(app, headers).await?;
     let tenant = caller.tenant_id.as_str();
     let value: Value = read_json(body, BODY_LIMIT).await?;
-    let r = report(&value)?;
+    let received_ms = time::now_ms();
+    let r = report(&value, received_ms)?;
     if app.rows.is_full(1024) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -192,7 +222,6 @@ pub async fn attribute(
         ));
     }
     let config = app.redis.attribution_config(tenant).await?;
-    let received_ms = time::now_ms();
     let install_ms = r.installed_at.unwrap_or(received_ms);
 
     // Explicit candidates are looked up in ClickHouse under this tenant: another tenant's
@@ -470,9 +499,7 @@ pub async fn bind_user(
 ) -> Result<Response<Body>, ApiError> {
     let caller = authenticate(app, headers).await?;
     let value: Value = read_json(body, BODY_LIMIT).await?;
-    let body = value
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))?;
+    let body = object_of(&value, &["install_id", "user_id"])?;
     let install_id = text(body, "install_id", MAX_INSTALL_ID)?
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::invalid_field("install_id", "is required"))?;

@@ -34,16 +34,68 @@ const DURABLE_WAIT: Duration = Duration::from_secs(30);
 
 /// Reads a JSON body of at most `limit` bytes.
 pub async fn read_json<T: DeserializeOwned>(body: Incoming, limit: usize) -> Result<T, ApiError> {
-    let bytes = read_body(body, limit).await?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        let message = e.to_string();
-        let field = unknown_field(&message);
-        let err = ApiError::bad_request("invalid_json", format!("invalid JSON body: {message}"));
-        match field {
-            Some(f) => err.with_details(serde_json::json!({ "field": f })),
-            None => err,
+    parse_json(&read_body(body, limit).await?)
+}
+
+/// Parses a JSON body into `T`. Text that is not JSON is `invalid_json`; JSON of the wrong
+/// shape (a missing, unknown or mistyped field) is `invalid_field` with `details.field`
+/// naming it (`postbacks.install`, `links[3].destination`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let e = e.into_inner();
+        if e.classify() != serde_json::error::Category::Data {
+            return invalid_json(&e);
         }
-    })
+        let message = e.to_string();
+        // A missing field is named only in serde's message; the path is its object's.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (missing, path.as_str()) {
+            (Some(name), ".") => name.to_string(),
+            (Some(name), parent) => format!("{parent}.{name}"),
+            (None, path) => path.to_string(),
+        };
+        let message = strip_position(&message);
+        ApiError::bad_request("invalid_field", format!("{field}: {message}"))
+            .with_details(serde_json::json!({ "field": field }))
+    })?;
+    de.end().map_err(|e| invalid_json(&e))?;
+    Ok(value)
+}
+
+fn invalid_json(e: &serde_json::Error) -> ApiError {
+    ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}"))
+}
+
+/// serde_json's message without its " at line 1 column 42" (the field names the place).
+fn strip_position(message: &str) -> &str {
+    message
+        .rfind(" at line ")
+        .map_or(message, |at| &message[..at])
+}
+
+/// The JSON object a client endpoint was sent, refusing fields it does not know: a typo such
+/// as `clickid` must fail loudly rather than quietly turn an install organic.
+pub fn object_of<'a>(
+    value: &'a serde_json::Value,
+    known: &[&str],
+) -> Result<&'a serde_json::Map<String, serde_json::Value>, ApiError> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))?;
+    match object.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::invalid_field(
+            unknown,
+            format!(
+                "is not a known field (expected one of {})",
+                known.join(", ")
+            ),
+        )),
+        None => Ok(object),
+    }
 }
 
 pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
@@ -55,12 +107,6 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> 
             "request body could not be read",
         )),
     }
-}
-
-/// serde names an unknown field as "unknown field `x`, expected …".
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split('`').next()
 }
 
 /// Reads a batch body of at most `limit` bytes. One whose `Content-Length` already says it is
