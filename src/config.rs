@@ -43,6 +43,11 @@ pub const ENV_PUBLIC_URL: &str = "SLUICE_PUBLIC_URL";
 pub const ENV_RATE_LIMIT_TENANT: &str = "SLUICE_RATE_LIMIT_TENANT";
 pub const ENV_RATE_LIMIT_KEY: &str = "SLUICE_RATE_LIMIT_KEY";
 pub const ENV_RATE_LIMIT_BURST_SECONDS: &str = "SLUICE_RATE_LIMIT_BURST_SECONDS";
+pub const ENV_LIMIT_LINKS: &str = "SLUICE_LIMIT_LINKS";
+pub const ENV_LIMIT_SOURCES: &str = "SLUICE_LIMIT_SOURCES";
+pub const ENV_LIMIT_PARTNERS: &str = "SLUICE_LIMIT_PARTNERS";
+pub const ENV_LIMIT_WEBHOOKS: &str = "SLUICE_LIMIT_WEBHOOKS";
+pub const ENV_LIMIT_KEYS: &str = "SLUICE_LIMIT_KEYS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -96,10 +101,36 @@ pub struct Config {
     /// Daily stats aggregates older than this are dropped (0 = kept for ever).
     pub stats_retention_days: u32,
     pub delivery: DeliveryConfig,
+    pub limits: TenantLimits,
     /// Tests only, set in code (never from a file or the environment): `/v1/test/panic` and
     /// the link code `__panic` panic on purpose, to prove a panic costs one request.
     #[serde(skip)]
     pub panic_route: bool,
+}
+
+/// How many of each entity one tenant may have (live ones; deleted and revoked ones do not
+/// count). Generous: they stop a runaway script, not a real catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantLimits {
+    pub links: usize,
+    pub sources: usize,
+    pub partners: usize,
+    pub webhooks: usize,
+    /// Active API keys, secret and publishable together.
+    pub keys: usize,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        TenantLimits {
+            links: 10_000_000,
+            sources: 1_000,
+            partners: 1_000,
+            webhooks: 100,
+            keys: 100,
+        }
+    }
 }
 
 /// Outbound deliveries (postbacks, webhooks, reports).
@@ -254,6 +285,7 @@ impl Default for Config {
             retention_interval_ms: 3_600_000,
             stats_retention_days: 0,
             delivery: DeliveryConfig::default(),
+            limits: TenantLimits::default(),
             panic_route: false,
         }
     }
@@ -437,6 +469,17 @@ impl Config {
         }
         if let Some(v) = get(ENV_RATE_LIMIT_BURST_SECONDS) {
             self.rate_limit.burst_seconds = parse(ENV_RATE_LIMIT_BURST_SECONDS, &v)?;
+        }
+        for (name, limit) in [
+            (ENV_LIMIT_LINKS, &mut self.limits.links),
+            (ENV_LIMIT_SOURCES, &mut self.limits.sources),
+            (ENV_LIMIT_PARTNERS, &mut self.limits.partners),
+            (ENV_LIMIT_WEBHOOKS, &mut self.limits.webhooks),
+            (ENV_LIMIT_KEYS, &mut self.limits.keys),
+        ] {
+            if let Some(v) = get(name) {
+                *limit = parse(name, &v)?;
+            }
         }
         if let Some(v) = get(ENV_SHUTDOWN_TIMEOUT_MS) {
             self.shutdown_timeout_ms = parse(ENV_SHUTDOWN_TIMEOUT_MS, &v)?;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod conversions;
 pub mod delivery;
 pub mod http;
+pub mod keys;
 pub mod link;
 pub mod metrics;
 pub mod pipeline;

@@ -1,4 +1,4 @@
-//! The `sluice` command: `serve`, `migrate`, `tenant create`.
+//! The `sluice` command: `serve`, `migrate`, `tenant create`, `key create|list|revoke`.
 
 use std::path::PathBuf;
 
@@ -6,7 +6,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice::app::Server;
 use sluice::config::Config;
-use sluice::store::{clickhouse, redis::Redis};
+use sluice::keys::KeyKind;
+use sluice::store::{
+    clickhouse,
+    redis::{Redis, Revocation},
+};
 use tracing::info;
 
 /// mimalloc: small allocations on the redirect path and frees on the encoder thread are
@@ -38,6 +42,33 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+    },
+    /// Manage a tenant's API keys (for an operator; tenants use /v1/keys).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key; prints it once as one line of JSON. Not bound by the tenant's key limit.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "secret", value_parser = ["secret", "publishable"])]
+        kind: String,
+    },
+    /// List the tenant's keys, one JSON line each (ids and prefixes, never the keys).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key by id; the tenant's last active secret key cannot be revoked.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        id: String,
     },
 }
 
@@ -103,7 +134,46 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&tenant)?);
             Ok(())
         }
+        Command::Key { command } => {
+            let redis = Redis::connect(&config.redis.url, &config.redis.prefix).await?;
+            key_command(&redis, command).await
+        }
     }
+}
+
+async fn key_command(redis: &Redis, command: KeyCommand) -> anyhow::Result<()> {
+    let known = |tenant: &str| {
+        let tenant = tenant.to_string();
+        async move {
+            anyhow::ensure!(redis.tenant_exists(&tenant).await?, "no tenant {tenant:?}");
+            Ok(())
+        }
+    };
+    match command {
+        KeyCommand::Create { tenant, kind } => {
+            known(&tenant).await?;
+            let kind = KeyKind::parse(&kind).context("kind is secret or publishable")?;
+            let (entry, key) = redis
+                .create_key(&tenant, kind, usize::MAX)
+                .await?
+                .context("key not created")?;
+            println!("{}", entry.created(&key));
+        }
+        KeyCommand::List { tenant } => {
+            known(&tenant).await?;
+            for (key, used) in redis.keys_of(&tenant).await? {
+                println!("{}", key.listing(used.as_deref()));
+            }
+        }
+        KeyCommand::Revoke { tenant, id } => match redis.revoke_key(&tenant, &id).await? {
+            Revocation::Revoked => println!("{}", serde_json::json!({ "revoked": id })),
+            Revocation::Missing => anyhow::bail!("tenant {tenant:?} has no key {id:?}"),
+            Revocation::LastSecret => {
+                anyhow::bail!("{id} is the tenant's last active secret key: create another first")
+            }
+        },
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -7,7 +7,7 @@ use hyper::StatusCode;
 
 use super::error::ApiError;
 use crate::app::App;
-use crate::store::redis::KeyKind;
+use crate::keys::{self, KeyKind};
 
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -36,11 +36,12 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Caller, ApiE
                 "send an API key as Authorization: Bearer <key> or x-api-key",
             )
         })?;
-    if !(key.starts_with("sk_") || key.starts_with("pk_")) || key.len() > 128 {
+    if !keys::plausible(key) {
         return Err(invalid_key());
     }
     let record = app.redis.key_record(key).await?.ok_or_else(invalid_key)?;
     rate_limit(app, &record.tenant_id, key)?;
+    app.redis.key_used(&record.tenant_id, key);
     Ok(Caller {
         tenant_id: record.tenant_id,
         kind: record.kind,
@@ -78,6 +79,7 @@ pub async fn authenticate_basic(app: &App, headers: &HeaderMap) -> Result<Caller
         return Err(bad());
     }
     rate_limit(app, &record.tenant_id, &key)?;
+    app.redis.key_used(&record.tenant_id, &key);
     Ok(Caller {
         tenant_id: record.tenant_id,
         kind: record.kind,

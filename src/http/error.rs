@@ -60,6 +60,16 @@ impl ApiError {
         )
     }
 
+    /// The tenant already has as many `resource` as it may (`limits` in the config).
+    pub fn limit_reached(resource: &str, limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "limit_reached",
+            format!("this tenant already has {limit} {resource}, the most it may have; delete some first or ask the operator to raise the limit"),
+        )
+        .with_details(json!({ "resource": resource, "limit": limit }))
+    }
+
     /// A bug, not the request's fault (a handler panicked).
     pub fn internal() -> ApiError {
         ApiError::new(

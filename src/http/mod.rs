@@ -176,6 +176,7 @@ fn route_of(path: &str) -> Route {
             Route::Delivery
         }
         _ if api("/v1/sources") => Route::Sources,
+        _ if api("/v1/keys") => Route::Keys,
         _ if path.starts_with("/w/") => Route::Conversions,
         _ if api("/v1/links") => Route::Links,
         _ if path
@@ -393,6 +394,13 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
             let token = path["/w/".len()..].to_string();
             let (parts, body) = req.into_parts();
             answer(api::sources::receive(app, &token, &parts.headers, body).await)
+        }
+        _ if under(path, "/v1/keys") => {
+            let Some(id) = item(path, "/v1/keys").map(|id| id.map(str::to_string)) else {
+                return not_found();
+            };
+            let (parts, body) = req.into_parts();
+            answer(api::keys::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await)
         }
         _ if under(path, "/v1/links") => {
             let Some(id) = item(path, "/v1/links").map(|id| id.map(str::to_string)) else {

@@ -21,13 +21,14 @@ pub enum Route {
     Conversions,
     Stats,
     Delivery,
+    Keys,
     Metrics,
     Health,
     Ready,
     Other,
 }
 
-const ROUTES: [(Route, &str); 12] = [
+const ROUTES: [(Route, &str); 13] = [
     (Route::Redirect, "redirect"),
     (Route::Links, "links"),
     (Route::Attribution, "attribution"),
@@ -36,6 +37,7 @@ const ROUTES: [(Route, &str); 12] = [
     (Route::Conversions, "conversions"),
     (Route::Stats, "stats"),
     (Route::Delivery, "delivery"),
+    (Route::Keys, "keys"),
     (Route::Metrics, "metrics"),
     (Route::Health, "healthz"),
     (Route::Ready, "readyz"),

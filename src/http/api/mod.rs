@@ -2,6 +2,7 @@
 
 pub mod attribution;
 pub mod events;
+pub mod keys;
 pub mod links;
 pub mod partners;
 pub mod reports;

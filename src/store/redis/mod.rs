@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::attribution::install::InstallAttribution;
 use crate::attribution::AttributionConfig;
@@ -18,6 +17,9 @@ use crate::conversions::IDEMPOTENCY_TTL_MS;
 use crate::delivery::partner::Partner;
 use crate::delivery::{Job, Owner};
 use crate::link::Link;
+
+mod keys;
+pub use keys::{KeyRecord, NewTenant, Revocation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -30,26 +32,6 @@ pub enum RedisError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyKind {
-    Secret,
-    Publishable,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyRecord {
-    pub tenant_id: String,
-    pub kind: KeyKind,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NewTenant {
-    pub tenant_id: String,
-    pub secret_key: String,
-    pub publishable_key: String,
-}
-
 #[derive(Clone)]
 pub struct Redis {
     conn: ConnectionManager,
@@ -59,8 +41,12 @@ pub struct Redis {
     prefix: String,
     flip: redis::Script,
     idempotency: redis::Script,
-    /// API key lookups, for `KEY_CACHE_TTL`: a revoked key keeps working that long.
+    /// API key lookups, for `KEY_CACHE_TTL`: a key revoked on another node keeps working
+    /// that long there.
     keys: Arc<TtlCache<Option<KeyRecord>>>,
+    /// When this node last wrote each key's `last_used_at` (by key hash).
+    key_uses: Arc<TtlCache<()>>,
+    key_revoke: redis::Script,
     /// Attribution settings, for `CONFIG_CACHE_TTL`: a change made on another node takes
     /// that long to apply here.
     configs: Arc<TtlCache<AttributionConfig>>,
@@ -72,7 +58,10 @@ pub struct Redis {
     provisioned: Arc<parking_lot::Mutex<ahash::AHashSet<String>>>,
 }
 
-const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Under a second, so a revocation is in force on every node within one (SPEC, Keys).
+const KEY_CACHE_TTL: Duration = Duration::from_millis(750);
+/// A key's `last_used_at` is written at most this often per node.
+const KEY_USE_INTERVAL: Duration = Duration::from_secs(60);
 const CONFIG_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// A small read-through cache for per-request lookups on the client endpoints' hot path.
@@ -94,6 +83,10 @@ impl<V: Clone> TtlCache<V> {
         map.get(key)
             .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(v, _)| v.clone())
+    }
+
+    fn remove(&self, key: &str) {
+        self.map.lock().remove(key);
     }
 
     fn put(&self, key: String, value: V) {
@@ -220,10 +213,6 @@ impl IdClaim {
     }
 }
 
-pub fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
 fn random_hex(bytes: usize) -> String {
     let buf: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
     hex::encode(buf)
@@ -242,17 +231,21 @@ impl Redis {
             .set_response_timeout(Some(Duration::from_secs(2)));
         let conn = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
         let blocking = ConnectionManager::new_with_config(client, config).await?;
-        let flip = redis::Script::new(include_str!("../../redis/flip.lua"));
+        let flip = redis::Script::new(include_str!("../../../redis/flip.lua"));
         Ok(Redis {
             conn,
             blocking,
             prefix: prefix.to_string(),
             flip,
-            idempotency: redis::Script::new(include_str!("../../redis/idempotency.lua")),
+            idempotency: redis::Script::new(include_str!("../../../redis/idempotency.lua")),
             keys: Arc::new(TtlCache::new(KEY_CACHE_TTL)),
+            key_uses: Arc::new(TtlCache::new(KEY_USE_INTERVAL)),
+            key_revoke: redis::Script::new(include_str!("../../../redis/key_revoke.lua")),
             configs: Arc::new(TtlCache::new(CONFIG_CACHE_TTL)),
             provisioned: Arc::default(),
-            delivery_promote: redis::Script::new(include_str!("../../redis/delivery_promote.lua")),
+            delivery_promote: redis::Script::new(include_str!(
+                "../../../redis/delivery_promote.lua"
+            )),
             partners: Arc::new(TtlCache::new(CONFIG_CACHE_TTL)),
             webhooks: Arc::new(TtlCache::new(CONFIG_CACHE_TTL)),
         })
@@ -335,6 +328,12 @@ impl Redis {
     fn api_key_key(&self, hash: &str) -> String {
         format!("{}:key:{hash}", self.prefix)
     }
+    fn tenant_keys_key(&self, tenant: &str) -> String {
+        format!("{}:keys", self.tenant_tag(tenant))
+    }
+    fn key_uses_key(&self, tenant: &str) -> String {
+        format!("{}:keys:used", self.tenant_tag(tenant))
+    }
 
     pub async fn ping(&self) -> Result<(), RedisError> {
         let mut c = self.conn.clone();
@@ -348,61 +347,6 @@ impl Redis {
         let key = format!("{}:ip_hash_key", self.prefix);
         let _: bool = c.set_nx(&key, random_hex(32)).await?;
         Ok(c.get(&key).await?)
-    }
-
-    pub async fn create_tenant(&self, name: &str) -> Result<NewTenant, RedisError> {
-        let tenant_id = format!("t_{}", random_hex(8));
-        let secret_key = format!("sk_{}", random_hex(16));
-        let publishable_key = format!("pk_{}", random_hex(16));
-        let record = |kind| {
-            serde_json::to_string(&KeyRecord {
-                tenant_id: tenant_id.clone(),
-                kind,
-            })
-            .expect("serializable")
-        };
-        let mut c = self.conn.clone();
-        redis::pipe()
-            .hset_multiple(
-                self.tenant_key(&tenant_id),
-                &[
-                    ("name", name.to_string()),
-                    ("created_at", crate::time::now_rfc3339()),
-                ],
-            )
-            .set(
-                self.api_key_key(&hash_key(&secret_key)),
-                record(KeyKind::Secret),
-            )
-            .set(
-                self.api_key_key(&hash_key(&publishable_key)),
-                record(KeyKind::Publishable),
-            )
-            .query_async::<()>(&mut c)
-            .await?;
-        Ok(NewTenant {
-            tenant_id,
-            secret_key,
-            publishable_key,
-        })
-    }
-
-    /// Looks an API key up by its hash; keys themselves are never stored.
-    pub async fn key_record(&self, key: &str) -> Result<Option<KeyRecord>, RedisError> {
-        let hash = hash_key(key);
-        if let Some(cached) = self.keys.get(&hash) {
-            return Ok(cached);
-        }
-        let mut c = self.conn.clone();
-        let rkey = self.api_key_key(&hash);
-        let raw: Option<String> = c.get(&rkey).await?;
-        let record = raw
-            .map(|r| {
-                serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key: rkey, source })
-            })
-            .transpose()?;
-        self.keys.put(hash, record.clone());
-        Ok(record)
     }
 
     /// The tenant's attribution settings (defaults until first changed).
@@ -1080,18 +1024,5 @@ impl Redis {
             key: format!("{}[{code}]", self.links_key()),
             source,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_hash_is_sha256_hex() {
-        assert_eq!(
-            hash_key("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }
