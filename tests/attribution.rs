@@ -18,6 +18,7 @@ struct Ctx {
     env: TestEnv,
     server: sluice::app::Server,
     key: String,
+    secret: String,
     code: String,
 }
 
@@ -42,6 +43,7 @@ impl Ctx {
             env,
             server,
             key: t.publishable_key,
+            secret: t.secret_key,
             code,
         }
     }
@@ -275,10 +277,24 @@ async fn resolution_order_windows_and_tenants() {
         "{ok}"
     );
 
-    // Click lookback (7 days) and an install dated before its click, by explicit id.
+    // Click lookback and an install dated before its click, by explicit id. An install may
+    // be dated at most a day ahead of now, so the lookback is shortened to one day and the
+    // install dated a day and a second after a click at least two seconds old.
     let c4 = ctx.click("198.51.100.4", ANDROID).await;
     let t4 = c4.timestamp_ms();
-    let stale = ctx.install("192.0.2.6", json!({"install_id": "i-stale", "platform": "android", "click_id": c4.to_string(), "installed_at": at(t4 + 7 * 86_400_000 + 1_000)})).await;
+    let resp = http()
+        .patch(format!("{}/v1/attribution/config", base(&ctx.server)))
+        .bearer_auth(&ctx.secret)
+        .json(&json!({"click_lookback_days": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let old_enough = t4 + 2_000;
+    while sluice::time::now_ms() < old_enough {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stale = ctx.install("192.0.2.6", json!({"install_id": "i-stale", "platform": "android", "click_id": c4.to_string(), "installed_at": at(t4 + 86_400_000 + 1_000)})).await;
     assert_eq!(stale["match_type"], "organic", "{stale}");
     let before = ctx.install("192.0.2.7", json!({"install_id": "i-before", "platform": "android", "click_id": c4.to_string(), "installed_at": at(t4 - 1_000)})).await;
     assert_eq!(before["match_type"], "organic", "{before}");
@@ -346,6 +362,66 @@ async fn resolution_order_windows_and_tenants() {
         .await
         .unwrap();
     assert_eq!(bound.as_deref(), Some("i-click"));
+
+    // A publishable key binds first and only first: binding the same pair again is fine, but
+    // a user bound to another install stays where it is (else anyone holding the app's key
+    // could take the user's conversions). The secret key may rebind; that is logged.
+    assert_eq!(bind("i-click", "usr_1").await.unwrap().status(), 200);
+    let resp = bind("i-mine", "usr_1").await.unwrap();
+    assert_eq!(resp.status(), 409);
+    let refused: Value = resp.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "user_already_bound", "{refused}");
+    let redis = ctx.env.redis().await;
+    let tenant = tenant_id.trim();
+    assert_eq!(
+        redis
+            .user_install(tenant, "usr_1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("i-click")
+    );
+    let resp = http()
+        .put(format!("{}/v1/attribution/link", base(&ctx.server)))
+        .bearer_auth(&ctx.secret)
+        .json(&json!({"install_id": "i-mine", "user_id": "usr_1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rebound: Value = resp.json().await.unwrap();
+    assert_eq!(rebound["rebound_from"], "i-click", "{rebound}");
+    assert_eq!(
+        redis
+            .user_install(tenant, "usr_1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("i-mine")
+    );
+    let mut c = ::redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let log: Vec<String> = ::redis::AsyncCommands::lrange(
+        &mut c,
+        format!("{}:{{t:{tenant}}}:rebinds", ctx.env.prefix),
+        0,
+        -1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(log.len(), 1);
+    let entry: Value = serde_json::from_str(&log[0]).unwrap();
+    assert_eq!(
+        (
+            entry["user_id"].as_str(),
+            entry["from"].as_str(),
+            entry["to"].as_str()
+        ),
+        (Some("usr_1"), Some("i-click"), Some("i-mine"))
+    );
 
     ctx.server.shutdown().await;
     ctx.env.cleanup().await;

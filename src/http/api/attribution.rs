@@ -20,12 +20,13 @@ use crate::delivery::target::check_url;
 use crate::http::auth::{authenticate, require_secret};
 use crate::http::client_ip::client_ip;
 use crate::http::error::{json_response, ApiError, Body};
+use crate::keys::KeyKind;
 use crate::link::template::Values;
 use crate::pipeline::fingerprints;
 use crate::pipeline::flusher::KIND_INSTALLS;
 use crate::pipeline::ring::Facts;
 use crate::store::clickhouse;
-use crate::store::redis::{Claim, Flip, FlipRequest};
+use crate::store::redis::{Binding, Claim, Flip, FlipRequest};
 use crate::time;
 
 const BODY_LIMIT: usize = 16 * 1024;
@@ -506,17 +507,27 @@ pub async fn bind_user(
     let user_id = text(body, "user_id", MAX_META)?
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::invalid_field("user_id", "is required"))?;
-    if !app
+    let may_rebind = caller.kind == KeyKind::Secret;
+    match app
         .redis
-        .bind_user(&caller.tenant_id, install_id, user_id)
+        .bind_user(&caller.tenant_id, install_id, user_id, may_rebind)
         .await?
     {
-        return Err(ApiError::not_found(format!(
+        Binding::Bound { replaced } => {
+            let mut answer = json!({ "install_id": install_id, "user_id": user_id });
+            if let Some(previous) = replaced {
+                answer["rebound_from"] = json!(previous);
+            }
+            Ok(json_response(StatusCode::OK, &answer))
+        }
+        Binding::Taken => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "user_already_bound",
+            "this user is bound to another install; only a secret key may rebind it",
+        )
+        .with_details(json!({ "field": "user_id" }))),
+        Binding::UnknownInstall => Err(ApiError::not_found(format!(
             "no install {install_id:?} has been reported"
-        )));
+        ))),
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "install_id": install_id, "user_id": user_id }),
-    ))
 }

@@ -47,6 +47,7 @@ pub struct Redis {
     /// When this node last wrote each key's `last_used_at` (by key hash).
     key_uses: Arc<TtlCache<()>>,
     key_revoke: redis::Script,
+    bind_user: redis::Script,
     /// Attribution settings, for `CONFIG_CACHE_TTL`: a change made on another node takes
     /// that long to apply here.
     configs: Arc<TtlCache<AttributionConfig>>,
@@ -96,6 +97,18 @@ impl<V: Clone> TtlCache<V> {
         }
         map.insert(key, (value, Instant::now()));
     }
+}
+
+/// How binding a user to an install went (`redis/bind_user.lua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// Bound; `replaced` is the install it was bound to before (a secret key's rebinding).
+    Bound {
+        replaced: Option<String>,
+    },
+    /// Refused: bound to another install, and a publishable key may not rebind.
+    Taken,
+    UnknownInstall,
 }
 
 /// How a flip resolved (see `redis/flip.lua`).
@@ -241,6 +254,7 @@ impl Redis {
             keys: Arc::new(TtlCache::new(KEY_CACHE_TTL)),
             key_uses: Arc::new(TtlCache::new(KEY_USE_INTERVAL)),
             key_revoke: redis::Script::new(include_str!("../../../redis/key_revoke.lua")),
+            bind_user: redis::Script::new(include_str!("../../../redis/bind_user.lua")),
             configs: Arc::new(TtlCache::new(CONFIG_CACHE_TTL)),
             provisioned: Arc::default(),
             delivery_promote: redis::Script::new(include_str!(
@@ -287,6 +301,9 @@ impl Redis {
     /// The install a user is bound to.
     pub fn user_key(&self, tenant: &str, user_id: &str) -> String {
         format!("{}:user:{user_id}", self.tenant_tag(tenant))
+    }
+    fn rebinds_key(&self, tenant: &str) -> String {
+        format!("{}:rebinds", self.tenant_tag(tenant))
     }
     fn inflight_key(&self, tenant: &str) -> String {
         format!("{}:idem:inflight", self.tenant_tag(tenant))
@@ -415,18 +432,34 @@ impl Redis {
 
     /// Binds `user_id` to an install the tenant reported; false when no such install is
     /// known.
+    /// Binds `user_id` to `install_id` (`redis/bind_user.lua`): the first binding stands
+    /// unless `may_rebind` (a secret key), and each rebinding is logged.
     pub async fn bind_user(
         &self,
         tenant: &str,
         install_id: &str,
         user_id: &str,
-    ) -> Result<bool, RedisError> {
+        may_rebind: bool,
+    ) -> Result<Binding, RedisError> {
         let mut c = self.conn.clone();
-        let known: bool = c.exists(self.attribution_key(tenant, install_id)).await?;
-        if known {
-            let _: () = c.set(self.user_key(tenant, user_id), install_id).await?;
-        }
-        Ok(known)
+        let (status, other): (String, String) = self
+            .bind_user
+            .key(self.attribution_key(tenant, install_id))
+            .key(self.user_key(tenant, user_id))
+            .key(self.rebinds_key(tenant))
+            .arg(install_id)
+            .arg(u8::from(may_rebind))
+            .arg(user_id)
+            .arg(crate::time::now_rfc3339())
+            .invoke_async(&mut c)
+            .await?;
+        Ok(match status.as_str() {
+            "bound" => Binding::Bound {
+                replaced: (!other.is_empty()).then_some(other),
+            },
+            "taken" => Binding::Taken,
+            _ => Binding::UnknownInstall,
+        })
     }
 
     /// The install a user is bound to.
