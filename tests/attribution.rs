@@ -512,3 +512,52 @@ async fn bad_input_names_the_field_and_stores_nothing() {
     ctx.server.shutdown().await;
     ctx.env.cleanup().await;
 }
+
+const CHROME_DESKTOP: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+const FIREFOX_DESKTOP: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+
+/// `platform: web`: a web page's deferred check matches a click from the same browser family
+/// behind the same address (a page on a phone matches that phone's app clicks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_match_clicks_from_their_own_browser() {
+    let ctx = Ctx::new().await;
+    let deferred = |ip: &'static str, ua: &'static str, install_id: &'static str| {
+        let (url, key) = (
+            format!("{}/v1/attribution/deferred", base(&ctx.server)),
+            ctx.key.clone(),
+        );
+        async move {
+            let resp = http()
+                .post(url)
+                .bearer_auth(key)
+                .header("x-forwarded-for", ip)
+                .header("user-agent", ua)
+                .json(&json!({"install_id": install_id, "platform": "web"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let chrome = ctx.click("198.51.100.20", CHROME_DESKTOP).await;
+    // Another browser on the same address is another visitor.
+    let other = deferred("198.51.100.20", FIREFOX_DESKTOP, "w-firefox").await;
+    assert_eq!(other["matched"], false, "{other}");
+    let same = deferred("198.51.100.20", CHROME_DESKTOP, "w-chrome").await;
+    assert_eq!(same["matched"], true, "{same}");
+    assert_eq!(same["match_type"], "fingerprint");
+    assert_eq!(same["click_id"], chrome.to_string());
+    assert_eq!(
+        same["target"]["url"],
+        format!("https://x.example/p?c={chrome}"),
+        "a web page gets the link's destination"
+    );
+    // A web page on an iPhone matches that iPhone's click.
+    let iphone = ctx.click("198.51.100.21", IPHONE).await;
+    let page = deferred("198.51.100.21", IPHONE, "w-iphone").await;
+    assert_eq!(page["click_id"], iphone.to_string(), "{page}");
+    ctx.server.shutdown().await;
+    ctx.env.cleanup().await;
+}

@@ -1,6 +1,6 @@
-//! The fingerprint writer: a side output of the flusher. For each human click from a mobile
-//! platform the encoder offers a fingerprint (tenant, platform, IP hash → the click and its
-//! facts); a background task writes them to Redis in pipelined batches, each set living as
+//! The fingerprint writer: a side output of the flusher. For each human click the encoder
+//! offers a fingerprint (tenant, device, IP hash → the click and its facts; the device is the
+//! app platform, or `web-<browser family>` for any other click); a background task writes them to Redis in pipelined batches, each set living as
 //! long as its tenant's fingerprint window. The redirect never waits on any of it; while Redis
 //! is down the writer retries its batch and the bounded queue buffers the rest; past the bound
 //! fingerprints are dropped and counted (`sluice_fingerprints_dropped_total`).
@@ -90,6 +90,8 @@ fn give_back(spare: &ArrayQueue<Vec<Fingerprint>>, mut used: Vec<Fingerprint>) {
 pub struct Fingerprint {
     pub click: Click,
     pub ip_hash: u64,
+    /// The device part of its key (`device`).
+    device: &'static str,
     /// ISO country code, zeros when unknown (copied: the place borrows the geo database).
     country: [u8; 2],
 }
@@ -146,12 +148,20 @@ impl Facts<'_> {
 }
 
 impl Fingerprint {
-    /// The fingerprint of a click, if it is one to match installs against.
-    pub fn of(click: Click, ip_hash: u64, country: [u8; 2], human: bool) -> Option<Fingerprint> {
-        if !human || click.platform == Platform::Other {
+    /// The fingerprint of a click from a browser of family `browser` (woothee's name), if it
+    /// is one to match installs against: every human click.
+    pub fn of(
+        click: Click,
+        ip_hash: u64,
+        country: [u8; 2],
+        human: bool,
+        browser: &str,
+    ) -> Option<Fingerprint> {
+        if !human {
             return None;
         }
         Some(Fingerprint {
+            device: device(click.platform, browser),
             click,
             ip_hash,
             country,
@@ -233,6 +243,28 @@ pub fn parse_member(member: &str) -> Option<ClickFacts> {
     })
 }
 
+/// The device part of a fingerprint's key: the platform of an app click (`ios`,
+/// `android`); for any other click `web-` and the browser's family, so that an install
+/// reported from a web page (`platform: web`) matches a click from the same kind of browser
+/// behind the same address.
+pub fn device(platform: Platform, browser: &str) -> &'static str {
+    match platform {
+        Platform::Ios => "ios",
+        Platform::Android => "android",
+        Platform::Other => match browser {
+            "Chrome" => "web-chrome",
+            "Safari" => "web-safari",
+            "Firefox" => "web-firefox",
+            "Edge" => "web-edge",
+            "Opera" => "web-opera",
+            "Internet Explorer" => "web-ie",
+            "Vivaldi" => "web-vivaldi",
+            "Yandex Browser" => "web-yandex",
+            _ => "web-other",
+        },
+    }
+}
+
 pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
     // aHash, not SipHash: these maps are hashed twice per fingerprint, and SipHash was half of
     // the writer's work (keys are tenants and IP hashes, never attacker-chosen strings alone).
@@ -258,15 +290,15 @@ pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
         }
         // One ZADD per fingerprint per batch, however many clicks it got (a shared IP's
         // clicks arrive together), then the TTL and the cap on its size.
-        let mut groups: AHashMap<(&str, Platform, u64), Vec<&Fingerprint>> = AHashMap::new();
+        let mut groups: AHashMap<(&str, &str, u64), Vec<&Fingerprint>> = AHashMap::new();
         for fp in batch.iter().flatten() {
             groups
-                .entry((fp.tenant(), fp.click.platform, fp.ip_hash))
+                .entry((fp.tenant(), fp.device, fp.ip_hash))
                 .or_default()
                 .push(fp);
         }
         let mut pipe = redis::pipe();
-        for ((tenant, platform, ip_hash), clicks) in &groups {
+        for ((tenant, device, ip_hash), clicks) in &groups {
             let fresh = configs
                 .get(*tenant)
                 .is_some_and(|(_, at)| at.elapsed() < CONFIG_TTL);
@@ -285,7 +317,7 @@ pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
                 .iter()
                 .map(|fp| (fp.click.ts_ms, fp.member()))
                 .collect();
-            let key = redis.fingerprint_key(tenant, platform.as_str(), *ip_hash);
+            let key = redis.fingerprint_key(tenant, device, *ip_hash);
             pipe.zadd_multiple(&key, &newest)
                 .ignore()
                 .pexpire(&key, config.window_ms() as i64)
@@ -360,7 +392,7 @@ pub(crate) mod tests {
         let (writer, mut intake) = handover();
         let drain = |n| -> Vec<Fingerprint> {
             (0..n)
-                .map(|_| Fingerprint::of(click(Platform::Ios), 1, *b"GB", true).unwrap())
+                .map(|_| Fingerprint::of(click(Platform::Ios), 1, *b"GB", true, "Safari").unwrap())
                 .collect()
         };
         let mut fingerprints = drain(3);
@@ -386,19 +418,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn devices_of_app_and_web_clicks() {
+        // (platform, browser, device)
+        let cases = [
+            (Platform::Ios, "Safari", "ios"),
+            (Platform::Android, "Chrome", "android"),
+            (Platform::Other, "Chrome", "web-chrome"),
+            (Platform::Other, "Firefox", "web-firefox"),
+            (Platform::Other, "Safari", "web-safari"),
+            (Platform::Other, "UNKNOWN", "web-other"),
+        ];
+        for (platform, browser, want) in cases {
+            assert_eq!(device(platform, browser), want, "{platform:?} {browser}");
+        }
+    }
+
+    #[test]
     fn members_carry_the_clicks_facts() {
         let cases = [
             ("GB", Platform::Ios, true, Some("GB")),
             ("", Platform::Android, true, Some("")),
             ("not-a-code", Platform::Ios, true, Some("")),
-            ("GB", Platform::Other, true, None),
+            ("GB", Platform::Other, true, Some("GB")),
             ("GB", Platform::Ios, false, None),
         ];
         for (country, platform, human, expect) in cases {
             let c = click(platform);
             let id = c.id.0;
             let code = Fingerprint::country_code(country);
-            let fp = Fingerprint::of(c, 42, code, human);
+            let fp = Fingerprint::of(c, 42, code, human, "Chrome");
             let Some(expect) = expect else {
                 assert!(fp.is_none(), "{country} {platform:?} {human}");
                 continue;

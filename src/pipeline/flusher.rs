@@ -350,7 +350,13 @@ fn encode_loop(
                 if cfg.fingerprints.is_some() {
                     let (ip_hash, human) = (captured.ip_hash, !flags.is_bot && !flags.is_preview);
                     let country = Fingerprint::country_code(captured.place.country);
-                    fingerprints.extend(Fingerprint::of(click, ip_hash, country, human));
+                    fingerprints.extend(Fingerprint::of(
+                        click,
+                        ip_hash,
+                        country,
+                        human,
+                        &agent.browser,
+                    ));
                 }
                 if clicks.full(cfg) {
                     send(&mut clicks);

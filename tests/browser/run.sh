@@ -38,7 +38,7 @@ for c in spring fall; do
 done
 export SLUICE_DEFERRED_LINK="$RUN-app"
 curl -fsS -X POST "$BASE/v1/links" -H "Authorization: Bearer $SLUICE_SK" \
-  -d "{\"id\":\"$SLUICE_DEFERRED_LINK\",\"destination\":\"https://shop.example/\",\"ios_destination\":\"https://apps.example/open?c={click_id}\",\"campaign\":\"app\"}" >/dev/null
+  -d "{\"id\":\"$SLUICE_DEFERRED_LINK\",\"destination\":\"https://shop.example/open?c={click_id}\",\"ios_destination\":\"https://apps.example/open?c={click_id}\",\"campaign\":\"app\"}" >/dev/null
 sleep 0.5
 for i in $(seq 1 12); do
   curl -fsS -o /dev/null -H "X-Forwarded-For: 198.51.100.$i" -H "User-Agent: Mozilla/5.0 (Linux; Android 14)" "$BASE/$RUN-spring"

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue, USER_AGENT};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use tracing::warn;
@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::attribution::config::{AttributionConfig, ConfigPatch};
 use crate::attribution::install::{self, ClickFacts, InstallAttribution, InstallRow};
 use crate::attribution::{admissible, referrer, resolve, Candidate, MatchType, SelfReported};
-use crate::click::ClickId;
+use crate::click::{agent, ClickId, Platform};
 use crate::delivery::fanout::{self, Fact};
 use crate::delivery::target::check_url;
 use crate::http::auth::{authenticate, require_secret};
@@ -262,17 +262,32 @@ pub async fn attribute(
             .map(HeaderValue::as_bytes),
         &app.trusted_proxies,
     );
-    let fingerprinted = config.fingerprint_enabled && r.platform != "web";
+    // A web page's install matches clicks from its own browser: the app platform if it runs
+    // on a phone, else its browser family (`fingerprints::device`).
+    let device = match r.platform {
+        "web" => {
+            let ua = headers
+                .get(USER_AGENT)
+                .map_or(&[][..], HeaderValue::as_bytes);
+            let browser = agent::classify(&String::from_utf8_lossy(ua)).browser;
+            fingerprints::device(Platform::from_user_agent(ua), &browser)
+        }
+        app => app,
+    };
     let flip = app
         .redis
         .flip(&FlipRequest {
             tenant,
             install_id: r.install_id,
             explicit: &explicit,
-            fingerprint: (r.platform, app.ip_hasher.hash(ip)),
+            fingerprint: (device, app.ip_hasher.hash(ip)),
             install_ms,
             now_ms: received_ms,
-            window_ms: if fingerprinted { config.window_ms() } else { 0 },
+            window_ms: if config.fingerprint_enabled {
+                config.window_ms()
+            } else {
+                0
+            },
             lookback_ms: config.lookback_ms(),
         })
         .await?;
