@@ -193,8 +193,17 @@ function linkDetail(id) {
 
 async function webhookSources() {
   const { sources } = await api("GET", "/v1/sources");
-  main.innerHTML = `<div class="card"><h2>Conversion sources</h2><p class="muted">POST conversions to a source's URL. Treat it as a secret.</p>
-    ${table(["name", "source_type", "webhook_url", "created_at"], sources, "sources")}</div>`;
+  main.innerHTML = `<div class="card"><h2>Conversion sources</h2><p class="muted">POST conversions to a source's URL. It is a secret: shown once, when made; a new one retires the old.</p>
+    ${table(["name", "source_type", "webhook_url_hint", "created_at"], sources, "sources")}
+    <p>${sources.map((s) => `<button type="button" data-rotate="${esc(s.id)}">New URL for ${esc(s.name)}</button>`).join(" ")}</p>
+    <p id="new-url"></p></div>`;
+  clearTimeout(pollTimer); // keep a freshly shown URL on screen
+  main.querySelectorAll("[data-rotate]").forEach((button) => button.addEventListener("click", async () => {
+    try {
+      const source = await api("POST", `/v1/sources/${encodeURIComponent(button.dataset.rotate)}/rotate`);
+      $("#new-url").innerHTML = `${esc(source.name)}: <code>${esc(source.webhook_url)}</code> — copy it now, it is not shown again`;
+    } catch (e) { $("#new-url").textContent = e.message; }
+  }));
 }
 
 async function partners() {

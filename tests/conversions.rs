@@ -50,13 +50,10 @@ impl Ctx {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// The webhook path of the tenant's default source.
+    /// A webhook path of the tenant's default source.
     async fn default_webhook(&self, key: &str) -> String {
-        let (status, v) = self.api(reqwest::Method::GET, "/v1/sources", key).await;
-        assert_eq!(status, 200, "{v}");
-        let sources = v["sources"].as_array().unwrap();
-        let default = sources.iter().find(|s| s["name"] == "default").unwrap();
-        path_of(default)
+        let url = default_webhook_url(&base(&self.server), key).await;
+        path_of(&json!({ "webhook_url": url }))
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -139,7 +136,9 @@ async fn sources_lifecycle_and_isolation() {
     assert_eq!(sources.len(), 1, "the default source is provisioned: {v}");
     assert_eq!(sources[0]["name"], "default");
     assert_eq!(sources[0]["source_type"], "custom");
-    assert!(sources[0]["webhook_url"]
+    // A webhook URL is a credential: shown once, when made; listings show its first characters.
+    assert!(sources[0].get("webhook_url").is_none(), "{v}");
+    assert!(sources[0]["webhook_url_hint"]
         .as_str()
         .unwrap()
         .starts_with(&format!("http://{}/w/", ctx.server.addr)));
@@ -161,11 +160,38 @@ async fn sources_lifecycle_and_isolation() {
     let created: Value = resp.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     let path = path_of(&created);
-    assert_ne!(path, path_of(&sources[0]));
     let (status, got) = ctx
         .api(reqwest::Method::GET, &format!("/v1/sources/{id}"), &sk)
         .await;
-    assert_eq!((status, &got), (200, &created));
+    assert_eq!(status, 200);
+    let mut shown_once = created.clone();
+    let url = shown_once
+        .as_object_mut()
+        .unwrap()
+        .remove("webhook_url")
+        .unwrap();
+    assert_eq!(got, shown_once);
+    let hint = got["webhook_url_hint"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('…');
+    assert!(url.as_str().unwrap().starts_with(hint), "{url} {hint}");
+    // Rotating gives a new URL and retires the old one at once.
+    let old_path = ctx.default_webhook(&sk).await;
+    let new_path = ctx.default_webhook(&sk).await;
+    assert_ne!(old_path, new_path);
+    let (status, _) = ctx
+        .post(&old_path, json!({"user_id": "u", "type": "t"}))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = ctx
+        .post(&new_path, json!({"user_id": "u", "type": "t"}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = ctx
+        .api(reqwest::Method::POST, "/v1/sources/nope/rotate", &sk)
+        .await;
+    assert_eq!(status, 404);
     for (body, field) in [
         (json!({}), "name"),
         (json!({"name": ""}), "name"),
@@ -394,5 +420,77 @@ async fn items_fail_alone_and_refunds_sum() {
     assert_eq!(status, 413);
     let (status, _) = ctx.post(&path, json!(5)).await;
     assert_eq!(status, 400);
+    ctx.env.cleanup().await;
+}
+
+/// A source stored before webhook tokens were hashed keeps working: its first conversion
+/// moves it under the token's hash, and the token is no longer kept anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_from_before_hashing_keep_their_url() {
+    let ctx = Ctx::new().await;
+    let tenant = ctx.tenant.tenant_id.clone();
+    let token = "ab".repeat(32);
+    let mut c = ::redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let prefix = &ctx.env.prefix;
+    let record = json!({"id": "legacy1", "name": "old", "source_type": "custom", "token": token, "created_at": "2026-01-01T00:00:00.000Z"});
+    let _: () = ::redis::AsyncCommands::hset(
+        &mut c,
+        format!("{prefix}:{{t:{tenant}}}:sources"),
+        "legacy1",
+        record.to_string(),
+    )
+    .await
+    .unwrap();
+    let _: () = ::redis::AsyncCommands::set(
+        &mut c,
+        format!("{prefix}:webhook:{token}"),
+        json!({"tenant_id": tenant, "source_id": "legacy1"}).to_string(),
+    )
+    .await
+    .unwrap();
+    let (status, v) = ctx
+        .post(
+            &format!("/w/{token}"),
+            json!({"user_id": "u", "type": "signup"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = ctx
+        .post(
+            &format!("/w/{token}"),
+            json!({"user_id": "u", "type": "signup"}),
+        )
+        .await;
+    assert_eq!(status, 200, "still served, now by its hash");
+    let keys: Vec<String> = ::redis::AsyncCommands::keys(&mut c, format!("{prefix}:webhook:*"))
+        .await
+        .unwrap();
+    assert!(keys.iter().all(|k| !k.contains(&token)), "{keys:?}");
+    let stored: String = ::redis::AsyncCommands::hget(
+        &mut c,
+        format!("{prefix}:{{t:{tenant}}}:sources"),
+        "legacy1",
+    )
+    .await
+    .unwrap();
+    assert!(!stored.contains(&token), "{stored}");
+    let (_, one) = ctx
+        .api(
+            reqwest::Method::GET,
+            "/v1/sources/legacy1",
+            &ctx.tenant.secret_key,
+        )
+        .await;
+    assert!(
+        one["webhook_url_hint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/w/abababab…"),
+        "{one}"
+    );
     ctx.env.cleanup().await;
 }

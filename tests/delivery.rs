@@ -172,18 +172,7 @@ async fn partner_postbacks_are_filled_retried_and_share_revenue_only_when_told()
         .await
         .unwrap();
     assert_eq!(bind.status(), 200);
-    let (_, sources) = api(
-        &server,
-        reqwest::Method::GET,
-        "/v1/sources",
-        &t.secret_key,
-        None,
-    )
-    .await;
-    let hook = sources["sources"][0]["webhook_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let hook = default_webhook_url(&base(&server), &t.secret_key).await;
     let convert = |key: &'static str| {
         http().post(hook.clone()).json(&json!({"user_id": "u1", "type": "purchase", "amount_cents": 1050, "currency": "usd", "idempotency_key": key})).send()
     };
@@ -267,18 +256,7 @@ async fn webhooks_are_signed_and_keep_their_event_id_across_retries() {
         "the secret is shown once"
     );
 
-    let (_, sources) = api(
-        &server,
-        reqwest::Method::GET,
-        "/v1/sources",
-        &t.secret_key,
-        None,
-    )
-    .await;
-    let hook = sources["sources"][0]["webhook_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let hook = default_webhook_url(&base(&server), &t.secret_key).await;
     let resp = http()
         .post(hook)
         .json(&json!({"user_id": "nobody", "type": "signup", "metadata": {"plan": "pro"}}))
@@ -447,19 +425,7 @@ async fn deliveries_survive_sigkill() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    let sources: Value = http()
-        .get(format!("{}/v1/sources", node.base))
-        .bearer_auth(&t.secret_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hook = sources["sources"][0]["webhook_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let hook = default_webhook_url(&node.base, &t.secret_key).await;
     let items: Vec<Value> = (0..25)
         .map(|i| json!({"user_id": format!("u{i}"), "type": "signup"}))
         .collect();

@@ -129,6 +129,8 @@ fn path() -> impl Strategy<Value = String> {
         "/v1/webhooks/",
         "/v1/webhooks//deliveries",
         "/v1/sources/",
+        "/v1/sources/x/rotate",
+        "/v1/sources//rotate",
         "/v1/events",
         "/v1/keys",
         "/v1/keys/",
@@ -490,19 +492,7 @@ async fn any_json_body_on_any_endpoint_is_answered_without_a_5xx() {
     let server = env.start().await;
     let t = env.tenant().await;
     let b = base(&server);
-    let sources: Value = http()
-        .get(format!("{b}/v1/sources"))
-        .bearer_auth(&t.secret_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let webhook = sources["sources"][0]["webhook_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let webhook = default_webhook_url(&b, &t.secret_key).await;
     let webhook_path = webhook[webhook.find("/w/").unwrap()..].to_string();
     let endpoints: Vec<(&str, String)> = vec![
         ("POST", "/v1/attribution/install".into()),
@@ -609,6 +599,74 @@ async fn any_query_on_the_stats_and_results_endpoints_is_answered_without_a_5xx(
     })
     .await
     .unwrap();
+    server.shutdown().await;
+    env.cleanup().await;
+}
+
+/// Each tenant may have so many links, sources, partners and webhooks (keys: tests/keys.rs);
+/// past that a creation is 409 naming the limit, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_limits_answer_409_naming_the_limit() {
+    let env = TestEnv::new();
+    let mut config = env.config();
+    config.limits.links = 2;
+    config.limits.sources = 2; // the default source is one
+    config.limits.partners = 1;
+    config.limits.webhooks = 1;
+    config.delivery.allow_private_targets = true;
+    let server = sluice::app::Server::start(config).await.unwrap();
+    let t = env.tenant().await;
+    let b = base(&server);
+    let c = http();
+    let post = |path: &'static str, body: Value| {
+        let (c, b, key) = (c.clone(), b.clone(), t.secret_key.clone());
+        async move {
+            let resp = c
+                .post(format!("{b}{path}"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    // (path, bodies that fit, one more, resource)
+    let cases = [
+        (
+            "/v1/links",
+            vec![json!({"destination": "https://x.example/"}); 2],
+            "links",
+        ),
+        ("/v1/sources", vec![json!({"name": "shop"})], "sources"),
+        ("/v1/partners", vec![json!({"name": "net"})], "partners"),
+        (
+            "/v1/webhooks",
+            vec![json!({"url": "http://127.0.0.1:9/h", "events": ["install"]})],
+            "webhooks",
+        ),
+    ];
+    for (path, fit, resource) in cases {
+        for body in &fit {
+            let (status, answer) = post(path, body.clone()).await;
+            assert_eq!(status, 201, "{path}: {answer}");
+        }
+        let (status, answer) = post(path, fit[0].clone()).await;
+        assert_eq!(status, 409, "{path}: {answer}");
+        assert_eq!(answer["error"]["code"], "limit_reached", "{answer}");
+        assert_eq!(answer["error"]["details"]["resource"], resource, "{answer}");
+    }
+    let (_, links) = {
+        let resp = c
+            .get(format!("{b}/v1/links"))
+            .bearer_auth(&t.secret_key)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.json::<Value>().await.unwrap())
+    };
+    assert_eq!(links["links"].as_array().unwrap().len(), 2, "{links}");
     server.shutdown().await;
     env.cleanup().await;
 }

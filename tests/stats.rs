@@ -243,11 +243,7 @@ async fn every_grouping_agrees_with_what_was_sent() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    let (_, sources) = ctx.get("/v1/sources").await;
-    let hook = sources["sources"][0]["webhook_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let hook = default_webhook_url(&base(&ctx.server), &sk).await;
     let resp = http()
         .post(&hook)
         .json(&json!([

@@ -35,8 +35,10 @@ pub struct Partner {
     pub created_at: String,
 }
 
-/// Checks a template: an absolute http(s) URL whose `{…}` are all known macros.
-pub fn check_template(template: &str) -> Result<(), String> {
+/// Checks a template: an absolute http(s) URL whose `{…}` are all known macros, none of
+/// them in the host (click values come from whoever clicks), and whose host is public
+/// unless private targets are allowed.
+pub fn check_template(template: &str, allow_private: bool) -> Result<(), String> {
     if template.len() > 2048 {
         return Err("is longer than 2048 bytes".into());
     }
@@ -52,12 +54,16 @@ pub fn check_template(template: &str) -> Result<(), String> {
     if rest.contains('}') {
         return Err("has a } without its {".into());
     }
-    // The URL shape with every macro empty (addresses are checked when it is sent).
-    let blank = fill(template, &BTreeMap::new());
-    let url = reqwest::Url::parse(&blank).map_err(|e| format!("is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("must be an absolute http or https URL".into());
+    let authority = template.split_once("://").map_or("", |(_, rest)| {
+        rest.split(['/', '?', '#']).next().unwrap_or("")
+    });
+    if authority.contains('{') {
+        return Err("must not use a macro in its host".into());
     }
+    // The URL shape with every macro empty (a name's addresses are checked again when it is
+    // sent).
+    let blank = fill(template, &BTreeMap::new());
+    super::target::check_url(&blank, allow_private)?;
     Ok(())
 }
 
@@ -129,7 +135,8 @@ mod tests {
     #[test]
     fn templates() {
         assert!(check_template(
-            "https://net.example/pb?cid={click_id}&e={event}&r={revenue}&c={currency}"
+            "https://net.example/pb?cid={click_id}&e={event}&r={revenue}&c={currency}",
+            false
         )
         .is_ok());
         for bad in [
@@ -138,9 +145,17 @@ mod tests {
             "https://net.example/pb?cid=click_id}",
             "ftp://net.example/",
             "/relative?x={event}",
+            // A host chosen by a click's values, or a private one.
+            "https://{sub1}.net.example/pb",
+            "http://10.0.0.{sub1}/pb",
+            "https://user:{sub1}@net.example/pb",
+            "http://127.0.0.1/pb?cid={click_id}",
+            "http://[::ffff:10.0.0.1]/pb",
+            "http://169.254.169.254/latest/meta-data",
         ] {
-            assert!(check_template(bad).is_err(), "{bad}");
+            assert!(check_template(bad, false).is_err(), "{bad}");
         }
+        assert!(check_template("http://127.0.0.1:9/pb?cid={click_id}", true).is_ok());
     }
 
     #[test]

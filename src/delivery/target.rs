@@ -26,17 +26,40 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || o[0] >= 240
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if v6.is_loopback() || v6.is_unspecified() {
+                return true;
+            }
+            // IPv6 forms that carry an IPv4 address reach that address: judged by it.
+            if let Some(v4) = embedded_v4(v6) {
                 return is_private(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
+            v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo: an obfuscated IPv4 behind it
+                || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard-only
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for: IPv4-mapped `::ffff:a.b.c.d`,
+/// IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and 6to4 `2002:aabb:ccdd::`.
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        Some(std::net::Ipv4Addr::new(a, b, c, d))
+    };
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] => v4(hi, lo),
+        [0x0064, 0xff9b, 0, 0, 0, 0, hi, lo] => v4(hi, lo),
+        [0x2002, hi, lo, ..] => v4(hi, lo),
+        _ => None,
     }
 }
 
@@ -103,6 +126,20 @@ mod tests {
             ("fd00::1", true),
             ("fe80::1", true),
             ("::ffff:127.0.0.1", true),
+            ("::ffff:10.0.0.1", true),
+            ("::ffff:8.8.8.8", false),
+            ("::10.0.0.1", true),
+            ("::127.0.0.1", true),
+            ("64:ff9b::10.0.0.1", true),
+            ("64:ff9b::a9fe:a9fe", true), // 169.254.169.254
+            ("64:ff9b::8.8.8.8", false),
+            ("64:ff9b:1::1", true),
+            ("2002:0a00:0001::1", true),   // 6to4 of 10.0.0.1
+            ("2002:c0a8:0101::", true),    // 6to4 of 192.168.1.1
+            ("2002:0808:0808::1", false),  // 6to4 of 8.8.8.8
+            ("2001:0:4136:e378::1", true), // Teredo
+            ("fec0::1", true),
+            ("100::1", true),
             ("8.8.8.8", false),
             ("93.184.216.34", false),
             ("2606:4700::1111", false),

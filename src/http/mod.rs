@@ -379,13 +379,18 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
             })
         }
         _ if under(path, "/v1/sources") => {
-            let Some(id) = item(path, "/v1/sources").map(|id| id.map(str::to_string)) else {
+            // `/v1/sources/{id}/rotate` gives the source a new webhook URL.
+            let action = path.strip_suffix("/rotate");
+            let rotate = action.is_some();
+            let Some(id) = item(action.unwrap_or(path), "/v1/sources")
+                .filter(|id| id.is_some() || !rotate)
+                .map(|id| id.map(str::to_string))
+            else {
                 return not_found();
             };
             let (parts, body) = req.into_parts();
-            answer(
-                api::sources::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await,
-            )
+            let (method, headers) = (&parts.method, &parts.headers);
+            answer(api::sources::handle(app, method, id.as_deref(), rotate, headers, body).await)
         }
         _ if path.starts_with("/w/") => {
             if method != Method::POST {

@@ -349,6 +349,42 @@ pub async fn create_link(server: &Server, key: &str, body: serde_json::Value) ->
     value
 }
 
+/// A fresh webhook URL of the tenant's `default` source (rotated: a URL is shown only when
+/// made, and nobody saw the default source's first one).
+pub async fn default_webhook_url(base: &str, secret_key: &str) -> String {
+    let c = http();
+    let sources: serde_json::Value = c
+        .get(format!("{base}/v1/sources"))
+        .bearer_auth(secret_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = sources["sources"].as_array().expect("sources");
+    let id = list
+        .iter()
+        .find(|s| s["name"] == "default")
+        .expect("default source")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rotated: serde_json::Value = c
+        .post(format!("{base}/v1/sources/{id}/rotate"))
+        .bearer_auth(secret_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    rotated["webhook_url"]
+        .as_str()
+        .expect("a new webhook URL")
+        .to_string()
+}
+
 /// Clicks `code` (whose destination ends in `{click_id}`), waits for the click in ClickHouse,
 /// and reports `install_id` with that click id: an install attributed by click id.
 pub async fn attributed_install(

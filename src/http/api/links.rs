@@ -109,6 +109,10 @@ impl NewLink {
 
 async fn create(app: &App, tenant: &str, new: NewLink) -> Result<Response<Body>, ApiError> {
     let (id, mut link) = new.into_link(tenant, time::now_rfc3339())?;
+    let limit = app.config.limits.links;
+    if app.redis.link_count(tenant).await? >= limit {
+        return Err(ApiError::limit_reached("links", limit));
+    }
     match id {
         Some(code) => {
             if !link::valid_code(&code) {

@@ -66,6 +66,10 @@ pub async fn partners(
                     ))
                 }
             };
+            let limit = app.config.limits.partners;
+            if app.redis.partners_of(tenant).await?.len() >= limit {
+                return Err(ApiError::limit_reached("partners", limit));
+            }
             if app.redis.partner(tenant, &id).await?.is_some() {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -80,7 +84,8 @@ pub async fn partners(
                 share_revenue: false,
                 created_at: crate::time::now_rfc3339(),
             };
-            let partner = apply(partner, fields, true)?;
+            let allow_private = app.config.delivery.allow_private_targets;
+            let partner = apply(partner, fields, true, allow_private)?;
             app.redis.put_partner(tenant, &partner).await?;
             Ok(json_response(StatusCode::CREATED, &json!(partner)))
         }
@@ -103,7 +108,8 @@ pub async fn partners(
             if fields.contains_key("id") {
                 return Err(ApiError::invalid_field("id", "cannot be changed"));
             }
-            let partner = apply(current, fields, false)?;
+            let allow_private = app.config.delivery.allow_private_targets;
+            let partner = apply(current, fields, false, allow_private)?;
             app.redis.put_partner(tenant, &partner).await?;
             Ok(json_response(StatusCode::OK, &json!(partner)))
         }
@@ -126,7 +132,12 @@ fn object(value: &Value) -> Result<&Map<String, Value>, ApiError> {
 
 /// Applies the given fields (all of `name` required on create); `postbacks` entries set to
 /// `null` are removed.
-fn apply(mut p: Partner, fields: &Map<String, Value>, create: bool) -> Result<Partner, ApiError> {
+fn apply(
+    mut p: Partner,
+    fields: &Map<String, Value>,
+    create: bool,
+    allow_private: bool,
+) -> Result<Partner, ApiError> {
     for (key, value) in fields {
         match (key.as_str(), value) {
             ("id", _) => {}
@@ -160,7 +171,8 @@ fn apply(mut p: Partner, fields: &Map<String, Value>, create: bool) -> Result<Pa
                             p.postbacks.remove(kind);
                         }
                         Value::String(t) => {
-                            check_template(t).map_err(|e| ApiError::invalid_field(&field, e))?;
+                            check_template(t, allow_private)
+                                .map_err(|e| ApiError::invalid_field(&field, e))?;
                             p.postbacks.insert(kind.clone(), t.clone());
                         }
                         _ => {
@@ -267,6 +279,10 @@ pub async fn webhooks(
                     ))
                 }
             };
+            let limit = app.config.limits.webhooks;
+            if app.redis.webhooks_of(tenant).await?.len() >= limit {
+                return Err(ApiError::limit_reached("webhooks", limit));
+            }
             let webhook = Webhook {
                 id: format!("wh_{}", hex::encode(rand::random::<[u8; 8]>())),
                 url,

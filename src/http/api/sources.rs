@@ -1,5 +1,5 @@
-//! Webhook sources (`GET|POST /v1/sources`, `GET|DELETE /v1/sources/{id}`, secret key) and
-//! their receiver, `POST /w/{token}`: one conversion or an array, each validated on its own,
+//! Webhook sources (`GET|POST /v1/sources`, `GET|DELETE /v1/sources/{id}`,
+//! `POST /v1/sources/{id}/rotate`, secret key) and their receiver, `POST /w/{token}`: one conversion or an array, each validated on its own,
 //! deduplicated by idempotency key per tenant for 30 days, attributed through the user's
 //! bound install, and stored before the answer.
 
@@ -25,10 +25,12 @@ use crate::pipeline::flusher::KIND_CONVERSIONS;
 use crate::pipeline::ring::Facts;
 use crate::time;
 
+/// `rotate`: the path was `/v1/sources/{id}/rotate`.
 pub async fn handle(
     app: &App,
     method: &Method,
     id: Option<&str>,
+    rotate: bool,
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
@@ -36,23 +38,39 @@ pub async fn handle(
     let tenant = caller.tenant_id.as_str();
     app.redis.ensure_default_source(tenant).await?;
     let base = public_base(app, headers);
-    match (method, id) {
-        (&Method::GET, None) => {
-            let sources = app.redis.sources(tenant).await?;
-            let list: Vec<Value> = sources.iter().map(|s| view(s, &base)).collect();
-            Ok(json_response(StatusCode::OK, &json!({ "sources": list })))
-        }
-        (&Method::POST, None) => {
-            let value: Value = read_json(body, 16 * 1024).await?;
-            let source = new_source(&value)?;
-            app.redis.create_source(tenant, &source).await?;
-            Ok(json_response(StatusCode::CREATED, &view(&source, &base)))
-        }
-        (&Method::GET, Some(id)) => match app.redis.source(tenant, id).await? {
-            Some(s) => Ok(json_response(StatusCode::OK, &view(&s, &base))),
+    match (method, id, rotate) {
+        (&Method::POST, Some(id), true) => match app.redis.rotate_source(tenant, id).await? {
+            Some((s, token)) => Ok(json_response(
+                StatusCode::OK,
+                &view(&s, &base, Some(&token)),
+            )),
             None => Err(no_source(id)),
         },
-        (&Method::DELETE, Some(id)) => {
+        (_, _, true) => Err(ApiError::method_not_allowed()),
+        (&Method::GET, None, _) => {
+            let sources = app.redis.sources(tenant).await?;
+            let list: Vec<Value> = sources.iter().map(|s| view(s, &base, None)).collect();
+            Ok(json_response(StatusCode::OK, &json!({ "sources": list })))
+        }
+        (&Method::POST, None, _) => {
+            let value: Value = read_json(body, 16 * 1024).await?;
+            let (name, source_type) = new_source(&value)?;
+            let limit = app.config.limits.sources;
+            if app.redis.sources(tenant).await?.len() >= limit {
+                return Err(ApiError::limit_reached("sources", limit));
+            }
+            let (source, token) = Source::new(name, source_type);
+            app.redis.create_source(tenant, &source).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &view(&source, &base, Some(&token)),
+            ))
+        }
+        (&Method::GET, Some(id), _) => match app.redis.source(tenant, id).await? {
+            Some(s) => Ok(json_response(StatusCode::OK, &view(&s, &base, None))),
+            None => Err(no_source(id)),
+        },
+        (&Method::DELETE, Some(id), _) => {
             if app.redis.delete_source(tenant, id).await? {
                 Ok(empty_response(StatusCode::NO_CONTENT))
             } else {
@@ -67,7 +85,8 @@ fn no_source(id: &str) -> ApiError {
     ApiError::not_found(format!("no source {id:?}"))
 }
 
-fn new_source(value: &Value) -> Result<Source, ApiError> {
+/// The name and type a new source is asked for.
+fn new_source(value: &Value) -> Result<(&str, &str), ApiError> {
     let body: &Map<String, Value> = value
         .as_object()
         .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))?;
@@ -106,7 +125,7 @@ fn new_source(value: &Value) -> Result<Source, ApiError> {
             ))
         }
     };
-    Ok(Source::new(name, source_type))
+    Ok((name, source_type))
 }
 
 /// The public origin webhook URLs are given under: `public_url` when configured, else the
@@ -123,14 +142,20 @@ fn public_base(app: &App, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-fn view(s: &Source, base: &str) -> Value {
-    json!({
+/// A source as the API shows it: its webhook URL only with the `token` just made (on
+/// creation or rotation), otherwise the URL's first characters.
+fn view(s: &Source, base: &str, token: Option<&str>) -> Value {
+    let mut v = json!({
         "id": s.id,
         "name": s.name,
         "source_type": s.source_type,
-        "webhook_url": format!("{base}{}", s.webhook_path()),
+        "webhook_url_hint": format!("{base}{}…", source::webhook_path(&s.token_hint)),
         "created_at": s.created_at,
-    })
+    });
+    if let Some(token) = token {
+        v["webhook_url"] = json!(format!("{base}{}", source::webhook_path(token)));
+    }
+    v
 }
 
 /// What became of one item of a webhook call.

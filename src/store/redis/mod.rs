@@ -314,7 +314,13 @@ impl Redis {
     fn default_source_key(&self, tenant: &str) -> String {
         format!("{}:sources:default", self.tenant_tag(tenant))
     }
-    fn webhook_key(&self, token: &str) -> String {
+    /// A webhook URL's owner, by the SHA-256 of its token (`h:`: never confusable with a
+    /// token, which has the same length).
+    fn webhook_key(&self, token_hash: &str) -> String {
+        format!("{}:webhook:h:{token_hash}", self.prefix)
+    }
+    /// Where an owner was kept before tokens were hashed: by the token itself.
+    fn legacy_webhook_key(&self, token: &str) -> String {
         format!("{}:webhook:{token}", self.prefix)
     }
     fn partners_key(&self, tenant: &str) -> String {
@@ -601,7 +607,8 @@ impl Redis {
         let flag = self.default_source_key(tenant);
         let done: bool = c.exists(&flag).await?;
         if !done {
-            let default = Source::new(source::DEFAULT_NAME, "custom");
+            // Its URL is not shown to anyone: a tenant rotates it to get one.
+            let (default, _) = Source::new(source::DEFAULT_NAME, "custom");
             self.create_source(tenant, &default).await?;
             let won: bool = c.set_nx(&flag, &default.id).await?;
             if !won {
@@ -626,10 +633,45 @@ impl Redis {
                 serde_json::to_string(source).expect("serializable"),
             )
             .set(
-                self.webhook_key(&source.token),
+                self.webhook_key(&source.token_hash),
                 serde_json::to_string(&owner).expect("serializable"),
             );
         self.query_pipeline(&pipe).await
+    }
+
+    /// Gives source `id` a new webhook URL; the old one is refused from then on. `None` when
+    /// there is no such source.
+    pub async fn rotate_source(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<(Source, String)>, RedisError> {
+        let Some(mut source) = self.source(tenant, id).await? else {
+            return Ok(None);
+        };
+        let old = (source.lookup_hash(), source.legacy_token.clone());
+        let token = source.new_token();
+        let owner = WebhookOwner {
+            tenant_id: tenant.to_string(),
+            source_id: source.id.clone(),
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(
+                self.sources_key(tenant),
+                &source.id,
+                serde_json::to_string(&source).expect("serializable"),
+            )
+            .del(self.webhook_key(&old.0))
+            .set(
+                self.webhook_key(&source.token_hash),
+                serde_json::to_string(&owner).expect("serializable"),
+            );
+        if let Some(legacy) = &old.1 {
+            pipe.del(self.legacy_webhook_key(legacy));
+        }
+        self.query_pipeline(&pipe).await?;
+        Ok(Some((source, token)))
     }
 
     pub async fn sources(&self, tenant: &str) -> Result<Vec<Source>, RedisError> {
@@ -654,17 +696,53 @@ impl Redis {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hdel(self.sources_key(tenant), id)
-            .del(self.webhook_key(&source.token));
+            .del(self.webhook_key(&source.lookup_hash()));
+        if let Some(legacy) = &source.legacy_token {
+            pipe.del(self.legacy_webhook_key(legacy));
+        }
         self.query_pipeline(&pipe).await?;
         Ok(true)
     }
 
+    /// Who the webhook URL with `token` belongs to, looked up by the token's hash. An owner
+    /// kept by the token itself (before tokens were hashed) is moved under its hash.
     pub async fn webhook_owner(&self, token: &str) -> Result<Option<WebhookOwner>, RedisError> {
         let mut c = self.conn.clone();
-        let key = self.webhook_key(token);
-        let raw: Option<String> = c.get(&key).await?;
-        raw.map(|r| serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key, source }))
-            .transpose()
+        let key = self.webhook_key(&source::token_hash(token));
+        if let Some(raw) = c.get::<_, Option<String>>(&key).await? {
+            return serde_json::from_str(&raw)
+                .map(Some)
+                .map_err(|source| RedisError::Corrupt { key, source });
+        }
+        let legacy = self.legacy_webhook_key(token);
+        let Some(raw) = c.get::<_, Option<String>>(&legacy).await? else {
+            return Ok(None);
+        };
+        let owner: WebhookOwner =
+            serde_json::from_str(&raw).map_err(|source| RedisError::Corrupt {
+                key: legacy.clone(),
+                source,
+            })?;
+        let mut pipe = redis::pipe();
+        pipe.atomic().set(&key, &raw).del(&legacy);
+        if let Some(mut source) = self.source(&owner.tenant_id, &owner.source_id).await? {
+            source.token_hash = source.lookup_hash();
+            source.token_hint = token.chars().take(8).collect();
+            source.legacy_token = None;
+            pipe.hset(
+                self.sources_key(&owner.tenant_id),
+                &source.id,
+                serde_json::to_string(&source).expect("serializable"),
+            );
+        }
+        self.query_pipeline(&pipe).await?;
+        Ok(Some(owner))
+    }
+
+    /// How many live links the tenant has.
+    pub async fn link_count(&self, tenant: &str) -> Result<usize, RedisError> {
+        let mut c = self.conn.clone();
+        Ok(c.scard(self.tenant_links_key(tenant)).await?)
     }
 
     /// Claims `link.id` globally. Returns false when the code is taken (by anyone, ever:
