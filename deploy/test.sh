@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, integration tests against the real local stack (ClickHouse
 # 18.16 and Redis, started here if not running), the schema test on a current ClickHouse
-# (chdb-core), the JavaScript SDK's unit tests, and the dashboard and SDK in a real browser
-# (Debian's Chromium). Installs what it needs: apt packages (stack.sh, chromium), Python
+# (chdb-core), the JavaScript SDK's unit tests, Schemathesis fuzzing the API with its OpenAPI
+# document, and the dashboard and SDK in a real browser (Debian's Chromium). Installs what it needs: apt packages (stack.sh, chromium), Python
 # packages via pip, npm packages from package-lock.json.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +31,9 @@ python3 -m pytest -q tests/python
 
 echo "== JavaScript SDK (node's test runner)"
 (cd sdk/js && npm ci --no-audit --no-fund --silent && npm test)
+
+echo "== the API fuzzed with its own OpenAPI document (Schemathesis)"
+bash tests/openapi/run.sh
 
 echo "== dashboard and SDK in Chromium"
 bash tests/browser/run.sh

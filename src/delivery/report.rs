@@ -30,37 +30,44 @@ pub struct Request {
 }
 
 /// Checks `{start_date, end_date, campaign_id?}`: `Err((field, message))`.
-pub fn request(body: &Value) -> Result<Request, (&'static str, String)> {
+/// A report request from its JSON body; `Err((field, why))`, the field empty when the body
+/// is not an object.
+pub fn request(body: &Value) -> Result<Request, (String, String)> {
     let object = body
         .as_object()
-        .ok_or(("", "body must be a JSON object".to_string()))?;
+        .ok_or((String::new(), "body must be a JSON object".to_string()))?;
     if let Some(k) = object
         .keys()
         .find(|k| !["start_date", "end_date", "campaign_id"].contains(&k.as_str()))
     {
-        return Err(("", format!("{k} is not a report field")));
+        return Err((k.clone(), "is not a report field".into()));
     }
-    let date = |field: &'static str| {
+    let date = |field: &str| {
         object
             .get(field)
             .and_then(Value::as_str)
             .and_then(parse_day)
-            .ok_or((field, "must be a date YYYY-MM-DD".to_string()))
+            .ok_or((field.to_string(), "must be a date YYYY-MM-DD".to_string()))
     };
     let (start, end) = (date("start_date")?, date("end_date")?);
     if end < start {
-        return Err(("end_date", "must not be before start_date".into()));
+        return Err(("end_date".into(), "must not be before start_date".into()));
     }
     if end - start > MAX_WINDOW_DAYS {
         return Err((
-            "end_date",
+            "end_date".into(),
             format!("must be no more than {MAX_WINDOW_DAYS} days after start_date"),
         ));
     }
     let campaign_id = match object.get("campaign_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(c)) if !c.is_empty() && c.len() <= 256 => Some(c.clone()),
-        Some(_) => return Err(("campaign_id", "must be a non-empty string".into())),
+        Some(_) => {
+            return Err((
+                "campaign_id".into(),
+                "must be a non-empty string of at most 256 bytes".into(),
+            ))
+        }
     };
     Ok(Request {
         start,

@@ -287,6 +287,7 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
             dashboard::asset(path)
         }
         "/healthz" => ops::healthz(),
+        "/v1/openapi.json" if method == Method::GET || method == Method::HEAD => ops::openapi(),
         "/readyz" => ops::readyz(app).await,
         "/v1/test/panic" if app.config.panic_route => panic!("the test route panics on purpose"),
         "/v1/attribution/install" | "/v1/attribution/deferred" if method == Method::POST => {

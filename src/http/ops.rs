@@ -38,6 +38,18 @@ fn spill_state(app: &App) -> &'static str {
     }
 }
 
+/// The OpenAPI document of the HTTP API, written by hand beside the router
+/// (`tests/openapi.rs` holds the two to each other; Schemathesis fuzzes the server with it).
+pub fn openapi() -> Response<Body> {
+    static DOCUMENT: &str = include_str!("openapi.json");
+    let mut resp = Response::new(Body::new(bytes::Bytes::from_static(DOCUMENT.as_bytes())));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 pub fn healthz() -> Response<Body> {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }

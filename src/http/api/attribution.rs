@@ -29,7 +29,8 @@ use crate::store::clickhouse;
 use crate::store::redis::{Binding, Claim, Flip, FlipRequest};
 use crate::time;
 
-const BODY_LIMIT: usize = 16 * 1024;
+/// Roomy enough for every field at its limit written as JSON escapes (12 bytes a character).
+const BODY_LIMIT: usize = 64 * 1024;
 
 pub async fn config(
     app: &App,

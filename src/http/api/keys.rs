@@ -41,7 +41,7 @@ pub async fn handle(
             Ok(json_response(StatusCode::OK, &json!({ "keys": keys })))
         }
         (&Method::POST, None) => {
-            let new: NewKey = read_json(body, 1024).await?;
+            let new: NewKey = read_json(body, 16 * 1024).await?;
             let limit = app.config.limits.keys;
             let (entry, key) = app
                 .redis

@@ -32,7 +32,7 @@ pub async fn reports(
     match (method, id) {
         (&Method::POST, None) => {
             let value: Value = read_json(body, 16 * 1024).await?;
-            let r = report::request(&value).map_err(|(f, m)| match f {
+            let r = report::request(&value).map_err(|(f, m)| match f.as_str() {
                 "" => ApiError::bad_request("invalid_json", m),
                 f => ApiError::invalid_field(f, m),
             })?;
