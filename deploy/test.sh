@@ -2,8 +2,9 @@
 # Runs every test: unit tests, integration tests against the real local stack (ClickHouse
 # 18.16 and Redis, started here if not running), the schema test on a current ClickHouse
 # (chdb-core), the JavaScript SDK's unit tests, Schemathesis fuzzing the API with its OpenAPI
-# document, and the dashboard and SDK in a real browser (Debian's Chromium). Installs what it needs: apt packages (stack.sh, chromium), Python
-# packages via pip, npm packages from package-lock.json.
+# document, and the dashboard and SDK in a real browser (Debian's Chromium). Installs what
+# it needs: apt packages (stack.sh, chromium), Python packages via pip, npm packages from
+# package-lock.json.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
