@@ -322,4 +322,19 @@ mod tests {
         );
         assert_eq!(v["window"], "7d");
     }
+
+    proptest::proptest! {
+        /// Any window, from and to: a range within the limits or a named refusal.
+        #[test]
+        fn any_range_parameters(
+            window in proptest::option::of("\\PC{0,6}"),
+            from in proptest::option::of("[0-9\\-é]{0,12}"),
+            to in proptest::option::of("[0-9\\-é]{0,12}"),
+        ) {
+            match Range::parse(window.as_deref(), from.as_deref(), to.as_deref(), TODAY) {
+                Ok(r) => proptest::prop_assert!(r.from <= r.to && r.to - r.from < MAX_DAYS),
+                Err((field, _)) => proptest::prop_assert!(["window", "from", "to"].contains(&field)),
+            }
+        }
+    }
 }

@@ -271,3 +271,66 @@ pub fn query_params(query: Option<&str>) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_table() {
+        // (query, pairs)
+        let cases: &[(Option<&str>, &[(&str, &str)])] = &[
+            (None, &[]),
+            (Some(""), &[]),
+            (
+                Some("a=1&b=x+y&c=%C3%A9&d"),
+                &[("a", "1"), ("b", "x y"), ("c", "é"), ("d", "")],
+            ),
+            (
+                Some("a=%FF&&=v&a=2"),
+                &[("a", "\u{fffd}"), ("", "v"), ("a", "2")],
+            ),
+        ];
+        for (query, want) in cases {
+            let got = query_params(*query);
+            let got: Vec<(&str, &str)> =
+                got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            assert_eq!(got, *want, "{query:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any query string: pairs, never a panic.
+        #[test]
+        fn any_query_parses(query in "\\PC{0,200}") {
+            let _ = query_params(Some(&query));
+        }
+
+        /// Any encoded name and value come back as they were.
+        #[test]
+        fn encoded_pairs_round_trip(name in "\\PC{1,20}", value in "\\PC{0,40}") {
+            use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+            let query = format!(
+                "{}={}",
+                utf8_percent_encode(&name, NON_ALPHANUMERIC),
+                utf8_percent_encode(&value, NON_ALPHANUMERIC)
+            );
+            proptest::prop_assert_eq!(query_params(Some(&query)), vec![(name, value)]);
+        }
+
+        /// Any JSON text into a typed body: an answer (a value or a 400), never a panic.
+        #[test]
+        fn any_text_into_a_typed_body(text in "\\PC{0,120}") {
+            #[derive(serde::Deserialize, Debug)]
+            #[serde(deny_unknown_fields)]
+            #[allow(dead_code)]
+            struct Body {
+                a: String,
+                b: Option<Vec<u32>>,
+            }
+            if let Err(e) = parse_json::<Body>(text.as_bytes()) {
+                proptest::prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            }
+        }
+    }
+}
