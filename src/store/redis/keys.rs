@@ -111,7 +111,8 @@ impl Redis {
     /// The tenant's keys, oldest first, each with when it was last used (to the minute).
     pub async fn keys_of(&self, tenant: &str) -> Result<Vec<(ApiKey, Option<String>)>, RedisError> {
         let mut c = self.conn.clone();
-        let (entries, uses): (Vec<(String, String)>, Vec<(String, String)>) = redis::pipe()
+        type Fields = Vec<(String, String)>;
+        let (entries, uses): (Fields, Fields) = redis::pipe()
             .hgetall(self.tenant_keys_key(tenant))
             .hgetall(self.key_uses_key(tenant))
             .query_async(&mut c)
