@@ -31,6 +31,38 @@ fn raw_status(addr: SocketAddr, request: &[u8]) -> Option<u16> {
     line.split(' ').nth(1)?.parse().ok()
 }
 
+/// Runs `cases` cases of the strategy `make` builds, off the async runtime (some strategies
+/// cannot cross threads, so it is built there): each value becomes one raw request
+/// (`request`), which must be answered, and not with a 5xx (the stack is up: not even 503).
+async fn never_a_5xx<S: Strategy>(
+    addr: SocketAddr,
+    cases: u32,
+    make: impl FnOnce() -> S + Send + 'static,
+    request: impl Fn(S::Value) -> String + Send + 'static,
+) {
+    tokio::task::spawn_blocking(move || {
+        let strategy = make();
+        let mut runner = TestRunner::new(ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&strategy, |value| {
+                let req = request(value);
+                let status = raw_status(addr, req.as_bytes());
+                prop_assert!(
+                    matches!(status, Some(200..=499)),
+                    "{req:?} answered {status:?}"
+                );
+                Ok(())
+            })
+            .unwrap();
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_costs_one_request_not_the_process() {
     let env = TestEnv::new();
@@ -187,39 +219,23 @@ async fn any_method_on_any_path_is_answered_without_a_5xx() {
         json!({"id": "a", "destination": "https://x.example/{sub1}"}),
     )
     .await;
-    let addr = server.addr;
-    let (sk, pk) = (t.secret_key.clone(), t.publishable_key.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut runner = TestRunner::new(ProptestConfig {
-            cases: 1500,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        });
-        let key = prop::sample::select(vec![None, Some(sk), Some(pk)]);
-        let body = prop::option::of("\\PC{0,64}");
-        runner
-            .run(
-                &(method(), path(), key, body),
-                |(method, path, key, body)| {
-                    let mut req =
-                        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-                    if let Some(key) = key {
-                        req.push_str(&format!("Authorization: Bearer {key}\r\n"));
-                    }
-                    let body = body.unwrap_or_default();
-                    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-                    let status = raw_status(addr, req.as_bytes());
-                    prop_assert!(
-                        matches!(status, Some(200..=499)),
-                        "{req:?} answered {status:?}"
-                    );
-                    Ok(())
-                },
-            )
-            .unwrap();
-    })
-    .await
-    .unwrap();
+    let key = prop::sample::select(vec![None, Some(t.secret_key), Some(t.publishable_key)]);
+    let body = prop::option::of("\\PC{0,64}");
+    never_a_5xx(
+        server.addr,
+        1500,
+        move || (method(), path(), key, body),
+        |(method, path, key, body)| {
+            let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+            if let Some(key) = key {
+                req.push_str(&format!("Authorization: Bearer {key}\r\n"));
+            }
+            let body = body.unwrap_or_default();
+            req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+            req
+        },
+    )
+    .await;
     server.shutdown().await;
     env.cleanup().await;
 }
@@ -509,33 +525,16 @@ async fn any_json_body_on_any_endpoint_is_answered_without_a_5xx() {
         ("POST", "/v1/keys".into()),
         ("POST", webhook_path),
     ];
-    let addr = server.addr;
-    let sk = t.secret_key.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut runner = TestRunner::new(ProptestConfig {
-            cases: 1200,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        });
-        let endpoint = prop::sample::select(endpoints);
-        runner
-            .run(&(endpoint, json_value()), |((method, path), body)| {
-                let body = body.to_string();
-                let req = format!(
-                    "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {sk}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let status = raw_status(addr, req.as_bytes());
-                prop_assert!(
-                    matches!(status, Some(200..=499)),
-                    "{method} {path} {body} answered {status:?}"
-                );
-                Ok(())
-            })
-            .unwrap();
+    let sk = t.secret_key;
+    let endpoint = prop::sample::select(endpoints);
+    never_a_5xx(server.addr, 1200, move || (endpoint, json_value()), move |((method, path), body)| {
+        let body = body.to_string();
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {sk}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
     })
-    .await
-    .unwrap();
+    .await;
     server.shutdown().await;
     env.cleanup().await;
 }
@@ -551,54 +550,51 @@ async fn any_query_on_the_stats_and_results_endpoints_is_answered_without_a_5xx(
         json!({"id": unique("q"), "destination": "https://x.example/"}),
     )
     .await;
-    let addr = server.addr;
-    let sk = t.secret_key.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut runner = TestRunner::new(ProptestConfig {
-            cases: 400,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        });
-        let path = prop::sample::select(vec![
-            "/v1/attribution/stats",
-            "/v1/attribution/stats/by-campaign",
-            "/v1/attribution/stats/by-source",
-            "/v1/attribution/stats/timeseries",
-            "/v1/attribution/results",
-            "/v1/links/a/stats",
-            "/v1/links",
-            "/v1/partners/x/deliveries",
-        ]);
-        let name = prop::sample::select(vec![
-            "window", "from", "to", "campaign", "source", "limit", "cursor", "x",
-        ]);
-        let value = prop_oneof![
-            "\\PC{0,12}".prop_map(|v| percent_encoding::utf8_percent_encode(&v, percent_encoding::NON_ALPHANUMERIC).to_string()),
-            prop::sample::select(vec![
-                "7d", "30d", "0d", "-1", "99999999999999999999", "2026-01-01", "1999-01-01",
-                "9999-12-31", "2026-02-30", "%FF", "%", "0", "1000000",
-            ])
-            .prop_map(str::to_string),
-        ];
-        let params = prop::collection::vec((name, value), 0..4);
-        runner
-            .run(&(path, params), |(path, params)| {
-                let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let req = format!(
-                    "GET {path}?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {sk}\r\n\r\n",
-                    query.join("&")
-                );
-                let status = raw_status(addr, req.as_bytes());
-                prop_assert!(
-                    matches!(status, Some(200..=499)),
-                    "{req:?} answered {status:?}"
-                );
-                Ok(())
-            })
-            .unwrap();
+    let path = prop::sample::select(vec![
+        "/v1/attribution/stats",
+        "/v1/attribution/stats/by-campaign",
+        "/v1/attribution/stats/by-source",
+        "/v1/attribution/stats/timeseries",
+        "/v1/attribution/results",
+        "/v1/links/a/stats",
+        "/v1/links",
+        "/v1/partners/x/deliveries",
+    ]);
+    let name = prop::sample::select(vec![
+        "window", "from", "to", "campaign", "source", "limit", "cursor", "x",
+    ]);
+    let value = prop_oneof![
+        "\\PC{0,12}".prop_map(|v| {
+            percent_encoding::utf8_percent_encode(&v, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        }),
+        prop::sample::select(vec![
+            "7d",
+            "30d",
+            "0d",
+            "-1",
+            "99999999999999999999",
+            "2026-01-01",
+            "1999-01-01",
+            "9999-12-31",
+            "2026-02-30",
+            "%FF",
+            "%",
+            "0",
+            "1000000",
+        ])
+        .prop_map(str::to_string),
+    ];
+    let params = prop::collection::vec((name, value), 0..4);
+    let sk = t.secret_key;
+    never_a_5xx(server.addr, 400, move || (path, params), move |(path, params)| {
+        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(
+            "GET {path}?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {sk}\r\n\r\n",
+            query.join("&")
+        )
     })
-    .await
-    .unwrap();
+    .await;
     server.shutdown().await;
     env.cleanup().await;
 }
