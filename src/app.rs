@@ -191,6 +191,7 @@ impl Server {
                 max_bytes: config.pipeline.flush_max_bytes,
                 period: config.flush_period(),
                 spill_dir: config.data_dir.join("spill"),
+                dead_letter_dir: config.data_dir.join("dead-letter"),
                 spill_max_bytes: config.pipeline.spill_max_bytes,
                 wal: wal.clone(),
                 wal_leftovers,

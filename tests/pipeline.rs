@@ -169,7 +169,7 @@ async fn sigterm_after_a_burst_loses_nothing() {
 /// replay into ClickHouse after an upgrade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rowbinary_batches_spilled_by_earlier_versions_replay() {
-    use sluice::pipeline::flusher::{Batch, KIND_CLICKS_ROWBINARY};
+    use sluice::pipeline::batch::{Batch, BatchKind};
     use sluice::pipeline::spill::Spill;
 
     let env = TestEnv::new();
@@ -201,7 +201,7 @@ async fn rowbinary_batches_spilled_by_earlier_versions_replay() {
         .append(
             &Batch {
                 id: batch_id,
-                kind: KIND_CLICKS_ROWBINARY,
+                kind: BatchKind::ClicksRowBinary,
                 rows: 1,
                 first_day: day,
                 last_day: day,
@@ -222,6 +222,61 @@ async fn rowbinary_batches_spilled_by_earlier_versions_replay() {
          AND campaign = 'spring' AND country = 'GB' AND os_version = '17.1'"
     );
     assert_eq!(env.wait_for(&sql, 1, Duration::from_secs(20)).await, 1);
+    server.shutdown().await;
+    env.cleanup().await;
+}
+
+/// A batch ClickHouse refuses for good (its data cannot be read) at the head of the spill is
+/// set aside in the dead-letter directory, counted and logged, and the batches behind it go
+/// on: it does not block the spill forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_for_good_is_set_aside_and_the_rest_goes_on() {
+    use sluice::pipeline::batch::{Batch, BatchKind};
+    use sluice::pipeline::spill::{self, Spill};
+
+    let env = TestEnv::new();
+    env.start().await.shutdown().await;
+    let day = (sluice::time::now_ms() / 86_400_000) as u16;
+    let refused = Batch {
+        id: 77_777_777,
+        kind: BatchKind::Events,
+        rows: 3,
+        first_day: day,
+        last_day: day,
+        bots: 0,
+        previews: 0,
+        data: bytes::Bytes::from_static(b"not three RowBinary event rows"),
+        wal: Vec::new(),
+        receipts: Vec::new(),
+    };
+    let mut spill = Spill::open(&env.data_dir.join("spill"), 1 << 20).unwrap();
+    spill.append(&refused, false).unwrap();
+    drop(spill);
+
+    let server = env.start().await;
+    let t = env.tenant().await;
+    let code = unique("dl");
+    create_link(
+        &server,
+        &t.secret_key,
+        serde_json::json!({"id": code, "destination": "https://x.example/"}),
+    )
+    .await;
+    let answered = common::fire(&format!("{}/{code}", base(&server)), 20, 4, None).await;
+    assert_eq!(answered.len(), 20);
+    assert_exactly_once(&env, &answered, &format!("link_id = '{code}'")).await;
+    let path = env.data_dir.join("dead-letter/0000000004a2cb71.batch");
+    let kept = std::fs::read(&path).expect("the refused batch is kept");
+    let (record, _) = spill::decode_record(&kept).unwrap().unwrap();
+    assert_eq!(
+        (record.batch.id, record.batch.kind, record.batch.data),
+        (refused.id, refused.kind, refused.data)
+    );
+    assert!(
+        metric(&base(&server), "sluice_dead_letter_rows_total").await >= 3.0,
+        "counted"
+    );
+    assert_eq!(env.ch_u64("SELECT count() FROM events").await, 0);
     server.shutdown().await;
     env.cleanup().await;
 }

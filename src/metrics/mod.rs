@@ -44,6 +44,9 @@ const ROUTES: [(Route, &str); 13] = [
     (Route::Other, "other"),
 ];
 
+/// The fact tables, as the `table` label says them.
+const TABLES: [&str; 4] = ["clicks", "installs", "events", "conversions"];
+
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 pub struct Metrics {
@@ -86,20 +89,25 @@ pub struct Metrics {
     pub deliveries_lost: Counter,
     /// Delivery attempts by outcome: delivered, retrying, dead.
     pub deliveries: [Counter; 3],
+    /// Rows of batches ClickHouse refused for good, set aside, by table.
+    dead_letter_rows: [Counter; 4],
     /// Requests whose handling panicked, by route (in `ROUTES`' order).
     panics: [Counter; ROUTES.len()],
 }
 
 impl Metrics {
-    /// Counts rows that reached ClickHouse, by pipeline kind.
-    pub fn rows_flushed(&self, kind: u8, rows: u64) {
-        use crate::pipeline::flusher::{
-            KIND_CLICKS, KIND_CLICKS_ROWBINARY, KIND_CONVERSIONS, KIND_EVENTS,
-        };
-        match kind {
-            KIND_CLICKS | KIND_CLICKS_ROWBINARY => &self.clicks_flushed,
-            KIND_EVENTS => &self.facts_flushed[1],
-            KIND_CONVERSIONS => &self.facts_flushed[2],
+    /// Counts rows of a batch ClickHouse refused for good, by the table it was for.
+    pub fn dead_lettered(&self, table: &str, rows: u64) {
+        let i = TABLES.iter().position(|t| *t == table).unwrap_or(0);
+        self.dead_letter_rows[i].increment(rows);
+    }
+
+    /// Counts rows that reached ClickHouse, by the table they went to.
+    pub fn rows_flushed(&self, table: &str, rows: u64) {
+        match table {
+            "clicks" => &self.clicks_flushed,
+            "events" => &self.facts_flushed[1],
+            "conversions" => &self.facts_flushed[2],
             _ => &self.facts_flushed[0],
         }
         .increment(rows);
@@ -171,6 +179,8 @@ pub fn init() -> &'static Metrics {
             deliveries: ["delivered", "retrying", "dead"]
                 .map(|r| metrics::counter!("sluice_delivery_attempts_total", "result" => r)),
             panics: ROUTES.map(|(_, r)| metrics::counter!("sluice_panics_total", "route" => r)),
+            dead_letter_rows: TABLES
+                .map(|t| metrics::counter!("sluice_dead_letter_rows_total", "table" => t)),
         }
     })
 }
@@ -282,6 +292,10 @@ fn describe() {
     describe_counter!(
         "sluice_fingerprints_dropped_total",
         "Fingerprints not written to Redis"
+    );
+    describe_counter!(
+        "sluice_dead_letter_rows_total",
+        "Rows of batches ClickHouse refused for good (bad data), set aside under <data_dir>/dead-letter, by table"
     );
     describe_counter!(
         "sluice_panics_total",

@@ -5,7 +5,8 @@
 //! ClickHouse fills the spill, not the ring. Exactly once: a batch whose insert was ever
 //! attempted is replayed only after ClickHouse says none of its rows (found by the batch id
 //! every row carries) are there; a batch is one block in one partition, so it landed whole
-//! or not at all.
+//! or not at all. A batch ClickHouse refuses for good (its data, not the connection) is set
+//! aside in `<data_dir>/dead-letter/` rather than block the batches behind it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -14,21 +15,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clickhouse::Client;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::flusher::{
-    Batch, Blocks, FlushConfig, FlushReport, KIND_CLICKS, KIND_CONVERSIONS, KIND_EVENTS,
-    KIND_INSTALLS,
-};
-use super::spill::{Spill, SpillError};
+use super::batch::{Batch, BatchKind, Blocks, Builder};
+use super::flusher::{FlushConfig, FlushReport};
+use super::spill::{self, Spill, SpillError};
+use super::sql::{self, InsertError};
 use super::wal::{self, Wal};
 use crate::click::agent;
-use crate::click::row::{self, Captured};
 use crate::metrics::Metrics;
-use crate::time;
 
 /// Batches held in memory when the spill cannot take them (unwritable or full). Past this
 /// the inserter stops taking batches, the encoder waits and the ring absorbs the rest.
@@ -50,6 +47,7 @@ pub struct SpillStatus {
 pub struct Inserter {
     ch: Client,
     spill_dir: PathBuf,
+    dead_letter_dir: PathBuf,
     spill_max: u64,
     spill: Option<Spill>,
     memory: VecDeque<(Batch, bool)>,
@@ -84,6 +82,7 @@ impl Inserter {
         let mut inserter = Inserter {
             ch,
             spill_dir: cfg.spill_dir.clone(),
+            dead_letter_dir: cfg.dead_letter_dir.clone(),
             spill_max: cfg.spill_max_bytes,
             spill: None,
             memory: VecDeque::new(),
@@ -215,14 +214,20 @@ impl Inserter {
                 };
                 let Some(batch) = next else { break };
                 self.metrics.batches_pending.decrement(1.0);
-                if self
+                match self
                     .deliver_with_intake(&batch, false, &mut rx, &mut open)
                     .await
                 {
-                    backoff = BACKOFF_MIN;
-                    self.recycle(batch);
-                } else {
-                    self.stash(batch, true);
+                    Outcome::Stored => {
+                        backoff = BACKOFF_MIN;
+                        self.recycle(batch);
+                    }
+                    Outcome::Refused(error) => {
+                        if !self.dead_letter(&batch, &error) {
+                            self.stash(batch, true);
+                        }
+                    }
+                    Outcome::Failed => self.stash(batch, true),
                 }
                 continue;
             }
@@ -289,11 +294,17 @@ impl Inserter {
                     return Step::Failed;
                 }
             }
-            if !self
+            match self
                 .deliver_with_intake(&record.batch, record.attempted, rx, open)
                 .await
             {
-                return Step::Failed;
+                Outcome::Stored => {}
+                Outcome::Refused(error) => {
+                    if !self.dead_letter(&record.batch, &error) {
+                        return Step::Failed;
+                    }
+                }
+                Outcome::Failed => return Step::Failed,
             }
             let spill = self.spill.as_mut().expect("peeked from it");
             let corrupt_before = spill.corrupt;
@@ -313,11 +324,44 @@ impl Inserter {
         let Some((batch, attempted)) = self.memory.pop_front() else {
             return Step::Idle;
         };
-        if self.deliver_with_intake(&batch, attempted, rx, open).await {
-            Step::Progress
-        } else {
-            self.memory.push_front((batch, true));
-            Step::Failed
+        match self.deliver_with_intake(&batch, attempted, rx, open).await {
+            Outcome::Stored => Step::Progress,
+            Outcome::Refused(error) if self.dead_letter(&batch, &error) => Step::Progress,
+            Outcome::Refused(_) | Outcome::Failed => {
+                self.memory.push_front((batch, true));
+                Step::Failed
+            }
+        }
+    }
+
+    /// Sets aside a batch ClickHouse refuses for good, in `<data_dir>/dead-letter/<id>.batch`
+    /// (a spill record, fsynced): it is durable there, counted and logged, and no longer
+    /// holds up the batches behind it. False when it could not be written (then it stays
+    /// where it was).
+    fn dead_letter(&self, batch: &Batch, error: &InsertError) -> bool {
+        let path = self
+            .dead_letter_dir
+            .join(format!("{:016x}.batch", batch.id));
+        match spill::write_record_file(&path, batch) {
+            Ok(()) => {
+                batch.settle(self.wal.as_deref());
+                self.metrics
+                    .dead_lettered(batch.kind.table(), batch.rows as u64);
+                error!(
+                    batch = batch.id,
+                    rows = batch.rows,
+                    table = batch.kind.table(),
+                    path = %path.display(),
+                    %error,
+                    "clickhouse refuses this batch for good; set aside in the dead-letter directory"
+                );
+                true
+            }
+            Err(write_error) => {
+                self.metrics.spill_errors.increment(1);
+                error!(batch = batch.id, %error, %write_error, "cannot set a refused batch aside; keeping it");
+                false
+            }
         }
     }
 
@@ -336,8 +380,10 @@ impl Inserter {
             }
         };
         let clicks: Vec<_> = wal::records(&bytes).collect();
+        let ids: Vec<_> = clicks.iter().map(|c| (c.id, c.ts_ms)).collect();
+        let ch = self.ch.clone();
         let present = match self
-            .with_intake(present_click_ids(self.ch.clone(), &clicks), rx, open)
+            .with_intake(sql::present_click_ids(&ch, &ids), rx, open)
             .await
         {
             Ok(present) => present,
@@ -348,39 +394,26 @@ impl Inserter {
         };
         let missing: Vec<_> = clicks.iter().filter(|c| !present.contains(&c.id)).collect();
         let mut agents = std::collections::HashMap::new();
-        // One batch per month keeps each insert one atomic block.
-        let mut months: Vec<u32> = missing.iter().map(|c| time::month_of(c.ts_ms)).collect();
-        months.sort_unstable();
-        months.dedup();
-        for month in months {
-            let mut batch = Batch {
-                id: rand::random(),
-                kind: KIND_CLICKS,
-                rows: 0,
-                first_day: u16::MAX,
-                last_day: 0,
-                bots: 0,
-                previews: 0,
-                data: Bytes::new(),
-                wal: Vec::new(),
-                receipts: Vec::new(),
-            };
-            let mut columns = row::Columns::new();
-            for c in missing.iter().filter(|c| time::month_of(c.ts_ms) == month) {
-                let agent = agents
-                    .entry(c.user_agent)
-                    .or_insert_with(|| agent::classify(c.user_agent));
-                let flags = columns.push(c, agent);
-                let day = (c.ts_ms / time::MS_PER_DAY) as u16;
-                batch.first_day = batch.first_day.min(day);
-                batch.last_day = batch.last_day.max(day);
-                batch.rows += 1;
-                batch.bots += flags.is_bot as u64;
-                batch.previews += flags.is_preview as u64;
+        let mut batches = Vec::new();
+        let mut builder = Builder::clicks();
+        let no_blocks: Blocks = Arc::new(crossbeam_queue::ArrayQueue::new(1));
+        for c in &missing {
+            if builder.other_month(c.ts_ms) {
+                batches.push(builder.seal(&no_blocks));
             }
-            batch.data = Bytes::from(columns.take_block(batch.id, Vec::new()));
-            if !self.deliver_with_intake(&batch, false, rx, open).await {
-                return Step::Failed;
+            let agent = agents
+                .entry(c.user_agent)
+                .or_insert_with(|| agent::classify(c.user_agent));
+            builder.push_click(c, agent);
+        }
+        if builder.rows > 0 {
+            batches.push(builder.seal(&no_blocks));
+        }
+        for batch in &batches {
+            match self.deliver_with_intake(batch, false, rx, open).await {
+                Outcome::Stored => {}
+                Outcome::Refused(error) if self.dead_letter(batch, &error) => {}
+                Outcome::Refused(_) | Outcome::Failed => return Step::Failed,
             }
         }
         if let Err(error) = std::fs::remove_file(&path) {
@@ -401,21 +434,21 @@ impl Inserter {
 
     /// Hands a delivered click batch's buffer back to the encoder (when nothing else holds it).
     fn recycle(&self, batch: Batch) {
-        if batch.kind == KIND_CLICKS {
+        if batch.kind == BatchKind::Clicks {
             if let Ok(data) = batch.data.try_into_mut() {
                 let _ = self.blocks.push(Vec::from(data));
             }
         }
     }
 
-    /// Inserts the batch unless it is already there; true when it is in ClickHouse.
+    /// Inserts the batch unless it is already there.
     async fn deliver_with_intake(
         &mut self,
         batch: &Batch,
         attempted: bool,
         rx: &mut mpsc::Receiver<Batch>,
         open: &mut bool,
-    ) -> bool {
+    ) -> Outcome {
         let timeout = match self.deadline.get() {
             Some(d) => d
                 .saturating_duration_since(Instant::now())
@@ -423,22 +456,25 @@ impl Inserter {
             None => INSERT_TIMEOUT,
         };
         let ch = self.ch.clone();
-        let meta = BatchKey::of(batch);
-        let data = batch.data.clone();
         let started = Instant::now();
-        let attempt = async move {
+        let attempt = async {
             if attempted {
-                match tokio::time::timeout(timeout, landed(&ch, &meta)).await {
+                match tokio::time::timeout(timeout, sql::landed(&ch, batch)).await {
                     Ok(Ok(true)) => return Ok(Delivered::AlreadyThere),
                     Ok(Ok(false)) => {}
-                    Ok(Err(error)) => return Err(error.to_string()),
-                    Err(_) => return Err("landed check timed out".into()),
+                    Ok(Err(error)) => return Err(InsertError::Unavailable(error.to_string())),
+                    Err(_) => {
+                        return Err(InsertError::Unavailable("landed check timed out".into()))
+                    }
                 }
             }
-            match tokio::time::timeout(timeout, insert(&ch, meta.kind, data)).await {
+            let insert = sql::insert(&ch, batch.kind, batch.data.clone(), INSERT_TIMEOUT);
+            match tokio::time::timeout(timeout, insert).await {
                 Ok(Ok(())) => Ok(Delivered::Inserted),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err(format!("insert timed out after {timeout:?}")),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(InsertError::Unavailable(format!(
+                    "insert timed out after {timeout:?}"
+                ))),
             }
         };
         let outcome = self.with_intake(attempt, rx, open).await;
@@ -449,7 +485,8 @@ impl Inserter {
             Ok(how) => {
                 batch.settle(self.wal.as_deref());
                 self.metrics.flush_ok.increment(1);
-                self.metrics.rows_flushed(batch.kind, batch.rows as u64);
+                self.metrics
+                    .rows_flushed(batch.kind.table(), batch.rows as u64);
                 self.metrics.clicks_bot.increment(batch.bots);
                 self.metrics.clicks_preview.increment(batch.previews);
                 self.metrics.flush_batch_rows.record(batch.rows as f64);
@@ -461,13 +498,18 @@ impl Inserter {
                         "batch had already landed; not inserted again"
                     );
                 }
-                true
+                Outcome::Stored
             }
             Err(error) => {
                 self.metrics.flush_error.increment(1);
                 self.metrics.clickhouse_errors.increment(1);
-                warn!(batch = batch.id, rows = batch.rows, %error, "clickhouse insert failed");
-                false
+                match error {
+                    InsertError::Refused { .. } => Outcome::Refused(error),
+                    InsertError::Unavailable(_) => {
+                        warn!(batch = batch.id, rows = batch.rows, %error, "clickhouse insert failed");
+                        Outcome::Failed
+                    }
+                }
             }
         }
     }
@@ -500,106 +542,12 @@ enum Delivered {
     AlreadyThere,
 }
 
-/// What finds a batch's rows again.
-struct BatchKey {
-    id: u64,
-    rows: usize,
-    first_day: u16,
-    last_day: u16,
-    kind: u8,
-}
-
-impl BatchKey {
-    fn of(b: &Batch) -> BatchKey {
-        BatchKey {
-            id: b.id,
-            rows: b.rows,
-            first_day: b.first_day,
-            last_day: b.last_day,
-            kind: b.kind,
-        }
-    }
-}
-
-/// Which of these clicks ClickHouse already has.
-async fn present_click_ids(
-    ch: Client,
-    clicks: &[Captured<'_>],
-) -> Result<std::collections::HashSet<[u8; 16]>, clickhouse::error::Error> {
-    let mut present = std::collections::HashSet::new();
-    for chunk in clicks.chunks(5_000) {
-        let first = chunk.iter().map(|c| c.ts_ms).min().unwrap_or(0) / time::MS_PER_DAY;
-        let last = chunk.iter().map(|c| c.ts_ms).max().unwrap_or(0) / time::MS_PER_DAY;
-        // Hex digits only: safe to inline.
-        let ids: Vec<String> = chunk
-            .iter()
-            .map(|c| format!("unhex('{}')", hex::encode(c.id)))
-            .collect();
-        let sql = format!(
-            "SELECT hex(click_id) FROM clicks WHERE date >= toDate(?) AND date <= toDate(?) AND click_id IN ({})",
-            ids.join(",")
-        );
-        let found = ch
-            .query(&sql)
-            .bind(time::date_string(first as u16))
-            .bind(time::date_string(last as u16))
-            .fetch_all::<String>()
-            .await?;
-        for h in found {
-            let mut id = [0u8; 16];
-            if hex::decode_to_slice(h, &mut id).is_ok() {
-                present.insert(id);
-            }
-        }
-    }
-    Ok(present)
-}
-
-/// The table a batch kind goes to and its column list.
-fn table(kind: u8) -> (&'static str, &'static str) {
-    match kind {
-        KIND_INSTALLS => ("installs", crate::attribution::install::COLUMNS),
-        KIND_EVENTS => ("events", crate::conversions::event::COLUMNS),
-        KIND_CONVERSIONS => ("conversions", crate::conversions::conversion::COLUMNS),
-        _ => ("clicks", row::COLUMNS),
-    }
-}
-
-async fn insert(ch: &Client, kind: u8, data: Bytes) -> Result<(), clickhouse::error::Error> {
-    let (table, columns) = table(kind);
-    let format = if kind == KIND_CLICKS {
-        "Native"
-    } else {
-        "RowBinary"
-    };
-    let mut insert = ch
-        .insert_formatted_with(format!("INSERT INTO {table} ({columns}) FORMAT {format}"))
-        .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
-    insert.send(data).await?;
-    insert.end().await
-}
-
-/// Whether the batch's rows are in ClickHouse. Batches are atomic, so a partial count is a
-/// broken invariant: it is logged, and the batch is not inserted again (a duplicate would
-/// be worse than the gap the log points at).
-async fn landed(ch: &Client, key: &BatchKey) -> Result<bool, clickhouse::error::Error> {
-    let (table, _) = table(key.kind);
-    let count = ch
-        .query(&format!(
-            "SELECT count() FROM {table} WHERE date >= toDate(?) AND date <= toDate(?) AND batch_id = ?"
-        ))
-        .bind(time::date_string(key.first_day))
-        .bind(time::date_string(key.last_day))
-        .bind(key.id)
-        .fetch_one::<u64>()
-        .await?;
-    if count != 0 && count != key.rows as u64 {
-        error!(
-            batch = key.id,
-            count,
-            rows = key.rows,
-            "batch partially present in clickhouse"
-        );
-    }
-    Ok(count > 0)
+/// What became of a batch offered to ClickHouse.
+enum Outcome {
+    /// In ClickHouse (now, or by an earlier attempt whose answer was lost).
+    Stored,
+    /// Refused for good: its data cannot be stored, however often it is sent.
+    Refused(InsertError),
+    /// Not now: keep it and try again.
+    Failed,
 }

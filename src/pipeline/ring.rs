@@ -14,9 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
-use parking_lot::Mutex;
-use tokio::sync::oneshot;
 
+use super::batch::Facts;
 use crate::click::Click;
 use crate::metrics::Metrics;
 
@@ -176,67 +175,6 @@ pub fn push(ring: &Arc<Ring>, click: Click) {
     });
     if let Some(click) = click {
         ring.push_one(click);
-    }
-}
-
-/// Fact rows other than clicks (installs, events, conversions) from one request, encoded by
-/// the producer with every column but the trailing `batch_id`, which the encoder appends. They
-/// travel as one queue entry, so a request's rows are all taken or all refused.
-#[derive(Debug)]
-pub struct Facts {
-    pub kind: u8,
-    /// The rows, back to back.
-    pub data: Vec<u8>,
-    /// For each row: where it ends in `data`, and its time (which picks its partition).
-    pub rows: Vec<(u32, u64)>,
-    /// Told when every row is durable (in ClickHouse or the spill), for callers that answer
-    /// only then.
-    pub receipt: Option<Arc<Receipt>>,
-}
-
-impl Facts {
-    pub fn new(kind: u8) -> Facts {
-        Facts {
-            kind,
-            data: Vec::new(),
-            rows: Vec::new(),
-            receipt: None,
-        }
-    }
-
-    /// Marks the end of a row just encoded into `data`.
-    pub fn end_row(&mut self, ts_ms: u64) {
-        self.rows.push((self.data.len() as u32, ts_ms));
-    }
-
-    /// Asks to be told when every row is durable.
-    pub fn with_receipt(mut self) -> (Facts, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        self.receipt = Some(Arc::new(Receipt {
-            remaining: AtomicUsize::new(self.rows.len()),
-            done: Mutex::new(Some(tx)),
-        }));
-        (self, rx)
-    }
-}
-
-/// Counts a request's rows down as the batches holding them become durable. When rows are
-/// lost instead (shutdown past its deadline), the last holder drops it and the waiter sees
-/// the channel closed.
-#[derive(Debug)]
-pub struct Receipt {
-    remaining: AtomicUsize,
-    done: Mutex<Option<oneshot::Sender<()>>>,
-}
-
-impl Receipt {
-    pub fn settle(&self, rows: u32) {
-        let rows = rows as usize;
-        if self.remaining.fetch_sub(rows, Ordering::AcqRel) == rows {
-            if let Some(tx) = self.done.lock().take() {
-                let _ = tx.send(());
-            }
-        }
     }
 }
 

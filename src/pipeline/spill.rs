@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tracing::{error, warn};
 
-use super::flusher::Batch;
+use super::batch::{Batch, BatchKind};
 use super::frame::{self, DecodeError, Fields};
 
 const BATCH_HEADER: usize = 8 + 4 + 2 + 2 + 8 + 8 + 1 + 1;
@@ -49,7 +49,7 @@ pub fn encode_record(batch: &Batch, attempted: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(&batch.bots.to_le_bytes());
     out.extend_from_slice(&batch.previews.to_le_bytes());
     out.push(attempted as u8);
-    out.push(batch.kind);
+    out.push(batch.kind as u8);
     out.extend_from_slice(&batch.data);
     frame::finish(out, mark);
 }
@@ -72,7 +72,7 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Spilled, usize)>, DecodeError
         1 => true,
         _ => return Err(DecodeError::Payload),
     };
-    let kind = f.u8()?;
+    let kind = BatchKind::from_u8(f.u8()?).ok_or(DecodeError::Payload)?;
     let data = Bytes::copy_from_slice(f.rest());
     let batch = Batch {
         id,
@@ -87,6 +87,24 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Spilled, usize)>, DecodeError
         receipts: Vec::new(),
     };
     Ok(Some((Spilled { batch, attempted }, used)))
+}
+
+/// Writes one batch as a spill record to a file of its own (`path`, created, never
+/// overwritten) and fsyncs it and its directory: how a refused batch is set aside.
+pub fn write_record_file(path: &Path, batch: &Batch) -> Result<(), SpillError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut record = Vec::new();
+    encode_record(batch, true, &mut record);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.write_all(&record)
+        .and_then(|()| file.sync_data())
+        .map_err(io_err(path))?;
+    sync_dir(dir)
 }
 
 pub struct Spill {
@@ -423,7 +441,7 @@ mod tests {
             last_day: 20_001,
             bots: 1,
             previews: 2,
-            kind: 1,
+            kind: BatchKind::ClicksRowBinary,
             data: Bytes::copy_from_slice(data),
             wal: Vec::new(),
             receipts: Vec::new(),

@@ -22,9 +22,8 @@ use crate::http::client_ip::client_ip;
 use crate::http::error::{json_response, ApiError, Body};
 use crate::keys::KeyKind;
 use crate::link::template::Values;
+use crate::pipeline::batch::{BatchKind, Facts};
 use crate::pipeline::fingerprints;
-use crate::pipeline::flusher::KIND_INSTALLS;
-use crate::pipeline::ring::Facts;
 use crate::store::clickhouse;
 use crate::store::redis::{Binding, Claim, Flip, FlipRequest};
 use crate::time;
@@ -396,7 +395,7 @@ pub async fn attribute(
     });
 
     if first {
-        let mut row = Facts::new(KIND_INSTALLS);
+        let mut row = Facts::new(BatchKind::Installs);
         install::encode(
             &InstallRow {
                 ts_ms: install_ms,

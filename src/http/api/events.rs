@@ -17,8 +17,7 @@ use crate::conversions::{event, MAX_BODY};
 use crate::delivery::fanout::{self, Fact};
 use crate::http::auth::authenticate_basic;
 use crate::http::error::{empty_response, ApiError, Body};
-use crate::pipeline::flusher::KIND_EVENTS;
-use crate::pipeline::ring::Facts;
+use crate::pipeline::batch::{BatchKind, Facts};
 use crate::time;
 
 pub async fn ingest(
@@ -79,7 +78,7 @@ pub async fn ingest(
     })?;
     let attributions = decode_attributions(&installs, found);
 
-    let mut facts = Facts::new(KIND_EVENTS);
+    let mut facts = Facts::new(BatchKind::Events);
     facts.data.reserve(bytes.len() + events.len() * 96);
     for (e, _) in events.iter().zip(&taken.flags).filter(|(_, t)| **t) {
         let attribution = attributions.get(&*e.installation_id);

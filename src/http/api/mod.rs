@@ -23,7 +23,7 @@ use tracing::warn;
 use super::error::ApiError;
 use crate::app::App;
 use crate::conversions::{BodyError, MAX_ITEMS};
-use crate::pipeline::ring::Facts;
+use crate::pipeline::batch::Facts;
 use crate::store::redis::IdClaim;
 use crate::time;
 

@@ -21,8 +21,7 @@ use crate::delivery::fanout::{self, Fact};
 use crate::delivery::partner::decimal;
 use crate::http::auth::{rate_limit, require_secret};
 use crate::http::error::{empty_response, json_response, ApiError, Body};
-use crate::pipeline::flusher::KIND_CONVERSIONS;
-use crate::pipeline::ring::Facts;
+use crate::pipeline::batch::{BatchKind, Facts};
 use crate::time;
 
 /// `rotate`: the path was `/v1/sources/{id}/rotate`.
@@ -236,7 +235,7 @@ pub async fn receive(
     let attributions = decode_attributions(&install_ids, app.redis.mget(&attribution_keys).await?);
 
     let now = time::now_ms();
-    let mut facts = Facts::new(KIND_CONVERSIONS);
+    let mut facts = Facts::new(BatchKind::Conversions);
     let outcomes: Vec<Outcome> = items
         .iter()
         .enumerate()
