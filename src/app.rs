@@ -18,7 +18,7 @@ use crate::http::rate_limit::RateLimiter;
 use crate::link::LinkTable;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::fingerprints;
-use crate::pipeline::flusher::FlushReport;
+use crate::pipeline::inserter::{FlushReport, Storage};
 use crate::pipeline::ring::{self, RowQueue};
 use crate::pipeline::wal::{self, Wal};
 use crate::pipeline::{FlushConfig, Flusher, Ring, SpillStatus};
@@ -190,11 +190,13 @@ impl Server {
                 max_rows: config.pipeline.flush_max_rows,
                 max_bytes: config.pipeline.flush_max_bytes,
                 period: config.flush_period(),
-                spill_dir: config.data_dir.join("spill"),
-                dead_letter_dir: config.data_dir.join("dead-letter"),
-                spill_max_bytes: config.pipeline.spill_max_bytes,
-                wal: wal.clone(),
-                wal_leftovers,
+                storage: Storage {
+                    spill_dir: config.data_dir.join("spill"),
+                    spill_max_bytes: config.pipeline.spill_max_bytes,
+                    dead_letter_dir: config.data_dir.join("dead-letter"),
+                    wal: wal.clone(),
+                    wal_leftovers,
+                },
                 fingerprints: Some(fingerprints),
             },
             spill.clone(),

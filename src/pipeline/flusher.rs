@@ -4,7 +4,6 @@
 //! first row), and handed to the inserter (`inserter.rs`), which writes it to ClickHouse or,
 //! failing that, to the disk spill.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -17,9 +16,8 @@ use tracing::error;
 
 use super::batch::{Batch, BatchKind, Blocks, Builder, Facts};
 use super::fingerprints::{Fingerprint, Handover};
-use super::inserter::{Inserter, SpillStatus};
+use super::inserter::{FlushReport, Inserter, SpillStatus, Storage};
 use super::ring::RowQueue;
-use super::wal::Wal;
 use super::Ring;
 use crate::click::enrich::Enricher;
 use crate::click::row::Captured;
@@ -30,22 +28,10 @@ pub struct FlushConfig {
     pub max_rows: usize,
     pub max_bytes: usize,
     pub period: Duration,
-    pub spill_dir: PathBuf,
-    pub spill_max_bytes: u64,
-    /// Where batches ClickHouse refuses for good are set aside.
-    pub dead_letter_dir: PathBuf,
-    /// The write-ahead log, when on: batches release its segments once durable.
-    pub wal: Option<Arc<Wal>>,
-    /// Write-ahead segments an earlier run left, to recover.
-    pub wal_leftovers: Vec<(u64, PathBuf)>,
-    /// Where fingerprints of mobile clicks go (the Redis writer).
+    /// Where batches go besides ClickHouse.
+    pub storage: Storage,
+    /// Where fingerprints of human clicks go (the Redis writer).
     pub fingerprints: Option<Handover>,
-}
-
-/// What shutdown achieved.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FlushReport {
-    pub lost_rows: u64,
 }
 
 pub struct Flusher {
@@ -80,7 +66,7 @@ impl Flusher {
         let blocks: Blocks = Arc::new(ArrayQueue::new(2));
         let inserter = Inserter::new(
             ch,
-            &cfg,
+            &cfg.storage,
             spill_status,
             deadline.clone(),
             blocks.clone(),

@@ -20,7 +20,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::batch::{Batch, BatchKind, Blocks, Builder};
-use super::flusher::{FlushConfig, FlushReport};
 use super::spill::{self, Spill, SpillError};
 use super::sql::{self, InsertError};
 use super::wal::{self, Wal};
@@ -34,6 +33,25 @@ const INSERT_TIMEOUT: Duration = Duration::from_secs(20);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const SPILL_RETRY: Duration = Duration::from_secs(2);
+
+/// Where batches go besides ClickHouse.
+#[derive(Clone)]
+pub struct Storage {
+    pub spill_dir: PathBuf,
+    pub spill_max_bytes: u64,
+    /// Where batches ClickHouse refuses for good are set aside.
+    pub dead_letter_dir: PathBuf,
+    /// The write-ahead log, when on: batches release its segments once durable.
+    pub wal: Option<Arc<Wal>>,
+    /// Write-ahead segments an earlier run left, to recover.
+    pub wal_leftovers: Vec<(u64, PathBuf)>,
+}
+
+/// What shutdown achieved.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlushReport {
+    pub lost_rows: u64,
+}
 
 /// What readiness reports about the spill.
 #[derive(Debug, Default)]
@@ -70,7 +88,7 @@ enum Step {
 impl Inserter {
     pub fn new(
         ch: Client,
-        cfg: &FlushConfig,
+        cfg: &Storage,
         status: Arc<SpillStatus>,
         deadline: Arc<OnceLock<Instant>>,
         blocks: Blocks,
