@@ -1,11 +1,13 @@
-//! Tenants and their API keys. A key is found by its hash (`<p>:key:<sha256>`, global: a
-//! request does not say its tenant) and listed from the tenant's own hash of entries
-//! (`<p>:{t:<tenant>}:keys`), where revocation is decided atomically (`redis/key_revoke.lua`).
+//! Tenants: their API keys and their attribution settings. A key is found by its hash
+//! (`<p>:key:<sha256>`, global: a request does not say its tenant) and listed from the
+//! tenant's own hash of entries (`<p>:{t:<tenant>}:keys`), where revocation is decided
+//! atomically (`redis/key_revoke.lua`).
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::{random_hex, Redis, RedisError};
+use crate::attribution::AttributionConfig;
 use crate::keys::{self, ApiKey, KeyKind};
 use crate::time;
 
@@ -208,5 +210,33 @@ impl Redis {
             let mut c = redis.conn.clone();
             let _: Result<(), _> = c.hset(uses, id, time::now_rfc3339()).await;
         });
+    }
+
+    /// The tenant's attribution settings (defaults until first changed).
+    pub async fn attribution_config(&self, tenant: &str) -> Result<AttributionConfig, RedisError> {
+        if let Some(cached) = self.configs.get(tenant) {
+            return Ok(cached);
+        }
+        let mut c = self.conn.clone();
+        let key = self.config_key(tenant);
+        let raw: Option<String> = c.get(&key).await?;
+        let config: AttributionConfig = raw
+            .map(|r| serde_json::from_str(&r).map_err(|source| RedisError::Corrupt { key, source }))
+            .transpose()?
+            .unwrap_or_default();
+        self.configs.put(tenant.to_string(), config.clone());
+        Ok(config)
+    }
+
+    pub async fn put_attribution_config(
+        &self,
+        tenant: &str,
+        config: &AttributionConfig,
+    ) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        let json = serde_json::to_string(config).expect("serializable");
+        let _: () = c.set(self.config_key(tenant), json).await?;
+        self.configs.put(tenant.to_string(), config.clone());
+        Ok(())
     }
 }
