@@ -4,8 +4,6 @@
 //! signed with the hex HMAC-SHA1 of its raw body. Building the batches is pure; `generate`
 //! reads ClickHouse and enqueues them as deliveries.
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
@@ -13,7 +11,9 @@ use super::{Job, Owner, Signing};
 use crate::app::App;
 use crate::click::ClickId;
 use crate::stats::parse_day;
-use crate::store::clickhouse::{matched_installs, MatchedInstall, ResultsFilter};
+use crate::store::clickhouse::{
+    matched_installs, InstallConversions, MatchedInstall, ResultsFilter,
+};
 use crate::time;
 
 pub const BATCH: usize = 100;
@@ -82,7 +82,7 @@ pub fn total_batches(matches: usize) -> usize {
 }
 
 /// One match object of `attribution_data`.
-pub fn match_object(m: &MatchedInstall, conversions: Option<&Conversions>) -> Value {
+pub fn match_object(m: &MatchedInstall, conversions: Option<&InstallConversions>) -> Value {
     let mut click = [0u8; 16];
     let click_id = hex::decode_to_slice(&m.click_id, &mut click)
         .ok()
@@ -106,15 +106,6 @@ pub fn match_object(m: &MatchedInstall, conversions: Option<&Conversions>) -> Va
         "conversion_count": conversions.map_or(0, |c| c.count),
         "revenue": conversions.map(|c| c.revenue.clone()).unwrap_or_default(),
     })
-}
-
-/// An install's attributed conversions.
-#[derive(Debug, Clone, Default)]
-pub struct Conversions {
-    pub user_id: Option<String>,
-    pub count: u64,
-    /// Currency → summed amount in its smallest unit.
-    pub revenue: BTreeMap<String, i64>,
 }
 
 /// A batch's raw body.

@@ -304,14 +304,22 @@ struct InstallConversionRow {
     sum_cents: i64,
 }
 
+/// An install's attributed conversions.
+#[derive(Debug, Clone, Default)]
+pub struct InstallConversions {
+    pub user_id: Option<String>,
+    pub count: u64,
+    /// Currency → summed amount in its smallest unit.
+    pub revenue: std::collections::BTreeMap<String, i64>,
+}
+
 /// The attributed conversions of these installs: count, user, revenue per currency.
 pub async fn install_conversions(
     ch: &Client,
     tenant: &str,
     install_ids: &[&str],
-) -> Result<std::collections::BTreeMap<String, crate::delivery::report::Conversions>, ChError> {
-    let mut out: std::collections::BTreeMap<String, crate::delivery::report::Conversions> =
-        Default::default();
+) -> Result<std::collections::BTreeMap<String, InstallConversions>, ChError> {
+    let mut out: std::collections::BTreeMap<String, InstallConversions> = Default::default();
     if install_ids.is_empty() {
         return Ok(out);
     }
