@@ -1,34 +1,22 @@
-//! The running application: shared state, start-up order and shutdown order.
+//! The state every request shares (`App`): settings, the link table, the pipeline's queues,
+//! the stores, caches and metrics. `server.rs` builds it and starts what runs beside it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context;
 use ipnet::IpNet;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::warn;
 
-use crate::click::enrich::{Enricher, IpHasher};
+use crate::click::enrich::IpHasher;
 use crate::click::geo::Geo;
 use crate::config::Config;
 use crate::http::rate_limit::RateLimiter;
 use crate::link::LinkTable;
-use crate::metrics::{self, Metrics};
-use crate::pipeline::fingerprints;
-use crate::pipeline::inserter::{FlushReport, Storage};
-use crate::pipeline::ring::{self, RowQueue};
-use crate::pipeline::wal::{self, Wal};
-use crate::pipeline::{FlushConfig, Flusher, Ring, SpillStatus};
+use crate::metrics::Metrics;
+use crate::pipeline::ring::RowQueue;
+use crate::pipeline::wal::Wal;
+use crate::pipeline::{Ring, SpillStatus};
 use crate::stats::cache::Cache;
 use crate::stats::query::Ask;
-
-/// Installs, events and conversions buffered for the flusher: requests at most, and bytes.
-const ROW_QUEUE_CAPACITY: usize = 65_536;
-const ROW_QUEUE_BYTES: usize = 64 << 20;
-use crate::store::clickhouse;
 use crate::store::redis::Redis;
 
 /// State shared by every request.
@@ -52,7 +40,8 @@ pub struct App {
     pub wal: Option<Arc<Wal>>,
     /// The keyed IP hash, for write-ahead records (which never hold a raw IP).
     pub ip_hasher: IpHasher,
-    refresh: tokio::sync::Mutex<()>,
+    /// Held while the link table reloads, so an older snapshot never replaces a newer one.
+    pub(crate) refresh: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -66,302 +55,18 @@ impl App {
         }
     }
 
-    async fn reload_links(&self) -> Result<(), crate::store::redis::RedisError> {
+    pub(crate) async fn reload_links(&self) -> Result<(), crate::store::redis::RedisError> {
         let (version, links) = self.redis.all_links().await?;
         self.links.replace(version, links);
         self.metrics.link_table_size.set(self.links.len() as f64);
         Ok(())
     }
 
-    async fn refresh_if_changed(&self) -> Result<(), crate::store::redis::RedisError> {
+    pub(crate) async fn refresh_if_changed(&self) -> Result<(), crate::store::redis::RedisError> {
         let version = self.redis.links_version().await?;
         if Some(version) != self.links.version() {
             self.refresh_links().await;
         }
         Ok(())
-    }
-}
-
-/// This node's stable name (its delivery consumer), kept in the data directory so that after
-/// a restart it takes up the deliveries it held.
-fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let path = data_dir.join("node_id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        if !id.trim().is_empty() {
-            return Ok(id.trim().to_string());
-        }
-    }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let id = format!("node-{}", hex::encode(rand::random::<[u8; 8]>()));
-    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
-    Ok(id)
-}
-
-/// A started server; `shutdown` drains it.
-pub struct Server {
-    pub addr: SocketAddr,
-    pub app: Arc<App>,
-    stop: watch::Sender<bool>,
-    serving: Vec<std::thread::JoinHandle<()>>,
-    refresher: JoinHandle<()>,
-    retention: Option<JoinHandle<()>>,
-    delivery: JoinHandle<()>,
-    upkeep: JoinHandle<()>,
-    fingerprint_writer: JoinHandle<()>,
-    flusher: Flusher,
-}
-
-impl Server {
-    pub async fn start(config: Config) -> anyhow::Result<Server> {
-        let metrics = metrics::init();
-        let applied = clickhouse::migrate(&config.clickhouse)
-            .await
-            .with_context(|| {
-                format!(
-                    "applying ClickHouse migrations at {}",
-                    config.clickhouse.url
-                )
-            })?;
-        if applied > 0 {
-            info!(applied, "clickhouse schema migrated");
-        }
-        let ch = clickhouse::client(&config.clickhouse);
-        let redis = Redis::connect(&config.redis.url, &config.redis.prefix)
-            .await
-            .with_context(|| format!("connecting to Redis at {}", config.redis.url))?;
-        let geo = match &config.geoip_path {
-            Some(path) => {
-                Some(Arc::new(Geo::open(path).with_context(|| {
-                    format!("opening GeoIP database {}", path.display())
-                })?))
-            }
-            None => None,
-        };
-        let ip_key = if config.ip_hash_key.is_empty() {
-            redis
-                .ip_hash_key()
-                .await
-                .context("reading the shared IP hash key")?
-        } else {
-            config.ip_hash_key.clone()
-        };
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-
-        let ring = Arc::new(Ring::new(config.pipeline.ring_capacity, metrics));
-        metrics.ring_capacity.set(ring.capacity() as f64);
-        let spill = Arc::new(SpillStatus::default());
-        let wal_dir = config.data_dir.join("wal");
-        let (wal, wal_leftovers) = if config.pipeline.write_ahead {
-            let (wal, leftovers) = Wal::open(&wal_dir, metrics)
-                .with_context(|| format!("opening write-ahead log {}", wal_dir.display()))?;
-            (Some(Arc::new(wal)), leftovers)
-        } else if wal_dir.exists() {
-            // Write-ahead mode was on in an earlier run: recover what it left.
-            (
-                None,
-                wal::segments_in(&wal_dir)
-                    .with_context(|| format!("reading {}", wal_dir.display()))?,
-            )
-        } else {
-            (None, Vec::new())
-        };
-        if !wal_leftovers.is_empty() {
-            info!(
-                segments = wal_leftovers.len(),
-                "write-ahead segments from an earlier run will be recovered"
-            );
-        }
-        let ip_hasher = IpHasher::new(ip_key.as_bytes());
-        let rows = Arc::new(RowQueue::new(ROW_QUEUE_CAPACITY, ROW_QUEUE_BYTES));
-        let (fingerprints, fingerprint_intake) = fingerprints::handover();
-        let fingerprint_writer = tokio::spawn(fingerprints::run(
-            redis.clone(),
-            fingerprint_intake,
-            metrics,
-        ));
-        let flusher = Flusher::start(
-            ring.clone(),
-            rows.clone(),
-            Enricher::new(ip_hasher.clone(), geo.clone()),
-            ch.clone(),
-            FlushConfig {
-                max_rows: config.pipeline.flush_max_rows,
-                max_bytes: config.pipeline.flush_max_bytes,
-                period: config.flush_period(),
-                storage: Storage {
-                    spill_dir: config.data_dir.join("spill"),
-                    spill_max_bytes: config.pipeline.spill_max_bytes,
-                    dead_letter_dir: config.data_dir.join("dead-letter"),
-                    wal: wal.clone(),
-                    wal_leftovers,
-                },
-                fingerprints: Some(fingerprints),
-            },
-            spill.clone(),
-            metrics,
-        );
-        let app = Arc::new(App {
-            trusted_proxies: config.trusted_proxies.clone(),
-            limits: RateLimiter::new(&config.rate_limit),
-            stats: Cache::new(Duration::from_millis(config.stats_cache_ms)),
-            config,
-            links: LinkTable::default(),
-            ring,
-            rows,
-            redis,
-            ch,
-            geo,
-            metrics,
-            spill,
-            wal,
-            ip_hasher,
-            refresh: tokio::sync::Mutex::new(()),
-        });
-        app.reload_links()
-            .await
-            .context("loading links from Redis")?;
-        info!(links = app.links.len(), "link table loaded");
-
-        let refresher = {
-            let app = app.clone();
-            tokio::spawn(async move {
-                let mut tick =
-                    tokio::time::interval(Duration::from_millis(app.config.link_refresh_ms));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                // Log transitions only: an outage polled 4 times a second is one line, not 4/s.
-                let mut failing = false;
-                loop {
-                    tick.tick().await;
-                    match app.refresh_if_changed().await {
-                        Ok(()) if failing => {
-                            failing = false;
-                            info!("link table refresh recovered");
-                        }
-                        Ok(()) => {}
-                        Err(error) => {
-                            app.metrics.link_refresh_errors.increment(1);
-                            if !failing {
-                                failing = true;
-                                warn!(%error, "link table refresh failing; serving the last table");
-                            }
-                        }
-                    }
-                }
-            })
-        };
-
-        let retention = (app.config.retention_interval_ms > 0)
-            .then(|| tokio::spawn(crate::retention::run(app.clone())));
-
-        let upkeep = tokio::spawn(async {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                metrics::upkeep();
-            }
-        });
-
-        let threads = match app.config.http_threads {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            n => n,
-        };
-        let listeners = crate::http::bind_reuseport(app.config.listen, threads)
-            .with_context(|| format!("binding {}", app.config.listen))?;
-        let addr = listeners[0].local_addr()?;
-        let (stop, stopped) = watch::channel(false);
-        app.redis
-            .ensure_delivery_group()
-            .await
-            .context("creating the delivery stream in Redis")?;
-        let delivery = tokio::spawn(crate::delivery::worker::run(
-            app.clone(),
-            node_id(&app.config.data_dir)?,
-            stopped.clone(),
-        ));
-        let mut serving = Vec::with_capacity(listeners.len());
-        let batch_scheduling = app.config.http_batch_scheduling;
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let (app, stopped) = (app.clone(), stopped.clone());
-            // The thread gathers its clicks in chunks (`pipeline::ring`): handed over when
-            // full, and before the thread idles or ends.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .on_thread_park(ring::flush)
-                .build()?;
-            serving.push(
-                std::thread::Builder::new()
-                    .name(format!("sluice-http-{i}"))
-                    .spawn(move || {
-                        if batch_scheduling {
-                            crate::scheduling::batch_policy();
-                        }
-                        ring::attach(app.ring.clone());
-                        runtime.block_on(async move {
-                            match TcpListener::from_std(listener) {
-                                Ok(listener) => {
-                                    crate::http::serve(
-                                        listener,
-                                        app,
-                                        stopped,
-                                        Duration::from_secs(5),
-                                    )
-                                    .await
-                                }
-                                Err(error) => error!(%error, "cannot register listener"),
-                            }
-                        });
-                        ring::detach();
-                    })?,
-            );
-        }
-        info!(%addr, threads, "sluice listening");
-        Ok(Server {
-            addr,
-            app,
-            stop,
-            serving,
-            refresher,
-            retention,
-            delivery,
-            upkeep,
-            fingerprint_writer,
-            flusher,
-        })
-    }
-
-    /// Stop accepting, finish in-flight requests, then drain the ring into ClickHouse.
-    pub async fn shutdown(self) -> FlushReport {
-        let _ = self.stop.send(true);
-        let serving = self.serving;
-        let _ = tokio::task::spawn_blocking(move || {
-            for thread in serving {
-                let _ = thread.join();
-            }
-        })
-        .await;
-        self.refresher.abort();
-        self.upkeep.abort();
-        // Attempts cut short stay pending in the stream: this node takes them up again at
-        // its next start (or another node after a while).
-        self.delivery.abort();
-        if let Some(retention) = &self.retention {
-            retention.abort();
-        }
-        let pending = self.app.ring.len();
-        info!(pending, "draining click pipeline");
-        let timeout = Duration::from_millis(self.app.config.shutdown_timeout_ms);
-        let report = self.flusher.shutdown(timeout).await;
-        if let Some(wal) = &self.app.wal {
-            wal.finish();
-        }
-        // The encoder is gone, so the channel is closed: this ends once the last
-        // fingerprints are written.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.fingerprint_writer).await;
-        info!(lost_rows = report.lost_rows, "shutdown complete");
-        report
     }
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod retention;
 pub mod scheduling;
+pub mod server;
 pub mod stats;
 pub mod store;
 pub mod time;

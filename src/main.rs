@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluice::app::Server;
 use sluice::config::Config;
 use sluice::keys::KeyKind;
+use sluice::server::Server;
 use sluice::store::{
     clickhouse,
     redis::{Redis, Revocation},
@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     // This runtime runs the background work (inserter, fingerprint writer, deliveries,
-    // refreshes); requests are served on their own threads (`app::Server`).
+    // refreshes); requests are served on their own threads (`server::Server`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(sluice::scheduling::lower_priority)

@@ -16,7 +16,7 @@ const WINDOW_MS: u64 = 2 * 3_600_000;
 
 struct Ctx {
     env: TestEnv,
-    server: sluice::app::Server,
+    server: sluice::server::Server,
     key: String,
     secret: String,
     code: String,

@@ -10,7 +10,7 @@ use sluice::store::redis::NewTenant;
 
 struct Ctx {
     env: TestEnv,
-    server: sluice::app::Server,
+    server: sluice::server::Server,
     tenant: NewTenant,
     code: String,
 }

@@ -46,7 +46,7 @@ fn config(env: &TestEnv) -> sluice::config::Config {
 }
 
 async fn api(
-    server: &sluice::app::Server,
+    server: &sluice::server::Server,
     method: reqwest::Method,
     path: &str,
     key: &str,
@@ -66,7 +66,7 @@ async fn api(
 /// A click on `code` with the partner's click id and subs; the install it attributes.
 async fn click_and_install(
     env: &TestEnv,
-    server: &sluice::app::Server,
+    server: &sluice::server::Server,
     pk: &str,
     code: &str,
     install: &str,
@@ -108,7 +108,7 @@ fn query_of(target: &str) -> std::collections::BTreeMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partner_postbacks_are_filled_retried_and_share_revenue_only_when_told() {
     let env = TestEnv::new();
-    let server = sluice::app::Server::start(config(&env)).await.unwrap();
+    let server = sluice::server::Server::start(config(&env)).await.unwrap();
     let t = env.tenant().await;
     // The receiver fails the first attempt.
     let receiver = Receiver::start(0, &[500]).await;
@@ -228,7 +228,7 @@ async fn partner_postbacks_are_filled_retried_and_share_revenue_only_when_told()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_and_keep_their_event_id_across_retries() {
     let env = TestEnv::new();
-    let server = sluice::app::Server::start(config(&env)).await.unwrap();
+    let server = sluice::server::Server::start(config(&env)).await.unwrap();
     let t = env.tenant().await;
     let receiver = Receiver::start(0, &[503, 500]).await;
     let (status, created) = api(
@@ -465,7 +465,7 @@ fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_arrive_in_signed_batches_of_100() {
     let env = TestEnv::new();
-    let server = sluice::app::Server::start(config(&env)).await.unwrap();
+    let server = sluice::server::Server::start(config(&env)).await.unwrap();
     let t = env.tenant().await;
     let receiver = Receiver::start(0, &[]).await;
     let (status, cfg) = api(&server, reqwest::Method::PATCH, "/v1/attribution/config", &t.secret_key, Some(json!({

@@ -37,7 +37,7 @@ fn event(install: &str) -> Value {
 
 struct Ctx {
     env: TestEnv,
-    server: sluice::app::Server,
+    server: sluice::server::Server,
     tenant: sluice::store::redis::NewTenant,
 }
 
@@ -325,7 +325,7 @@ async fn a_burst_past_the_rate_limit_gets_429_then_recovers() {
     let mut config = env.config();
     config.rate_limit.tenant_per_second = 5.0;
     config.rate_limit.burst_seconds = 1.0;
-    let server = sluice::app::Server::start(config).await.unwrap();
+    let server = sluice::server::Server::start(config).await.unwrap();
     let t = env.tenant().await;
     let send = |t: &sluice::store::redis::NewTenant| {
         let request = http()

@@ -101,7 +101,7 @@ async fn insert_whose_answer_is_lost_is_not_duplicated() {
     let proxy = Proxy::start(clickhouse_addr()).await;
     let mut config = env.config();
     config.clickhouse.url = proxy.url();
-    let server = sluice::app::Server::start(config).await.unwrap();
+    let server = sluice::server::Server::start(config).await.unwrap();
     let b = base(&server);
     let t = env.tenant().await;
     let code = unique("lost");
@@ -165,7 +165,7 @@ async fn unusable_spill_directory_is_reported_not_fatal() {
     let proxy = Proxy::start(clickhouse_addr()).await;
     let mut config = env.config();
     config.clickhouse.url = proxy.url();
-    let server = sluice::app::Server::start(config).await.unwrap();
+    let server = sluice::server::Server::start(config).await.unwrap();
     let b = base(&server);
     let t = env.tenant().await;
     let code = unique("nospill");

@@ -68,7 +68,7 @@ async fn a_panic_costs_one_request_not_the_process() {
     let env = TestEnv::new();
     let mut config = env.config();
     config.panic_route = true;
-    let server = sluice::app::Server::start(config).await.unwrap();
+    let server = sluice::server::Server::start(config).await.unwrap();
     let b = base(&server);
     let c = http();
     let t = env.tenant().await;
@@ -610,7 +610,7 @@ async fn tenant_limits_answer_409_naming_the_limit() {
     config.limits.partners = 1;
     config.limits.webhooks = 1;
     config.delivery.allow_private_targets = true;
-    let server = sluice::app::Server::start(config).await.unwrap();
+    let server = sluice::server::Server::start(config).await.unwrap();
     let t = env.tenant().await;
     let b = base(&server);
     let c = http();

@@ -316,8 +316,8 @@ async fn changes_reach_other_nodes_within_a_second() {
     let env = TestEnv::new();
     let mut config = env.config();
     config.link_refresh_ms = 250; // the production default
-    let node_a = sluice::app::Server::start(config.clone()).await.unwrap();
-    let node_b = sluice::app::Server::start(config).await.unwrap();
+    let node_a = sluice::server::Server::start(config.clone()).await.unwrap();
+    let node_b = sluice::server::Server::start(config).await.unwrap();
     let t = env.tenant().await;
     let code = unique("spread");
     let on_b = format!("{}/{code}", base(&node_b));

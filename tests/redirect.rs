@@ -205,7 +205,7 @@ async fn redirect_end_to_end() {
 
 /// Sends `requests` down one raw connection at once (pipelined) and reads until the server
 /// closes it.
-async fn exchange(server: &sluice::app::Server, requests: &str) -> String {
+async fn exchange(server: &sluice::server::Server, requests: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     conn.write_all(requests.as_bytes()).await.unwrap();

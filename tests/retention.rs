@@ -15,7 +15,7 @@ async fn raw_rows_go_at_each_tenants_retention_and_stats_stay() {
     let mut config = env.config();
     config.retention_interval_ms = 0; // run by hand below
     config.stats_cache_ms = 0;
-    let server = sluice::app::Server::start(config).await.unwrap();
+    let server = sluice::server::Server::start(config).await.unwrap();
     let short = env.tenant().await;
     let long = env.tenant().await;
     let resp = http()

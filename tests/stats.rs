@@ -20,7 +20,7 @@ const BOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.co
 
 struct Ctx {
     env: TestEnv,
-    server: sluice::app::Server,
+    server: sluice::server::Server,
     tenant: NewTenant,
 }
 
@@ -29,7 +29,7 @@ impl Ctx {
         let env = TestEnv::new();
         let mut config = env.config();
         config.stats_cache_ms = 0; // every request sees the newest aggregates
-        let server = sluice::app::Server::start(config).await.unwrap();
+        let server = sluice::server::Server::start(config).await.unwrap();
         let tenant = env.tenant().await;
         Ctx {
             env,

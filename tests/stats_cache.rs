@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-async fn stats_queries(server: &sluice::app::Server) -> u64 {
+async fn stats_queries(server: &sluice::server::Server) -> u64 {
     metric(&base(server), "sluice_stats_clickhouse_queries_total").await as u64
 }
 
@@ -18,7 +18,7 @@ async fn polling_dashboards_cost_one_computation_per_interval() {
     let env = TestEnv::new();
     let mut config = env.config();
     config.stats_cache_ms = 1_000;
-    let server = sluice::app::Server::start(config).await.unwrap();
+    let server = sluice::server::Server::start(config).await.unwrap();
     let t = env.tenant().await;
     let code = unique("poll");
     create_link(

@@ -8,8 +8,8 @@ pub mod receiver;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sluice::app::Server;
 use sluice::config::Config;
+use sluice::server::Server;
 use sluice::store::redis::{NewTenant, Redis};
 
 pub fn clickhouse_url() -> String {
