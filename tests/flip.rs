@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use sluice::attribution::MatchType;
 use sluice::click::ClickId;
 use sluice::store::redis::{Claim, Flip, FlipRequest, Redis};
 
@@ -14,7 +15,7 @@ const LOOKBACK: u64 = 7 * 86_400_000;
 fn request<'a>(
     tenant: &'a str,
     install_id: &'a str,
-    explicit: &'a [(&'static str, ClickId)],
+    explicit: &'a [(MatchType, ClickId)],
 ) -> FlipRequest<'a> {
     FlipRequest {
         tenant,
@@ -45,15 +46,15 @@ async fn fingerprint(redis: &Redis, tenant: &str, click: ClickId, ts_ms: u64) {
 
 fn by_fingerprint(click: ClickId) -> Claim {
     Claim {
-        how: "fingerprint".into(),
+        how: MatchType::Fingerprint,
         click,
         member: Some(member(click)),
     }
 }
 
-fn by(how: &str, click: ClickId) -> Claim {
+fn by(how: MatchType, click: ClickId) -> Claim {
     Claim {
-        how: how.into(),
+        how,
         click,
         member: None,
     }
@@ -146,13 +147,13 @@ async fn windows_explicit_candidates_and_tenants() {
     // An explicit click id wins over the fingerprint; once claimed, another install cannot
     // take it by id and falls through to the remaining fingerprint.
     let explicit = ClickId::new(NOW - 86_400_000);
-    let wanted = [("click_id", explicit)];
+    let wanted = [(MatchType::ClickId, explicit)];
     assert_eq!(
         redis
             .flip(&request(&tenant, "i-k1", &wanted))
             .await
             .unwrap(),
-        Flip::Claimed(by("click_id", explicit))
+        Flip::Claimed(by(MatchType::ClickId, explicit))
     );
     assert_eq!(
         redis
@@ -162,7 +163,7 @@ async fn windows_explicit_candidates_and_tenants() {
         Flip::Claimed(by_fingerprint(older))
     );
     // A click won by fingerprint cannot be claimed again by id.
-    let by_id = [("referrer", newer)];
+    let by_id = [(MatchType::Referrer, newer)];
     assert_eq!(
         redis.flip(&request(&tenant, "i-k3", &by_id)).await.unwrap(),
         Flip::Nothing

@@ -25,7 +25,10 @@ fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect();
-            if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+            if matches!(
+                parts.last().map(String::as_str),
+                Some("mod" | "lib" | "main")
+            ) {
                 parts.pop();
             }
             // main.rs is the binary's root, beside the library's: it imports the library as
@@ -46,7 +49,10 @@ fn named_paths(text: &str, module: &[String]) -> Vec<Vec<String>> {
         .map(|l| l.split("//").next().unwrap_or(""))
         .collect::<Vec<_>>()
         .join("\n");
-    for (prefix, base) in [("crate::", Vec::new()), ("super::", module[..module.len().saturating_sub(1)].to_vec())] {
+    for (prefix, base) in [
+        ("crate::", Vec::new()),
+        ("super::", module[..module.len().saturating_sub(1)].to_vec()),
+    ] {
         let mut rest = code.as_str();
         while let Some(at) = rest.find(prefix) {
             let before = rest[..at].chars().last();
@@ -113,9 +119,7 @@ fn resolve<'a>(
     path: &[String],
     modules: &'a BTreeMap<Vec<String>, PathBuf>,
 ) -> Option<&'a PathBuf> {
-    (1..=path.len())
-        .rev()
-        .find_map(|n| modules.get(&path[..n]))
+    (1..=path.len()).rev().find_map(|n| modules.get(&path[..n]))
 }
 
 #[test]
@@ -173,7 +177,10 @@ fn the_source_files_import_without_circles() {
                 .iter()
                 .map(|p| p.strip_prefix(&src).unwrap().display().to_string())
                 .collect();
-            panic!("an import circle: {} → back to the first", names.join(" → "));
+            panic!(
+                "an import circle: {} → back to the first",
+                names.join(" → ")
+            );
         }
     }
 }

@@ -227,21 +227,23 @@ pub async fn attribute(
 
     // Explicit candidates are looked up in ClickHouse under this tenant: another tenant's
     // click id is simply not found.
-    let wanted: Vec<(&'static str, ClickId)> =
-        [("click_id", r.click_id), ("referrer", r.referrer_click)]
-            .into_iter()
-            .filter_map(|(h, id)| Some((h, id?)))
-            .collect();
+    let wanted: Vec<(MatchType, ClickId)> = [
+        (MatchType::ClickId, r.click_id),
+        (MatchType::Referrer, r.referrer_click),
+    ]
+    .into_iter()
+    .filter_map(|(how, id)| Some((how, id?)))
+    .collect();
     let ids: Vec<ClickId> = wanted.iter().map(|(_, id)| *id).collect();
     let known = clickhouse::click_facts(&app.ch, tenant, &ids).await?;
-    let explicit: Vec<(&'static str, ClickId)> = wanted
+    let explicit: Vec<(MatchType, ClickId)> = wanted
         .iter()
         .filter(|(how, id)| {
             known.iter().any(|f| {
                 f.click_id == id.0
                     && admissible(
                         &Candidate {
-                            how: match_type(how),
+                            how: *how,
                             click_ts_ms: f.ts_ms,
                             click: (),
                         },
@@ -316,10 +318,7 @@ pub async fn attribute(
         campaign: r.reported[2],
     };
     let (match_type, ctit) = match (&claim, &facts) {
-        (Some(c), Some(f)) => (
-            match_type(&c.how),
-            Some(install_ms.saturating_sub(f.ts_ms) / 1000),
-        ),
+        (Some(c), Some(f)) => (c.how, Some(install_ms.saturating_sub(f.ts_ms) / 1000)),
         _ => (
             resolve::<()>(&[], install_ms, &reported, &config).match_type(),
             None,
@@ -455,14 +454,6 @@ pub async fn attribute(
         out["target"] = json!({ "url": url });
     }
     Ok(json_response(StatusCode::OK, &out))
-}
-
-fn match_type(how: &str) -> MatchType {
-    match how {
-        "click_id" => MatchType::ClickId,
-        "referrer" => MatchType::Referrer,
-        _ => MatchType::Fingerprint,
-    }
 }
 
 fn match_index(m: MatchType) -> usize {

@@ -5,6 +5,7 @@ use redis::AsyncCommands;
 
 use super::{Redis, RedisError};
 use crate::attribution::install::InstallAttribution;
+use crate::attribution::MatchType;
 use crate::click::ClickId;
 
 /// How binding a user to an install went (`redis/bind_user.lua`).
@@ -34,18 +35,24 @@ pub enum Flip {
 /// fingerprint matches the facts stored with the fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
-    pub how: String,
+    pub how: MatchType,
     pub click: ClickId,
     pub member: Option<String>,
 }
 
 impl Claim {
     fn parse(how: &str, payload: &str) -> Option<Claim> {
+        let how = match how {
+            "click_id" => MatchType::ClickId,
+            "referrer" => MatchType::Referrer,
+            "fingerprint" => MatchType::Fingerprint,
+            _ => return None,
+        };
         let mut id = [0u8; 16];
         hex::decode_to_slice(payload.get(..32)?, &mut id).ok()?;
         let member = payload.contains('|').then(|| payload.to_string());
         Some(Claim {
-            how: how.to_string(),
+            how,
             click: ClickId(id),
             member,
         })
@@ -57,7 +64,7 @@ pub struct FlipRequest<'a> {
     pub tenant: &'a str,
     pub install_id: &'a str,
     /// Explicit candidates in preference order: (click_id | referrer, click id).
-    pub explicit: &'a [(&'static str, ClickId)],
+    pub explicit: &'a [(MatchType, ClickId)],
     /// (platform, ip hash) of the installing device.
     pub fingerprint: (&'a str, u64),
     /// The install's time (as reported; clicks after it never match).
@@ -92,7 +99,7 @@ impl Redis {
             .arg(ANSWER_TTL_MS)
             .arg(r.now_ms);
         for (how, click) in r.explicit {
-            invocation.arg(format!("{how}:{}", hex::encode(click.0)));
+            invocation.arg(format!("{}:{}", how.as_str(), hex::encode(click.0)));
         }
         let mut c = self.conn.clone();
         let reply: Vec<String> = invocation.invoke_async(&mut c).await?;
