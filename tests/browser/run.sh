@@ -10,27 +10,9 @@ if ! command -v chromium >/dev/null; then
 fi
 (cd sdk/js && npm ci --no-audit --no-fund --silent && npm run build --silent)
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
-eval "$("$ROOT/deploy/stack.sh" env)"
-cargo build --quiet
-RUN="browser_$(date +%s)_$$"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-WORK="$ROOT/var/test/browser"
-rm -rf "$WORK"; mkdir -p "$WORK"
-export SLUICE_LISTEN="127.0.0.1:$PORT" SLUICE_CLICKHOUSE_DATABASE="$RUN" SLUICE_REDIS_PREFIX="$RUN" \
-  SLUICE_DATA_DIR="$WORK/data" SLUICE_FLUSH_PERIOD_MS=200 SLUICE_TRUSTED_PROXIES=127.0.0.1 RUST_LOG=warn
-./target/debug/sluice serve > "$WORK/sluice.log" 2>&1 &
-PID=$!
-cleanup() {
-  kill -TERM $PID 2>/dev/null || true
-  wait $PID 2>/dev/null || true
-  curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $RUN" >/dev/null || true
-}
-trap cleanup EXIT
-for _ in $(seq 1 200); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-BASE="http://127.0.0.1:$PORT"
-TENANT="$(./target/debug/sluice tenant create --name browser)"
-field() { echo "$TENANT" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
-export SLUICE_URL="$BASE" SLUICE_SK="$(field secret_key)" SLUICE_PK="$(field publishable_key)"
+source "$ROOT/tests/support/sluice.sh"
+start_sluice browser SLUICE_TRUSTED_PROXIES=127.0.0.1
+export SLUICE_URL="$BASE" SLUICE_SK="$(tenant_field secret_key)" SLUICE_PK="$(tenant_field publishable_key)"
 # Seed: two campaigns' links with clicks from several IPs, one install.
 for c in spring fall; do
   curl -fsS -X POST "$BASE/v1/links" -H "Authorization: Bearer $SLUICE_SK" \

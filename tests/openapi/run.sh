@@ -12,25 +12,9 @@ cd "$ROOT"
 EXAMPLES="${1:-200}"
 python3 -c 'import schemathesis' 2>/dev/null \
   || python3 -m pip install -q --disable-pip-version-check 'schemathesis>=4,<5'
-eval "$("$ROOT/deploy/stack.sh" env)"
-cargo build --quiet
-RUN="openapi_$(date +%s)_$$"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-WORK="$ROOT/var/test/openapi"
-rm -rf "$WORK"; mkdir -p "$WORK"
-export SLUICE_LISTEN="127.0.0.1:$PORT" SLUICE_CLICKHOUSE_DATABASE="$RUN" SLUICE_REDIS_PREFIX="$RUN" \
-  SLUICE_DATA_DIR="$WORK/data" SLUICE_FLUSH_PERIOD_MS=200 RUST_LOG=warn
-./target/debug/sluice serve > "$WORK/sluice.log" 2>&1 &
-PID=$!
-cleanup() {
-  kill -TERM $PID 2>/dev/null || true
-  wait $PID 2>/dev/null || true
-  curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $RUN" >/dev/null || true
-}
-trap cleanup EXIT
-BASE="http://127.0.0.1:$PORT"
-for _ in $(seq 1 200); do curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-SK="$(./target/debug/sluice tenant create --name openapi | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
+source "$ROOT/tests/support/sluice.sh"
+start_sluice openapi
+SK="$(tenant_field secret_key)"
 curl -fsS -X POST "$BASE/v1/links" -H "Authorization: Bearer $SK" \
   -d '{"id":"fuzzed","destination":"https://shop.example/{sub1}"}' >/dev/null
 fuzz() {

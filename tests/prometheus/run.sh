@@ -9,28 +9,10 @@ cd "$ROOT"
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null
 fi
-eval "$("$ROOT/deploy/stack.sh" env)"
-cargo build --quiet
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RUN="prom_$(date +%s)_$$"
-PORT=$(free_port)
+source "$ROOT/tests/support/sluice.sh"
+start_sluice prometheus
 PROM_PORT=$(free_port)
-WORK="$ROOT/var/test/prometheus"
-rm -rf "$WORK"; mkdir -p "$WORK"
-export SLUICE_LISTEN="127.0.0.1:$PORT" SLUICE_CLICKHOUSE_DATABASE="$RUN" SLUICE_REDIS_PREFIX="$RUN" \
-  SLUICE_DATA_DIR="$WORK/data" SLUICE_FLUSH_PERIOD_MS=200 RUST_LOG=warn
-./target/debug/sluice serve > "$WORK/sluice.log" 2>&1 &
-SLUICE=$!
-PIDS=("$SLUICE")
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $RUN" >/dev/null || true
-}
-trap cleanup EXIT
-for _ in $(seq 1 200); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-BASE="http://127.0.0.1:$PORT"
-SK="$(./target/debug/sluice tenant create --name prom | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_key"])')"
+SK="$(tenant_field secret_key)"
 curl -fsS -X POST "$BASE/v1/links" -H "Authorization: Bearer $SK" -d "{\"id\":\"$RUN\",\"destination\":\"https://example.com/\"}" >/dev/null
 
 cat > "$WORK/prometheus.yml" <<YML
