@@ -39,22 +39,26 @@ impl Redis {
     }
 
     pub async fn create_source(&self, tenant: &str, source: &Source) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        self.store_source(pipe.atomic(), tenant, source);
+        self.query_pipeline(&pipe).await
+    }
+
+    /// Queues the commands that store `source` and make its webhook URL find it.
+    fn store_source(&self, pipe: &mut redis::Pipeline, tenant: &str, source: &Source) {
         let owner = WebhookOwner {
             tenant_id: tenant.to_string(),
             source_id: source.id.clone(),
         };
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(
-                self.sources_key(tenant),
-                &source.id,
-                serde_json::to_string(source).expect("serializable"),
-            )
-            .set(
-                self.webhook_key(&source.token_hash),
-                serde_json::to_string(&owner).expect("serializable"),
-            );
-        self.query_pipeline(&pipe).await
+        pipe.hset(
+            self.sources_key(tenant),
+            &source.id,
+            serde_json::to_string(source).expect("serializable"),
+        )
+        .set(
+            self.webhook_key(&source.token_hash),
+            serde_json::to_string(&owner).expect("serializable"),
+        );
     }
 
     /// Gives source `id` a new webhook URL; the old one is refused from then on. `None` when
@@ -67,27 +71,13 @@ impl Redis {
         let Some(mut source) = self.source(tenant, id).await? else {
             return Ok(None);
         };
-        let old = (source.lookup_hash(), source.legacy_token.clone());
-        let token = source.new_token();
-        let owner = WebhookOwner {
-            tenant_id: tenant.to_string(),
-            source_id: source.id.clone(),
-        };
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(
-                self.sources_key(tenant),
-                &source.id,
-                serde_json::to_string(&source).expect("serializable"),
-            )
-            .del(self.webhook_key(&old.0))
-            .set(
-                self.webhook_key(&source.token_hash),
-                serde_json::to_string(&owner).expect("serializable"),
-            );
-        if let Some(legacy) = &old.1 {
+        pipe.atomic().del(self.webhook_key(&source.lookup_hash()));
+        if let Some(legacy) = &source.legacy_token {
             pipe.del(self.legacy_webhook_key(legacy));
         }
+        let token = source.new_token();
+        self.store_source(&mut pipe, tenant, &source);
         self.query_pipeline(&pipe).await?;
         Ok(Some((source, token)))
     }
