@@ -32,6 +32,8 @@ pub struct App {
     pub stats: Cache<Ask, Arc<serde_json::Value>>,
     pub redis: Redis,
     pub ch: ::clickhouse::Client,
+    /// Delivery's own view of the stores and settings.
+    pub delivery: crate::delivery::Context,
     pub geo: Option<Arc<Geo>>,
     pub trusted_proxies: Vec<IpNet>,
     pub metrics: &'static Metrics,
@@ -68,5 +70,15 @@ impl App {
             self.refresh_links().await;
         }
         Ok(())
+    }
+
+    /// Retention's view of the stores and settings.
+    pub fn retention(&self) -> crate::retention::Context {
+        crate::retention::Context {
+            ch: self.ch.clone(),
+            redis: self.redis.clone(),
+            interval_ms: self.config.retention_interval_ms,
+            stats_retention_days: self.config.stats_retention_days,
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod click;
 pub mod config;
 pub mod conversions;
 pub mod delivery;
+pub mod error;
 pub mod http;
 pub mod keys;
 pub mod link;

@@ -13,9 +13,8 @@ use std::collections::BTreeMap;
 use clickhouse::Client;
 use tracing::{info, warn};
 
-use crate::app::App;
 use crate::store::clickhouse::ChError;
-use crate::store::redis::RedisError;
+use crate::store::redis::{Redis, RedisError};
 use crate::time;
 
 pub const RAW_TABLES: [&str; 4] = ["clicks", "installs", "events", "conversions"];
@@ -79,18 +78,29 @@ async fn partitions(ch: &Client, table: &str) -> Result<Vec<u32>, RetentionError
         .collect())
 }
 
+/// What retention works with.
+#[derive(Clone)]
+pub struct Context {
+    pub ch: Client,
+    /// For the lock that gives each interval's pass to one node.
+    pub redis: Redis,
+    pub interval_ms: u64,
+    /// Aggregate partitions older than this many days are dropped (0 = kept).
+    pub stats_retention_days: u32,
+}
+
 /// One pass over every table, as of UTC day `today`.
-pub async fn run_once(app: &App, today: u16) -> Result<Report, RetentionError> {
+pub async fn run_once(ctx: &Context, today: u16) -> Result<Report, RetentionError> {
     let mut report = Report::default();
     let mut cutoffs: BTreeMap<String, u16> = BTreeMap::new();
     for table in RAW_TABLES {
         let mut partial: BTreeMap<String, u16> = BTreeMap::new();
-        for month in partitions(&app.ch, table).await? {
+        for month in partitions(&ctx.ch, table).await? {
             let (first, last) = month_days(month);
             if last + MIN_RETENTION_DAYS >= today {
                 continue;
             }
-            let tenants: Vec<String> = app
+            let tenants: Vec<String> = ctx
                 .ch
                 .query(&format!(
                     "SELECT DISTINCT tenant_id FROM {table} WHERE toYYYYMM(date) = {month}"
@@ -105,7 +115,7 @@ pub async fn run_once(app: &App, today: u16) -> Result<Report, RetentionError> {
                 let cutoff = match cutoffs.get(&tenant) {
                     Some(c) => *c,
                     None => {
-                        let days = app
+                        let days = ctx
                             .redis
                             .attribution_config(&tenant)
                             .await?
@@ -122,7 +132,7 @@ pub async fn run_once(app: &App, today: u16) -> Result<Report, RetentionError> {
                 }
             }
             if whole {
-                app.ch
+                ctx.ch
                     .query(&format!("ALTER TABLE {table} DROP PARTITION {month}"))
                     .execute()
                     .await?;
@@ -137,7 +147,7 @@ pub async fn run_once(app: &App, today: u16) -> Result<Report, RetentionError> {
         }
         for (tenant, cutoff) in partial {
             let day = time::date_string(cutoff);
-            let expired: u64 = app
+            let expired: u64 = ctx
                 .ch
                 .query(&format!(
                     "SELECT count() FROM {table} WHERE tenant_id = ? AND date < toDate('{day}')"
@@ -148,7 +158,7 @@ pub async fn run_once(app: &App, today: u16) -> Result<Report, RetentionError> {
             if expired == 0 {
                 continue;
             }
-            app.ch
+            ctx.ch
                 .query(&format!(
                     "ALTER TABLE {table} DELETE WHERE tenant_id = ? AND date < toDate('{day}')"
                 ))
@@ -159,12 +169,12 @@ pub async fn run_once(app: &App, today: u16) -> Result<Report, RetentionError> {
             report.deleted.push((table.to_string(), tenant, cutoff));
         }
     }
-    let keep = app.config.stats_retention_days;
+    let keep = ctx.stats_retention_days;
     if keep > 0 {
         for table in STATS_TABLES {
-            for month in partitions(&app.ch, table).await? {
+            for month in partitions(&ctx.ch, table).await? {
                 if u32::from(month_days(month).1) + keep < u32::from(today) {
-                    app.ch
+                    ctx.ch
                         .query(&format!("ALTER TABLE {table} DROP PARTITION {month}"))
                         .execute()
                         .await?;
@@ -177,13 +187,13 @@ pub async fn run_once(app: &App, today: u16) -> Result<Report, RetentionError> {
 }
 
 /// Runs retention every `retention_interval_ms`, on one node per interval.
-pub async fn run(app: std::sync::Arc<App>) {
-    let every = std::time::Duration::from_millis(app.config.retention_interval_ms);
+pub async fn run(ctx: Context) {
+    let every = std::time::Duration::from_millis(ctx.interval_ms);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match app.redis.take_lock("retention", every).await {
+        match ctx.redis.take_lock("retention", every).await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(error) => {
@@ -192,7 +202,7 @@ pub async fn run(app: std::sync::Arc<App>) {
             }
         }
         let today = (time::now_ms() / time::MS_PER_DAY) as u16;
-        if let Err(error) = run_once(&app, today).await {
+        if let Err(error) = run_once(&ctx, today).await {
             warn!(%error, "retention pass failed; retried next interval");
         }
     }

@@ -152,6 +152,12 @@ impl Server {
             metrics,
         );
         let app = Arc::new(App {
+            delivery: crate::delivery::Context {
+                redis: redis.clone(),
+                ch: ch.clone(),
+                config: config.delivery.clone(),
+                metrics,
+            },
             trusted_proxies: config.trusted_proxies.clone(),
             limits: RateLimiter::new(&config.rate_limit),
             stats: Cache::new(Duration::from_millis(config.stats_cache_ms)),
@@ -202,7 +208,7 @@ impl Server {
         };
 
         let retention = (app.config.retention_interval_ms > 0)
-            .then(|| tokio::spawn(crate::retention::run(app.clone())));
+            .then(|| tokio::spawn(crate::retention::run(app.retention())));
 
         let upkeep = tokio::spawn(async {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -227,7 +233,7 @@ impl Server {
             .await
             .context("creating the delivery stream in Redis")?;
         let delivery = tokio::spawn(crate::delivery::worker::run(
-            app.clone(),
+            app.delivery.clone(),
             node_id(&app.config.data_dir)?,
             stopped.clone(),
         ));

@@ -55,7 +55,7 @@ async fn raw_rows_go_at_each_tenants_retention_and_stats_stay() {
         )
     };
 
-    let report = sluice::retention::run_once(&server.app, today)
+    let report = sluice::retention::run_once(&server.app.retention(), today)
         .await
         .unwrap();
     let ancient_month = sluice::time::month_of(u64::from(ancient) * 86_400_000);
@@ -106,7 +106,7 @@ async fn raw_rows_go_at_each_tenants_retention_and_stats_stay() {
         .unwrap();
     assert_eq!(v["clicks"], 6, "{v}");
     // A second pass finds nothing more to do.
-    let again = sluice::retention::run_once(&server.app, today)
+    let again = sluice::retention::run_once(&server.app.retention(), today)
         .await
         .unwrap();
     assert_eq!(again, sluice::retention::Report::default());

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::FieldError;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AttributionConfig {
@@ -52,25 +54,15 @@ pub struct ConfigPatch {
     pub rotate_report_signing_secret: bool,
 }
 
-/// The field that is unknown, mistyped or out of range, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-fn error(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.to_string(),
-        message: message.into(),
-    }
+fn error(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError::new(field, message)
 }
 
 impl ConfigPatch {
     /// Reads a JSON object's fields, naming the one that is unknown or of the wrong type.
     pub fn from_json(
         object: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<ConfigPatch, ConfigError> {
+    ) -> Result<ConfigPatch, FieldError> {
         let mut patch = ConfigPatch::default();
         for (key, v) in object {
             let integer = || {
@@ -129,7 +121,7 @@ impl AttributionConfig {
         u64::from(self.fingerprint_window_minutes) * 60_000
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         let range = |field: &str, v: u32, lo: u32, hi: u32| {
             if (lo..=hi).contains(&v) {
                 Ok(())
@@ -177,7 +169,7 @@ impl AttributionConfig {
     }
 
     /// The config with `patch` applied, if the result is valid.
-    pub fn patched(&self, patch: &ConfigPatch) -> Result<AttributionConfig, ConfigError> {
+    pub fn patched(&self, patch: &ConfigPatch) -> Result<AttributionConfig, FieldError> {
         let next = AttributionConfig {
             click_lookback_days: patch
                 .click_lookback_days

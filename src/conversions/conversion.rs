@@ -7,7 +7,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{bounded_items, currency, is_object, item_fields, string_field, BodyError, FieldError};
+use super::{bounded_items, currency, is_object, item_fields, string_field, BodyError};
+use crate::error::ItemError;
 use crate::attribution::install::{encode_attribution, InstallAttribution};
 use crate::click::row::put_str;
 use crate::time;
@@ -71,7 +72,7 @@ pub struct Conversion<'a> {
 }
 
 /// Validates item `index`; the first problem found fails it.
-pub fn validate(index: usize, raw: &RawValue) -> Result<Conversion<'_>, FieldError> {
+pub fn validate(index: usize, raw: &RawValue) -> Result<Conversion<'_>, ItemError> {
     let c: RawConversion = item_fields(index, raw)?;
     let user_id = string_field(index, "user_id", c.user_id, MAX_USER_ID, true)?
         .unwrap_or_default()
@@ -83,7 +84,7 @@ pub fn validate(index: usize, raw: &RawValue) -> Result<Conversion<'_>, FieldErr
         .amount_cents
         .map(|raw| {
             serde_json::from_str::<i64>(raw.get()).map_err(|_| {
-                FieldError::new(
+                ItemError::new(
                     index,
                     "amount_cents",
                     "must be an integer (a signed 64-bit number of the currency's smallest unit)",
@@ -94,11 +95,11 @@ pub fn validate(index: usize, raw: &RawValue) -> Result<Conversion<'_>, FieldErr
     let currency = string_field(index, "currency", c.currency, 3, false)?
         .map(|s| {
             currency::normalise(&s)
-                .ok_or_else(|| FieldError::new(index, "currency", "must be an ISO 4217 code"))
+                .ok_or_else(|| ItemError::new(index, "currency", "must be an ISO 4217 code"))
         })
         .transpose()?;
     if amount_cents.is_some() && currency.is_none() {
-        return Err(FieldError::new(
+        return Err(ItemError::new(
             index,
             "currency",
             "is required when amount_cents is set",
@@ -115,10 +116,10 @@ pub fn validate(index: usize, raw: &RawValue) -> Result<Conversion<'_>, FieldErr
     let metadata = match c.metadata {
         None => None,
         Some(m) if !is_object(m) => {
-            return Err(FieldError::new(index, "metadata", "must be a JSON object"))
+            return Err(ItemError::new(index, "metadata", "must be a JSON object"))
         }
         Some(m) if m.get().len() > MAX_METADATA => {
-            return Err(FieldError::new(
+            return Err(ItemError::new(
                 index,
                 "metadata",
                 format!("is larger than {MAX_METADATA} bytes"),
@@ -167,7 +168,7 @@ pub fn encode(out: &mut Vec<u8>, c: &Conversion<'_>, cx: &Context<'_>) {
 mod tests {
     use super::*;
 
-    fn check(body: &str) -> Result<Conversion<'static>, FieldError> {
+    fn check(body: &str) -> Result<Conversion<'static>, ItemError> {
         let raw: &'static RawValue = Box::leak(RawValue::from_string(body.to_string()).unwrap());
         validate(2, raw)
     }

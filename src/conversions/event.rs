@@ -6,7 +6,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{bounded_items, is_object, item_fields, string_field, BodyError, FieldError};
+use super::{bounded_items, is_object, item_fields, string_field, BodyError};
+use crate::error::ItemError;
 use crate::attribution::install::{encode_attribution, InstallAttribution};
 use crate::click::row::put_str;
 use crate::time;
@@ -59,10 +60,10 @@ pub struct Event<'a> {
 }
 
 /// Validates event `index`, naming every bad field.
-pub fn validate(index: usize, raw: &RawValue, now_ms: u64) -> Result<Event<'_>, Vec<FieldError>> {
+pub fn validate(index: usize, raw: &RawValue, now_ms: u64) -> Result<Event<'_>, Vec<ItemError>> {
     let e: RawEvent = item_fields(index, raw).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
-    fn keep<T>(errors: &mut Vec<FieldError>, r: Result<Option<T>, FieldError>) -> Option<T> {
+    fn keep<T>(errors: &mut Vec<ItemError>, r: Result<Option<T>, ItemError>) -> Option<T> {
         r.map_err(|e| errors.push(e)).ok().flatten()
     }
     let name = keep(
@@ -84,7 +85,7 @@ pub fn validate(index: usize, raw: &RawValue, now_ms: u64) -> Result<Event<'_>, 
         string_field(index, "event_id", e.event_id, 36, true).and_then(|s| {
             s.map(|s| {
                 parse_uuid_v4(&s)
-                    .ok_or_else(|| FieldError::new(index, "event_id", "must be a UUIDv4"))
+                    .ok_or_else(|| ItemError::new(index, "event_id", "must be a UUIDv4"))
             })
             .transpose()
         }),
@@ -93,18 +94,18 @@ pub fn validate(index: usize, raw: &RawValue, now_ms: u64) -> Result<Event<'_>, 
         &mut errors,
         string_field(index, "event_datetime", e.event_datetime, 64, true).and_then(|s| {
             s.map(|s| {
-                event_time(&s, now_ms).map_err(|m| FieldError::new(index, "event_datetime", m))
+                event_time(&s, now_ms).map_err(|m| ItemError::new(index, "event_datetime", m))
             })
             .transpose()
         }),
     );
     let payload = match e.payload {
         None => {
-            errors.push(FieldError::new(index, "payload", "is required"));
+            errors.push(ItemError::new(index, "payload", "is required"));
             None
         }
         Some(p) if !is_object(p) => {
-            errors.push(FieldError::new(index, "payload", "must be a JSON object"));
+            errors.push(ItemError::new(index, "payload", "must be a JSON object"));
             None
         }
         Some(p) => Some(p.get()),

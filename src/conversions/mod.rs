@@ -12,8 +12,9 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserializer, SeqAccess, Visitor};
-use serde::Serialize;
 use serde_json::value::RawValue;
+
+use crate::error::ItemError;
 
 /// Items per request (events per batch, conversions per webhook call).
 pub const MAX_ITEMS: usize = 1_000;
@@ -21,25 +22,6 @@ pub const MAX_ITEMS: usize = 1_000;
 pub const MAX_BODY: usize = 1_000_000;
 /// How long an event id or idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_MS: u64 = 30 * 86_400_000;
-
-/// One invalid field of one item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    pub index: usize,
-    /// `None` when the item itself is wrong (not an object).
-    pub field: Option<String>,
-    pub message: String,
-}
-
-impl FieldError {
-    fn new(index: usize, field: &str, message: impl Into<String>) -> FieldError {
-        FieldError {
-            index,
-            field: Some(field.to_string()),
-            message: message.into(),
-        }
-    }
-}
 
 /// Why a body was refused as a whole.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,10 +78,10 @@ fn string_field<'a>(
     raw: Option<&'a RawValue>,
     max_chars: usize,
     required: bool,
-) -> Result<Option<Cow<'a, str>>, FieldError> {
+) -> Result<Option<Cow<'a, str>>, ItemError> {
     let Some(raw) = raw else {
         return if required {
-            Err(FieldError::new(index, field, "is required"))
+            Err(ItemError::new(index, field, "is required"))
         } else {
             Ok(None)
         };
@@ -108,21 +90,21 @@ fn string_field<'a>(
         Ok(s) => Cow::Borrowed(s),
         Err(_) => Cow::Owned(
             serde_json::from_str(raw.get())
-                .map_err(|_| FieldError::new(index, field, "must be a string"))?,
+                .map_err(|_| ItemError::new(index, field, "must be a string"))?,
         ),
     };
     if s.is_empty() {
-        return Err(FieldError::new(index, field, "must not be empty"));
+        return Err(ItemError::new(index, field, "must not be empty"));
     }
     if s.chars().count() > max_chars {
-        return Err(FieldError::new(
+        return Err(ItemError::new(
             index,
             field,
             format!("is longer than {max_chars} characters"),
         ));
     }
     if s.chars().any(char::is_control) {
-        return Err(FieldError::new(
+        return Err(ItemError::new(
             index,
             field,
             "must not contain control characters",
@@ -145,25 +127,17 @@ fn unknown_field(message: &str) -> Option<&str> {
 fn item_fields<'a, T: serde::Deserialize<'a>>(
     index: usize,
     raw: &'a RawValue,
-) -> Result<T, FieldError> {
+) -> Result<T, ItemError> {
     if !is_object(raw) {
-        return Err(FieldError {
-            index,
-            field: None,
-            message: "must be a JSON object".into(),
-        });
+        return Err(ItemError::whole(index, "must be a JSON object"));
     }
     serde_json::from_str(raw.get()).map_err(|e| item_error(index, e))
 }
 
-fn item_error(index: usize, e: serde_json::Error) -> FieldError {
+fn item_error(index: usize, e: serde_json::Error) -> ItemError {
     let message = e.to_string();
     match unknown_field(&message) {
-        Some(f) => FieldError::new(index, f, "is not a known field"),
-        None => FieldError {
-            index,
-            field: None,
-            message: format!("is not valid: {message}"),
-        },
+        Some(f) => ItemError::new(index, f, "is not a known field"),
+        None => ItemError::whole(index, format!("is not valid: {message}")),
     }
 }

@@ -9,8 +9,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use super::partner::fill;
-use super::{Job, Owner, Signing};
-use crate::app::App;
+use super::{Context, Job, Owner, Signing};
 use crate::attribution::install::InstallAttribution;
 use crate::time;
 
@@ -30,9 +29,9 @@ pub struct Fact {
 
 /// Whether facts of `tenant` can lead to any delivery: it has webhooks, or some fact is
 /// attributed to a partner's link. Lets the ingest paths skip building payloads.
-pub async fn wanted(app: &App, tenant: &str, any_partner: bool) -> bool {
+pub async fn wanted(ctx: &Context, tenant: &str, any_partner: bool) -> bool {
     any_partner
-        || app
+        || ctx
             .redis
             .webhooks_cached(tenant)
             .await
@@ -41,16 +40,16 @@ pub async fn wanted(app: &App, tenant: &str, any_partner: bool) -> bool {
 
 /// Enqueues the deliveries for `facts`. Failures are logged and counted, never returned: the
 /// facts are stored, and their sender must not retry them for a delivery's sake.
-pub async fn deliver(app: &App, tenant: &str, facts: Vec<Fact>) {
+pub async fn deliver(ctx: &Context, tenant: &str, facts: Vec<Fact>) {
     if facts.is_empty() {
         return;
     }
-    match jobs(app, tenant, facts).await {
+    match jobs(ctx, tenant, facts).await {
         Ok(jobs) if jobs.is_empty() => {}
-        Ok(jobs) => match app.redis.enqueue(&jobs).await {
-            Ok(()) => app.metrics.deliveries_enqueued.increment(jobs.len() as u64),
+        Ok(jobs) => match ctx.redis.enqueue(&jobs).await {
+            Ok(()) => ctx.metrics.deliveries_enqueued.increment(jobs.len() as u64),
             Err(error) => {
-                app.metrics.deliveries_lost.increment(jobs.len() as u64);
+                ctx.metrics.deliveries_lost.increment(jobs.len() as u64);
                 warn!(%error, jobs = jobs.len(), "deliveries not enqueued");
             }
         },
@@ -59,11 +58,11 @@ pub async fn deliver(app: &App, tenant: &str, facts: Vec<Fact>) {
 }
 
 async fn jobs(
-    app: &App,
+    ctx: &Context,
     tenant: &str,
     facts: Vec<Fact>,
 ) -> Result<Vec<Job>, crate::store::redis::RedisError> {
-    let webhooks = app.redis.webhooks_cached(tenant).await?;
+    let webhooks = ctx.redis.webhooks_cached(tenant).await?;
     let mut partners = BTreeMap::new();
     let mut jobs = Vec::new();
     for fact in facts {
@@ -101,7 +100,7 @@ async fn jobs(
             continue;
         };
         if !partners.contains_key(&a.partner_id) {
-            let p = app.redis.partner_cached(tenant, &a.partner_id).await?;
+            let p = ctx.redis.partner_cached(tenant, &a.partner_id).await?;
             partners.insert(a.partner_id.clone(), p);
         }
         let Some(partner) = partners[&a.partner_id].as_ref() else {

@@ -1,5 +1,5 @@
 //! Outbound delivery: partner postbacks, signed webhooks and attribution report batches. Every
-//! delivery is a `Job` in a durable Redis Stream (`queue` in `store/redis.rs`); `worker.rs`
+//! delivery is a `Job` in a durable Redis Stream (`store/redis/delivery.rs`); `worker.rs`
 //! sends them with per-destination concurrency caps, retries failures with exponential
 //! backoff and jitter for up to a day, then dead-letters them. Outcomes are logged per
 //! partner, webhook and report, and counted in metrics.
@@ -12,6 +12,20 @@ pub mod target;
 pub mod worker;
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::DeliveryConfig;
+use crate::metrics::Metrics;
+use crate::store::redis::Redis;
+
+/// What delivery works with: the queue's store, the facts' store (for reports), its settings
+/// and the metrics. Cheap to clone: the stores are shared connections.
+#[derive(Clone)]
+pub struct Context {
+    pub redis: Redis,
+    pub ch: ::clickhouse::Client,
+    pub config: DeliveryConfig,
+    pub metrics: &'static Metrics,
+}
 
 /// Who a delivery is for (where its outcome is logged).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,12 +4,12 @@
 //! signed with the hex HMAC-SHA1 of its raw body. Building the batches is pure; `generate`
 //! reads ClickHouse and enqueues them as deliveries.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
-use super::{Job, Owner, Signing};
-use crate::app::App;
+use super::{Context, Job, Owner, Signing};
 use crate::click::ClickId;
+use crate::error::FieldError;
 use crate::stats::parse_day;
 use crate::store::clickhouse::{
     matched_installs, InstallConversions, MatchedInstall, ResultsFilter,
@@ -29,33 +29,28 @@ pub struct Request {
     pub campaign_id: Option<String>,
 }
 
-/// Checks `{start_date, end_date, campaign_id?}`: `Err((field, message))`.
-/// A report request from its JSON body; `Err((field, why))`, the field empty when the body
-/// is not an object.
-pub fn request(body: &Value) -> Result<Request, (String, String)> {
-    let object = body
-        .as_object()
-        .ok_or((String::new(), "body must be a JSON object".to_string()))?;
+/// A report request from its JSON body's fields.
+pub fn request(object: &Map<String, Value>) -> Result<Request, FieldError> {
     if let Some(k) = object
         .keys()
         .find(|k| !["start_date", "end_date", "campaign_id"].contains(&k.as_str()))
     {
-        return Err((k.clone(), "is not a report field".into()));
+        return Err(FieldError::new(k, "is not a report field"));
     }
     let date = |field: &str| {
         object
             .get(field)
             .and_then(Value::as_str)
             .and_then(parse_day)
-            .ok_or((field.to_string(), "must be a date YYYY-MM-DD".to_string()))
+            .ok_or_else(|| FieldError::new(field, "must be a date YYYY-MM-DD"))
     };
     let (start, end) = (date("start_date")?, date("end_date")?);
     if end < start {
-        return Err(("end_date".into(), "must not be before start_date".into()));
+        return Err(FieldError::new("end_date", "must not be before start_date"));
     }
     if end - start > MAX_WINDOW_DAYS {
-        return Err((
-            "end_date".into(),
+        return Err(FieldError::new(
+            "end_date",
             format!("must be no more than {MAX_WINDOW_DAYS} days after start_date"),
         ));
     }
@@ -63,9 +58,9 @@ pub fn request(body: &Value) -> Result<Request, (String, String)> {
         None | Some(Value::Null) => None,
         Some(Value::String(c)) if !c.is_empty() && c.len() <= 256 => Some(c.clone()),
         Some(_) => {
-            return Err((
-                "campaign_id".into(),
-                "must be a non-empty string of at most 256 bytes".into(),
+            return Err(FieldError::new(
+                "campaign_id",
+                "must be a non-empty string of at most 256 bytes",
             ))
         }
     };
@@ -122,10 +117,10 @@ pub fn batch_body(r: &Request, index: usize, total: usize, data: Vec<Value>) -> 
 }
 
 /// Reads the report's matches and enqueues its batches; records the total on the report.
-pub async fn generate(app: &App, tenant: &str, report_id: &str, r: &Request) {
-    if let Err(error) = try_generate(app, tenant, report_id, r).await {
+pub async fn generate(ctx: &Context, tenant: &str, report_id: &str, r: &Request) {
+    if let Err(error) = try_generate(ctx, tenant, report_id, r).await {
         warn!(%error, report = report_id, "report generation failed");
-        let _ = app
+        let _ = ctx
             .redis
             .report_set(tenant, report_id, &[("status", "failed".to_string())])
             .await;
@@ -133,12 +128,12 @@ pub async fn generate(app: &App, tenant: &str, report_id: &str, r: &Request) {
 }
 
 async fn try_generate(
-    app: &App,
+    ctx: &Context,
     tenant: &str,
     report_id: &str,
     r: &Request,
 ) -> Result<(), anyhow::Error> {
-    let config = app.redis.attribution_config(tenant).await?;
+    let config = ctx.redis.attribution_config(tenant).await?;
     let filter = |before| ResultsFilter {
         campaign: r.campaign_id.clone(),
         source: None,
@@ -151,7 +146,7 @@ async fn try_generate(
     let mut matches = Vec::new();
     let mut before = None;
     loop {
-        let page = matched_installs(&app.ch, tenant, &filter(before.clone())).await?;
+        let page = matched_installs(&ctx.ch, tenant, &filter(before.clone())).await?;
         let done = page.len() < PAGE;
         before = page.last().map(|m| (m.ts_ms, m.install_id.clone()));
         matches.extend(page);
@@ -160,7 +155,7 @@ async fn try_generate(
         }
     }
     let total = total_batches(matches.len());
-    app.redis
+    ctx.redis
         .report_set(
             tenant,
             report_id,
@@ -180,7 +175,7 @@ async fn try_generate(
     for (index, chunk) in chunks.into_iter().enumerate() {
         let ids: Vec<&str> = chunk.iter().map(|m| m.install_id.as_str()).collect();
         let conversions =
-            crate::store::clickhouse::install_conversions(&app.ch, tenant, &ids).await?;
+            crate::store::clickhouse::install_conversions(&ctx.ch, tenant, &ids).await?;
         let data = chunk
             .iter()
             .map(|m| match_object(m, conversions.get(&m.install_id)))
@@ -199,12 +194,12 @@ async fn try_generate(
         });
         jobs.push(job);
         if jobs.len() == 100 {
-            app.redis.enqueue(&jobs).await?;
+            ctx.redis.enqueue(&jobs).await?;
             jobs.clear();
         }
     }
-    app.redis.enqueue(&jobs).await?;
-    app.metrics.deliveries_enqueued.increment(total as u64);
+    ctx.redis.enqueue(&jobs).await?;
+    ctx.metrics.deliveries_enqueued.increment(total as u64);
     info!(
         report = report_id,
         matches = matches.len(),
@@ -220,7 +215,7 @@ mod tests {
 
     #[test]
     fn requests() {
-        let ok = |v: Value| request(&v).map(|r| (r.start, r.end, r.campaign_id));
+        let ok = |v: Value| request(v.as_object().unwrap()).map(|r| (r.start, r.end, r.campaign_id));
         assert_eq!(
             ok(json!({"start_date": "2026-01-01", "end_date": "2026-06-30"})),
             Ok((20454, 20634, None))
@@ -229,7 +224,7 @@ mod tests {
             json!({"start_date": "2026-01-01", "end_date": "2026-06-30", "campaign_id": "c1"})
         )
         .is_ok());
-        let bad = |v: Value| request(&v).unwrap_err().0;
+        let bad = |v: Value| request(v.as_object().unwrap()).unwrap_err().field;
         assert_eq!(
             bad(json!({"start_date": "2026-01-01", "end_date": "2026-07-01"})),
             "end_date",

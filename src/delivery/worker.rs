@@ -17,8 +17,7 @@ use tracing::{debug, warn};
 
 use super::sign::{sha1_signature, webhook_signature, WEBHOOK_HEADER};
 use super::target::{check_url, GuardedResolver};
-use super::{backoff_ms, Job, Signing};
-use crate::app::App;
+use super::{backoff_ms, Context, Job, Signing};
 use crate::time;
 
 /// Jobs in flight per node, and per destination host.
@@ -97,10 +96,10 @@ pub async fn send(http: &reqwest::Client, job: &Job, allow_private: bool) -> Att
     }
 }
 
-pub async fn run(app: Arc<App>, consumer: String, mut stop: watch::Receiver<bool>) {
+pub async fn run(ctx: Context, consumer: String, mut stop: watch::Receiver<bool>) {
     let http = client(
-        app.config.delivery.allow_private_targets,
-        Duration::from_millis(app.config.delivery.timeout_ms),
+        ctx.config.allow_private_targets,
+        Duration::from_millis(ctx.config.timeout_ms),
     );
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let hosts: Arc<Mutex<AHashMap<String, Arc<Semaphore>>>> = Arc::default();
@@ -110,15 +109,15 @@ pub async fn run(app: Arc<App>, consumer: String, mut stop: watch::Receiver<bool
         if *stop.borrow() {
             break;
         }
-        if let Err(error) = app.redis.promote_due_jobs(time::now_ms()).await {
+        if let Err(error) = ctx.redis.promote_due_jobs(time::now_ms()).await {
             warn!(%error, "delivery retries not promoted");
         }
         let read = if last_claim.elapsed() > Duration::from_millis(STALE_MS / 4) {
             last_claim = std::time::Instant::now();
-            app.redis.claim_stale_jobs(&consumer, STALE_MS).await
+            ctx.redis.claim_stale_jobs(&consumer, STALE_MS).await
         } else {
             // After a restart, first everything this consumer held (each once).
-            app.redis
+            ctx.redis
                 .read_jobs(
                     &consumer,
                     own_pending,
@@ -142,7 +141,7 @@ pub async fn run(app: Arc<App>, consumer: String, mut stop: watch::Receiver<bool
         for (stream_id, job) in jobs {
             let Some(job) = job else {
                 // Unreadable: nothing could ever deliver it.
-                let _ = app.redis.finish_job(&stream_id).await;
+                let _ = ctx.redis.finish_job(&stream_id).await;
                 continue;
             };
             let slot = slots.clone().acquire_owned().await.expect("never closed");
@@ -150,19 +149,19 @@ pub async fn run(app: Arc<App>, consumer: String, mut stop: watch::Receiver<bool
                 let mut hosts = hosts.lock();
                 hosts
                     .entry(job.host())
-                    .or_insert_with(|| Arc::new(Semaphore::new(app.config.delivery.per_host)))
+                    .or_insert_with(|| Arc::new(Semaphore::new(ctx.config.per_host)))
                     .clone()
             };
-            let (app, http) = (app.clone(), http.clone());
+            let (ctx, http) = (ctx.clone(), http.clone());
             tokio::spawn(async move {
                 let _slot = slot;
                 match host.try_acquire() {
-                    Ok(_permit) => attempt(&app, &http, &stream_id, job).await,
+                    Ok(_permit) => attempt(&ctx, &http, &stream_id, job).await,
                     // The destination is at its cap: step aside for a moment instead of
                     // holding a slot other destinations could use.
                     Err(_) => {
                         let due = time::now_ms() + BUSY_HOST_DELAY_MS;
-                        if let Err(error) = app.redis.retry_job(&stream_id, &job, due).await {
+                        if let Err(error) = ctx.redis.retry_job(&stream_id, &job, due).await {
                             warn!(%error, "delivery not rescheduled; it stays pending");
                         }
                     }
@@ -172,8 +171,8 @@ pub async fn run(app: Arc<App>, consumer: String, mut stop: watch::Receiver<bool
     }
 }
 
-async fn attempt(app: &App, http: &reqwest::Client, stream_id: &str, job: Job) {
-    let cfg = &app.config.delivery;
+async fn attempt(ctx: &Context, http: &reqwest::Client, stream_id: &str, job: Job) {
+    let cfg = &ctx.config;
     let result = send(http, &job, cfg.allow_private_targets).await;
     let now = time::now_ms();
     let attempt = job.attempt + 1;
@@ -193,7 +192,7 @@ async fn attempt(app: &App, http: &reqwest::Client, stream_id: &str, job: Job) {
         "error": result.error,
         "at": time::rfc3339_from_ms(now),
     });
-    if let Err(error) = app
+    if let Err(error) = ctx
         .redis
         .log_delivery(&job.tenant, &job.owner, &entry)
         .await
@@ -206,28 +205,28 @@ async fn attempt(app: &App, http: &reqwest::Client, stream_id: &str, job: Job) {
         } else {
             "dead_batches"
         };
-        if let Err(error) = app.redis.report_incr(&job.tenant, report_id, field).await {
+        if let Err(error) = ctx.redis.report_incr(&job.tenant, report_id, field).await {
             debug!(%error, "report progress not counted");
         }
     }
     let outcome = match status {
         "delivered" => {
-            app.metrics.deliveries[0].increment(1);
-            app.redis.finish_job(stream_id).await
+            ctx.metrics.deliveries[0].increment(1);
+            ctx.redis.finish_job(stream_id).await
         }
         "dead" => {
-            app.metrics.deliveries[2].increment(1);
+            ctx.metrics.deliveries[2].increment(1);
             warn!(job = %job.id, url = %job.url, attempt, "delivery dead-lettered after retrying for its whole window");
-            app.redis.bury_job(stream_id, &job).await
+            ctx.redis.bury_job(stream_id, &job).await
         }
         _ => {
-            app.metrics.deliveries[1].increment(1);
+            ctx.metrics.deliveries[1].increment(1);
             let next = Job {
                 attempt,
                 ..job.clone()
             };
             let due = now + backoff_ms(cfg.retry_base_ms, attempt);
-            app.redis.retry_job(stream_id, &next, due).await
+            ctx.redis.retry_job(stream_id, &next, due).await
         }
     };
     if let Err(error) = outcome {

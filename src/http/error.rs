@@ -5,8 +5,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
-use tracing::warn;
-
+use crate::error::{Error, FieldError, Unavailable};
 use crate::store::clickhouse::ChError;
 use crate::store::redis::RedisError;
 
@@ -20,6 +19,9 @@ pub struct ApiError {
     pub details: Option<Value>,
     /// Seconds, sent as `Retry-After` (429).
     pub retry_after: Option<u64>,
+    /// The store that failed, for the log line and metric written where the error is
+    /// answered (`http::answer`), never for the client.
+    pub unavailable: Option<Unavailable>,
 }
 
 impl ApiError {
@@ -30,6 +32,7 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            unavailable: None,
         }
     }
 
@@ -93,27 +96,50 @@ impl ApiError {
     }
 }
 
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::Invalid(e) => e.into(),
+            Error::NotFound(message) => ApiError::not_found(message),
+            Error::Conflict {
+                code,
+                message,
+                field,
+            } => ApiError::new(StatusCode::CONFLICT, code, message)
+                .with_details(json!({ "field": field })),
+            Error::LimitReached { resource, limit } => ApiError::limit_reached(resource, limit),
+            Error::Busy(message) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+            }
+            Error::Unavailable(cause) => {
+                let message = match cause {
+                    Unavailable::Redis(_) => "configuration store unavailable; retry later",
+                    Unavailable::ClickHouse(_) => "analytics store unavailable; retry later",
+                };
+                let mut e =
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message);
+                e.unavailable = Some(cause);
+                e
+            }
+        }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> ApiError {
+        ApiError::invalid_field(&e.field, e.message)
+    }
+}
+
 impl From<RedisError> for ApiError {
-    fn from(error: RedisError) -> ApiError {
-        warn!(%error, "redis request failed");
-        crate::metrics::init().redis_errors.increment(1);
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            "configuration store unavailable; retry later",
-        )
+    fn from(e: RedisError) -> ApiError {
+        Error::from(e).into()
     }
 }
 
 impl From<ChError> for ApiError {
-    fn from(error: ChError) -> ApiError {
-        warn!(%error, "clickhouse request failed");
-        crate::metrics::init().clickhouse_errors.increment(1);
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            "analytics store unavailable; retry later",
-        )
+    fn from(e: ChError) -> ApiError {
+        Error::from(e).into()
     }
 }
 

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use crate::app::App;
+use crate::error::Unavailable;
 use crate::link;
 use crate::metrics::Route;
 use crate::stats::Group;
@@ -238,9 +239,24 @@ pub(crate) fn panicked(app: &App, route: Route) -> Response<Body> {
     ApiError::internal().into_response()
 }
 
-/// Turns a handler's outcome into its response.
+/// Turns a handler's outcome into its response; a store that failed is logged and counted
+/// here, once per request.
 fn answer(result: Result<Response<Body>, ApiError>) -> Response<Body> {
-    result.unwrap_or_else(ApiError::into_response)
+    result.unwrap_or_else(|e| {
+        let metrics = crate::metrics::init();
+        match &e.unavailable {
+            Some(Unavailable::Redis(error)) => {
+                warn!(%error, "redis request failed");
+                metrics.redis_errors.increment(1);
+            }
+            Some(Unavailable::ClickHouse(error)) => {
+                warn!(%error, "clickhouse request failed");
+                metrics.clickhouse_errors.increment(1);
+            }
+            None => {}
+        }
+        e.into_response()
+    })
 }
 
 async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

@@ -45,6 +45,12 @@ pub enum ChError {
     },
 }
 
+impl From<ChError> for crate::error::Error {
+    fn from(e: ChError) -> crate::error::Error {
+        crate::error::Unavailable::ClickHouse(e.to_string()).into()
+    }
+}
+
 /// A client bound to the configured database. Validation is off: 18.16 knows neither the
 /// setting nor the `RowBinaryWithNamesAndTypes` format it needs.
 pub fn client(cfg: &ClickHouseConfig) -> Client {

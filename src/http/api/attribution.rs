@@ -48,7 +48,7 @@ pub async fn config(
             })?;
             let next = ConfigPatch::from_json(fields)
                 .and_then(|patch| current.patched(&patch))
-                .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
+?;
             if !next.report_webhook_url.is_empty() {
                 check_url(
                     &next.report_webhook_url,
@@ -356,7 +356,7 @@ pub async fn attribute(
     };
     // Not awaited: the write is queued on the shared Redis connection now, ahead of anything
     // a later request sends, and the answer does not wait a round trip for it.
-    if first && fanout::wanted(app, tenant, !remembered.partner_id.is_empty()).await {
+    if first && fanout::wanted(&app.delivery, tenant, !remembered.partner_id.is_empty()).await {
         let data = json!({
             "install_id": r.install_id,
             "platform": r.platform,
@@ -377,7 +377,7 @@ pub async fn attribute(
             revenue: None,
             data,
         };
-        fanout::deliver(app, tenant, vec![fact]).await;
+        fanout::deliver(&app.delivery, tenant, vec![fact]).await;
     }
     let (redis, tenant_id, install_id) = (
         app.redis.clone(),

@@ -88,14 +88,14 @@ pub async fn ingest(
     let stored = facts.rows.len() as u64;
     store_durably(app, facts, &taken).await?;
     let any_partner = attributions.values().any(|a| !a.partner_id.is_empty());
-    if stored > 0 && fanout::wanted(app, tenant, any_partner).await {
+    if stored > 0 && fanout::wanted(&app.delivery, tenant, any_partner).await {
         let delivered = events
             .iter()
             .zip(&taken.flags)
             .filter(|(_, t)| **t)
             .map(|(e, _)| event_fact(e, attributions.get(&*e.installation_id)))
             .collect();
-        fanout::deliver(app, tenant, delivered).await;
+        fanout::deliver(&app.delivery, tenant, delivered).await;
     }
     app.metrics.events_received.increment(stored);
     app.metrics

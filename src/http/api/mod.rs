@@ -78,15 +78,22 @@ fn strip_position(message: &str) -> &str {
         .map_or(message, |at| &message[..at])
 }
 
+/// The JSON object a body must be.
+pub fn as_object(
+    value: &serde_json::Value,
+) -> Result<&serde_json::Map<String, serde_json::Value>, ApiError> {
+    value
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))
+}
+
 /// The JSON object a client endpoint was sent, refusing fields it does not know: a typo such
 /// as `clickid` must fail loudly rather than quietly turn an install organic.
 pub fn object_of<'a>(
     value: &'a serde_json::Value,
     known: &[&str],
 ) -> Result<&'a serde_json::Map<String, serde_json::Value>, ApiError> {
-    let object = value
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))?;
+    let object = as_object(value)?;
     match object.keys().find(|k| !known.contains(&k.as_str())) {
         Some(unknown) => Err(ApiError::invalid_field(
             unknown,

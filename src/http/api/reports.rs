@@ -10,7 +10,7 @@ use hyper::header::HeaderMap;
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::read_json;
+use super::{as_object, read_json};
 use crate::app::App;
 use crate::attribution::AttributionConfig;
 use crate::delivery::report::{self, batch_body, Request};
@@ -32,10 +32,7 @@ pub async fn reports(
     match (method, id) {
         (&Method::POST, None) => {
             let value: Value = read_json(body, 16 * 1024).await?;
-            let r = report::request(&value).map_err(|(f, m)| match f.as_str() {
-                "" => ApiError::bad_request("invalid_json", m),
-                f => ApiError::invalid_field(f, m),
-            })?;
+            let r = report::request(as_object(&value)?)?;
             let config = report_config(app, &tenant).await?;
             let id = format!("rep_{}", hex::encode(rand::random::<[u8; 8]>()));
             let (start, end) = (time::date_string(r.start), time::date_string(r.end));
@@ -54,8 +51,9 @@ pub async fn reports(
                     ],
                 )
                 .await?;
-            let (app2, tenant2, id2, r2) = (app.clone(), tenant.clone(), id.clone(), r.clone());
-            tokio::spawn(async move { report::generate(&app2, &tenant2, &id2, &r2).await });
+            let (delivery, tenant2, id2, r2) =
+                (app.delivery.clone(), tenant.clone(), id.clone(), r.clone());
+            tokio::spawn(async move { report::generate(&delivery, &tenant2, &id2, &r2).await });
             Ok(json_response(
                 StatusCode::CREATED,
                 &json!({

@@ -16,7 +16,8 @@ use crate::attribution::install::InstallAttribution;
 use crate::click::ClickId;
 use crate::conversions::conversion::{self, Context, Conversion};
 use crate::conversions::source::{self, Source};
-use crate::conversions::{FieldError, MAX_BODY};
+use crate::conversions::MAX_BODY;
+use crate::error::ItemError;
 use crate::delivery::fanout::{self, Fact};
 use crate::delivery::partner::decimal;
 use crate::http::auth::{rate_limit, require_secret};
@@ -162,7 +163,7 @@ enum Outcome {
     Accepted([u8; 16]),
     Unattributed([u8; 16]),
     Deduped,
-    Failed(FieldError),
+    Failed(ItemError),
 }
 
 /// `POST /w/{token}`.
@@ -181,7 +182,7 @@ pub async fn receive(
     rate_limit(app, tenant, token)?;
     let bytes = read_batch(headers, body, MAX_BODY).await?;
     let raws = conversion::parse_body(&bytes).map_err(|e| body_error(e, "conversions"))?;
-    let items: Vec<Result<Conversion, FieldError>> = raws
+    let items: Vec<Result<Conversion, ItemError>> = raws
         .iter()
         .enumerate()
         .map(|(i, raw)| conversion::validate(i, raw))
@@ -276,7 +277,7 @@ pub async fn receive(
     let facts_empty = facts.rows.is_empty();
     store_durably(app, facts, &taken).await?;
     let any_partner = attributions.values().any(|a| !a.partner_id.is_empty());
-    if !facts_empty && fanout::wanted(app, tenant, any_partner).await {
+    if !facts_empty && fanout::wanted(&app.delivery, tenant, any_partner).await {
         let delivered = items
             .iter()
             .zip(&outcomes)
@@ -296,7 +297,7 @@ pub async fn receive(
                 ))
             })
             .collect();
-        fanout::deliver(app, tenant, delivered).await;
+        fanout::deliver(&app.delivery, tenant, delivered).await;
     }
 
     let mut counts = [0u64; 4];

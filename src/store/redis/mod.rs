@@ -39,6 +39,12 @@ pub enum RedisError {
     },
 }
 
+impl From<RedisError> for crate::error::Error {
+    fn from(e: RedisError) -> crate::error::Error {
+        crate::error::Unavailable::Redis(e.to_string()).into()
+    }
+}
+
 #[derive(Clone)]
 pub struct Redis {
     conn: ConnectionManager,

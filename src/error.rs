@@ -1,0 +1,102 @@
+//! What a use case answers when it does not do what it was asked, in the domain's words:
+//! a field that fails validation, a thing that is not there, a limit, a store that is away.
+//! `http::error` gives each its status code; nothing here knows about HTTP.
+
+use serde::Serialize;
+
+/// One field of a request that fails validation, and why (`"must be a string"`). The one
+/// shape of validation error: links, partners, reports, stats parameters, config, installs
+/// and conversions all answer with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// This error, located at item `index` of a batch.
+    pub fn at(self, index: usize) -> ItemError {
+        ItemError {
+            index,
+            field: Some(self.field),
+            message: self.message,
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.field, self.message)
+    }
+}
+
+/// A `FieldError` of one item of a batch (`POST /v1/events`, a webhook call, bulk links).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemError {
+    pub index: usize,
+    /// `None` when the item as a whole is wrong (not an object).
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl ItemError {
+    pub fn new(index: usize, field: &str, message: impl Into<String>) -> ItemError {
+        FieldError::new(field, message).at(index)
+    }
+
+    /// The item as a whole is wrong.
+    pub fn whole(index: usize, message: impl Into<String>) -> ItemError {
+        ItemError {
+            index,
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Which store could not be reached, and what it said (for the log, never the client).
+#[derive(Debug)]
+pub enum Unavailable {
+    Redis(String),
+    ClickHouse(String),
+}
+
+/// Why a use case refused or failed.
+#[derive(Debug)]
+pub enum Error {
+    Invalid(FieldError),
+    NotFound(String),
+    /// The request conflicts with what is stored (`code` says how), naming the field.
+    Conflict {
+        code: &'static str,
+        message: String,
+        field: &'static str,
+    },
+    /// The tenant already has `limit` of `resource`.
+    LimitReached {
+        resource: &'static str,
+        limit: usize,
+    },
+    /// Sluice is backed up; the caller should retry shortly.
+    Busy(&'static str),
+    Unavailable(Unavailable),
+}
+
+impl From<FieldError> for Error {
+    fn from(e: FieldError) -> Error {
+        Error::Invalid(e)
+    }
+}
+
+impl From<Unavailable> for Error {
+    fn from(e: Unavailable) -> Error {
+        Error::Unavailable(e)
+    }
+}
