@@ -81,4 +81,16 @@ impl App {
             stats_retention_days: self.config.stats_retention_days,
         }
     }
+
+    /// The install use case's view of the stores.
+    pub fn attribution(&self) -> crate::attribution::attribute::Context<'_> {
+        crate::attribution::attribute::Context {
+            redis: &self.redis,
+            ch: &self.ch,
+            links: &self.links,
+            rows: &self.rows,
+            delivery: &self.delivery,
+            metrics: self.metrics,
+        }
+    }
 }

@@ -1,7 +1,8 @@
-//! Install attribution as pure logic (no IO): the resolution order, the windows, CTIT and the
-//! Play install referrer. The HTTP layer gathers candidates from Redis (the atomic flip) and
-//! ClickHouse and asks `resolve` which one wins.
+//! Install attribution: the rules as pure logic here (the resolution order, the windows, CTIT;
+//! the Play install referrer in `referrer`), and the use case that applies them to a report
+//! against the stores in `attribute`.
 
+pub mod attribute;
 pub mod config;
 pub mod install;
 pub mod referrer;
@@ -23,6 +24,20 @@ pub enum MatchType {
 }
 
 impl MatchType {
+    /// Every match type, in declaration order (a metric's slots).
+    pub const ALL: [MatchType; 5] = [
+        MatchType::ClickId,
+        MatchType::Referrer,
+        MatchType::Fingerprint,
+        MatchType::Metadata,
+        MatchType::Organic,
+    ];
+
+    /// Its place in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MatchType::ClickId => "click_id",
@@ -138,6 +153,13 @@ pub fn resolve<C: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn match_types_index_their_slots() {
+        for (i, m) in MatchType::ALL.into_iter().enumerate() {
+            assert_eq!(m.index(), i);
+        }
+    }
 
     const MIN: u64 = 60_000;
     const DAY: u64 = 86_400_000;

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{bounded_items, currency, is_object, item_fields, string_field, BodyError};
-use crate::error::ItemError;
 use crate::attribution::install::{encode_attribution, InstallAttribution};
 use crate::click::row::put_str;
+use crate::error::ItemError;
 use crate::time;
 
 pub const COLUMNS: &str = "date, ts_ms, tenant_id, conversion_id, source_id, user_id, type, \

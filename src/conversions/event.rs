@@ -7,9 +7,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{bounded_items, is_object, item_fields, string_field, BodyError};
-use crate::error::ItemError;
 use crate::attribution::install::{encode_attribution, InstallAttribution};
 use crate::click::row::put_str;
+use crate::error::ItemError;
 use crate::time;
 
 pub const COLUMNS: &str = "date, ts_ms, received_ms, tenant_id, event_id, event_name, payload, \

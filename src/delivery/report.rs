@@ -215,7 +215,8 @@ mod tests {
 
     #[test]
     fn requests() {
-        let ok = |v: Value| request(v.as_object().unwrap()).map(|r| (r.start, r.end, r.campaign_id));
+        let ok =
+            |v: Value| request(v.as_object().unwrap()).map(|r| (r.start, r.end, r.campaign_id));
         assert_eq!(
             ok(json!({"start_date": "2026-01-01", "end_date": "2026-06-30"})),
             Ok((20454, 20634, None))

@@ -1,13 +1,13 @@
 //! The one place errors become HTTP responses: `{"error": {"code", "message", "details"?}}`.
 
+use crate::error::{Error, FieldError, Unavailable};
+use crate::store::clickhouse::ChError;
+use crate::store::redis::RedisError;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
-use crate::error::{Error, FieldError, Unavailable};
-use crate::store::clickhouse::ChError;
-use crate::store::redis::RedisError;
 
 pub type Body = Full<Bytes>;
 
@@ -21,7 +21,7 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// The store that failed, for the log line and metric written where the error is
     /// answered (`http::answer`), never for the client.
-    pub unavailable: Option<Unavailable>,
+    pub unavailable: Option<Box<Unavailable>>,
 }
 
 impl ApiError {
@@ -108,17 +108,18 @@ impl From<Error> for ApiError {
             } => ApiError::new(StatusCode::CONFLICT, code, message)
                 .with_details(json!({ "field": field })),
             Error::LimitReached { resource, limit } => ApiError::limit_reached(resource, limit),
-            Error::Busy(message) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
-            }
+            Error::Busy(message) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
             Error::Unavailable(cause) => {
                 let message = match cause {
                     Unavailable::Redis(_) => "configuration store unavailable; retry later",
                     Unavailable::ClickHouse(_) => "analytics store unavailable; retry later",
                 };
-                let mut e =
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message);
-                e.unavailable = Some(cause);
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    message,
+                );
+                e.unavailable = Some(Box::new(cause));
                 e
             }
         }

@@ -244,7 +244,7 @@ pub(crate) fn panicked(app: &App, route: Route) -> Response<Body> {
 fn answer(result: Result<Response<Body>, ApiError>) -> Response<Body> {
     result.unwrap_or_else(|e| {
         let metrics = crate::metrics::init();
-        match &e.unavailable {
+        match e.unavailable.as_deref() {
             Some(Unavailable::Redis(error)) => {
                 warn!(%error, "redis request failed");
                 metrics.redis_errors.increment(1);

@@ -10,6 +10,8 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::attribution::MatchType;
+
 /// Routes as they appear in the `route` label (in `ROUTES`' order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -164,8 +166,9 @@ pub fn init() -> &'static Metrics {
             wal_errors: metrics::counter!("sluice_wal_errors_total"),
             clicks_recovered: metrics::counter!("sluice_clicks_recovered_total"),
             fingerprints_dropped: metrics::counter!("sluice_fingerprints_dropped_total"),
-            matches: ["click_id", "referrer", "fingerprint", "metadata", "organic"]
-                .map(|m| metrics::counter!("sluice_attribution_matches_total", "match_type" => m)),
+            matches: MatchType::ALL.map(|m| {
+                metrics::counter!("sluice_attribution_matches_total", "match_type" => m.as_str())
+            }),
             facts_flushed: ["installs", "events", "conversions"]
                 .map(|k| metrics::counter!("sluice_facts_flushed_total", "kind" => k)),
             events_received: metrics::counter!("sluice_events_total", "result" => "accepted"),
