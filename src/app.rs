@@ -93,4 +93,14 @@ impl App {
             metrics: self.metrics,
         }
     }
+
+    /// The ingest use case's view of the stores.
+    pub fn ingest(&self) -> crate::conversions::ingest::Context<'_> {
+        crate::conversions::ingest::Context {
+            redis: &self.redis,
+            rows: &self.rows,
+            delivery: &self.delivery,
+            metrics: self.metrics,
+        }
+    }
 }

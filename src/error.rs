@@ -86,6 +86,9 @@ pub enum Error {
     },
     /// Sluice is backed up; the caller should retry shortly.
     Busy(&'static str),
+    /// Rows were handed to the pipeline but not confirmed durable in time; a retry is safe
+    /// (its ids prevent duplicates).
+    NotConfirmed,
     Unavailable(Unavailable),
 }
 

@@ -6,6 +6,7 @@
 pub mod conversion;
 pub mod currency;
 pub mod event;
+pub mod ingest;
 pub mod source;
 
 use std::borrow::Cow;

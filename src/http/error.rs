@@ -109,6 +109,11 @@ impl From<Error> for ApiError {
                 .with_details(json!({ "field": field })),
             Error::LimitReached { resource, limit } => ApiError::limit_reached(resource, limit),
             Error::Busy(message) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
+            Error::NotConfirmed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_confirmed",
+                "the data could not be confirmed stored in time; retry (idempotency keys prevent duplicates)",
+            ),
             Error::Unavailable(cause) => {
                 let message = match cause {
                     Unavailable::Redis(_) => "configuration store unavailable; retry later",

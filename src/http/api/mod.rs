@@ -10,28 +10,15 @@ pub mod results;
 pub mod sources;
 pub mod stats;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, CONTENT_LENGTH};
 use hyper::StatusCode;
 use serde::de::DeserializeOwned;
-use tracing::warn;
 
 use super::error::ApiError;
-use crate::app::App;
 use crate::conversions::{BodyError, MAX_ITEMS};
-use crate::pipeline::batch::Facts;
-use crate::store::redis::IdClaim;
-use crate::time;
-
-/// How long a request may hold ids before what they guard is durable: if its node dies
-/// first, a retry past this window takes the ids over and is stored.
-const PENDING_KEY_MS: u64 = 120_000;
-/// How long a request waits for its rows to become durable before answering 503.
-const DURABLE_WAIT: Duration = Duration::from_secs(30);
 
 /// Reads a JSON body of at most `limit` bytes.
 pub async fn read_json<T: DeserializeOwned>(body: Incoming, limit: usize) -> Result<T, ApiError> {
@@ -169,96 +156,6 @@ pub fn body_error(e: BodyError, what: &str) -> ApiError {
             ApiError::bad_request("invalid_json", format!("invalid JSON body: {message}"))
         }
     }
-}
-
-/// The idempotency ids a request asked for and which it took (`redis/idempotency.lua`),
-/// released or finished with its rows.
-pub struct Taken {
-    pub claim: IdClaim,
-    ids: Vec<Vec<u8>>,
-    pub flags: Vec<bool>,
-}
-
-impl Taken {
-    /// Takes `ids` of `namespace` for a new request; `flags` says which were taken (the rest
-    /// are duplicates).
-    pub async fn take(
-        app: &App,
-        tenant: &str,
-        namespace: &'static str,
-        ids: Vec<Vec<u8>>,
-    ) -> Result<Taken, ApiError> {
-        let claim = IdClaim::new(tenant, namespace, time::now_ms());
-        let flags = app.redis.take_ids(&claim, &ids, PENDING_KEY_MS).await?;
-        Ok(Taken { claim, ids, flags })
-    }
-
-    fn taken_ids(&self) -> Vec<&[u8]> {
-        self.ids
-            .iter()
-            .zip(&self.flags)
-            .filter(|(_, t)| **t)
-            .map(|(id, _)| id.as_slice())
-            .collect()
-    }
-}
-
-/// Hands a request's rows to the pipeline and waits until they are durable (in ClickHouse or
-/// the fsynced spill), then marks the request finished so its ids stand. Refused rows
-/// release the ids, so a retry is stored.
-pub async fn store_durably(app: &App, facts: Facts, taken: &Taken) -> Result<(), ApiError> {
-    if facts.rows.is_empty() {
-        return Ok(());
-    }
-    let (facts, durable) = facts.with_receipt();
-    if app.rows.push(facts).is_err() {
-        app.redis
-            .release_request(&taken.claim, &taken.taken_ids())
-            .await?;
-        return Err(busy());
-    }
-    let claim = taken.claim.clone();
-    let redis = app.redis.clone();
-    let finished = async move {
-        if let Err(error) = redis.finish_request(&claim).await {
-            // The ids hold for the pending window; past it a retry would be stored again.
-            warn!(%error, "could not mark an ingest request finished");
-        }
-    };
-    let mut durable = durable;
-    match tokio::time::timeout(DURABLE_WAIT, &mut durable).await {
-        Ok(Ok(())) => {
-            finished.await;
-            Ok(())
-        }
-        Ok(Err(_)) => Err(not_confirmed()),
-        Err(_) => {
-            // Still on its way (ClickHouse and the spill both stuck): finish it whenever it
-            // lands, so the ids stand then.
-            tokio::spawn(async move {
-                if durable.await.is_ok() {
-                    finished.await;
-                }
-            });
-            Err(not_confirmed())
-        }
-    }
-}
-
-fn not_confirmed() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not_confirmed",
-        "the data could not be confirmed stored in time; retry (idempotency keys prevent duplicates)",
-    )
-}
-
-pub fn busy() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "busy",
-        "ingestion is backed up; retry shortly",
-    )
 }
 
 /// Query parameters, form-decoded (`+` is a space); later duplicates are kept after earlier.

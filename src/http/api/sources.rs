@@ -3,27 +3,20 @@
 //! deduplicated by idempotency key per tenant for 30 days, attributed through the user's
 //! bound install, and stored before the answer.
 
-use ahash::{AHashMap, AHashSet};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HOST};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::events::decode_attributions;
-use super::{body_error, busy, read_batch, read_json, store_durably, Taken};
+use super::{body_error, read_batch, read_json};
 use crate::app::App;
-use crate::attribution::install::InstallAttribution;
 use crate::click::ClickId;
-use crate::conversions::conversion::{self, Context, Conversion};
+use crate::conversions::conversion;
+use crate::conversions::ingest::{self, Outcome};
 use crate::conversions::source::{self, Source};
 use crate::conversions::MAX_BODY;
-use crate::delivery::fanout::{self, Fact};
-use crate::delivery::partner::decimal;
-use crate::error::ItemError;
 use crate::http::auth::{rate_limit, require_secret};
 use crate::http::error::{empty_response, json_response, ApiError, Body};
-use crate::pipeline::batch::{BatchKind, Facts};
-use crate::time;
 
 /// `rotate`: the path was `/v1/sources/{id}/rotate`.
 pub async fn handle(
@@ -158,14 +151,6 @@ fn view(s: &Source, base: &str, token: Option<&str>) -> Value {
     v
 }
 
-/// What became of one item of a webhook call.
-enum Outcome {
-    Accepted([u8; 16]),
-    Unattributed([u8; 16]),
-    Deduped,
-    Failed(ItemError),
-}
-
 /// `POST /w/{token}`.
 pub async fn receive(
     app: &App,
@@ -178,140 +163,29 @@ pub async fn receive(
         return Err(unknown());
     }
     let owner = app.redis.webhook_owner(token).await?.ok_or_else(unknown)?;
-    let tenant = owner.tenant_id.as_str();
-    rate_limit(app, tenant, token)?;
+    rate_limit(app, &owner.tenant_id, token)?;
     let bytes = read_batch(headers, body, MAX_BODY).await?;
     let raws = conversion::parse_body(&bytes).map_err(|e| body_error(e, "conversions"))?;
-    let items: Vec<Result<Conversion, ItemError>> = raws
+    let items = raws
         .iter()
         .enumerate()
         .map(|(i, raw)| conversion::validate(i, raw))
         .collect();
-    if app.rows.is_full(bytes.len()) {
-        return Err(busy());
-    }
-
-    // The first item with a key takes it; later ones in the same call are duplicates.
-    // key -> (that item's index, the key's place in `take`).
-    let mut first_with_key: AHashMap<&str, (usize, usize)> = AHashMap::new();
-    let mut take = Vec::new();
-    let mut users = Vec::new();
-    let mut distinct_users = AHashSet::new();
-    for (i, item) in items.iter().enumerate() {
-        let Ok(c) = item else { continue };
-        if let Some(key) = &c.idempotency_key {
-            first_with_key.entry(key.as_str()).or_insert_with(|| {
-                take.push(key.as_bytes().to_vec());
-                (i, take.len() - 1)
-            });
-        }
-        if distinct_users.insert(c.user_id.as_str()) {
-            users.push(c.user_id.as_str());
-        }
-    }
-    let user_keys: Vec<String> = users
-        .iter()
-        .map(|u| app.redis.user_key(tenant, u))
-        .collect();
-    let (taken, bound) = tokio::try_join!(Taken::take(app, tenant, "conversion", take), async {
-        Ok(app.redis.mget(&user_keys).await?)
-    })?;
-    let installs: AHashMap<&str, String> = users
-        .iter()
-        .zip(bound)
-        .filter_map(|(u, i)| Some((*u, i?)))
-        .collect();
-    let install_ids: Vec<&str> = {
-        let mut distinct = AHashSet::new();
-        installs
-            .values()
-            .map(String::as_str)
-            .filter(|i| distinct.insert(*i))
-            .collect()
-    };
-    let attribution_keys: Vec<String> = install_ids
-        .iter()
-        .map(|i| app.redis.attribution_key(tenant, i))
-        .collect();
-    let attributions = decode_attributions(&install_ids, app.redis.mget(&attribution_keys).await?);
-
-    let now = time::now_ms();
-    let mut facts = Facts::new(BatchKind::Conversions);
-    let outcomes: Vec<Outcome> = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let c = match item {
-                Ok(c) => c,
-                Err(e) => return Outcome::Failed(e.clone()),
-            };
-            if let Some(key) = &c.idempotency_key {
-                let (first, at) = first_with_key[key.as_str()];
-                if first != i || !taken.flags[at] {
-                    return Outcome::Deduped;
-                }
-            }
-            let install_id = installs.get(c.user_id.as_str()).map_or("", String::as_str);
-            let attribution = attributions.get(install_id);
-            let id = ClickId::new(now).0;
-            conversion::encode(
-                &mut facts.data,
-                c,
-                &Context {
-                    ts_ms: now,
-                    tenant_id: tenant,
-                    conversion_id: id,
-                    source_id: &owner.source_id,
-                    install_id,
-                    attribution,
-                },
-            );
-            facts.end_row(now);
-            if attribution.is_some_and(|a| a.attributed()) {
-                Outcome::Accepted(id)
-            } else {
-                Outcome::Unattributed(id)
-            }
-        })
-        .collect();
-    let facts_empty = facts.rows.is_empty();
-    store_durably(app, facts, &taken).await?;
-    let any_partner = attributions.values().any(|a| !a.partner_id.is_empty());
-    if !facts_empty && fanout::wanted(&app.delivery, tenant, any_partner).await {
-        let delivered = items
-            .iter()
-            .zip(&outcomes)
-            .filter_map(|(item, outcome)| {
-                let (Ok(c), Outcome::Accepted(id) | Outcome::Unattributed(id)) = (item, outcome)
-                else {
-                    return None;
-                };
-                let install_id = installs.get(c.user_id.as_str()).map_or("", String::as_str);
-                Some(conversion_fact(
-                    c,
-                    *id,
-                    install_id,
-                    attributions.get(install_id),
-                    now,
-                    &owner.source_id,
-                ))
-            })
-            .collect();
-        fanout::deliver(&app.delivery, tenant, delivered).await;
-    }
-
+    let outcomes = ingest::conversions(
+        &app.ingest(),
+        &owner.tenant_id,
+        &owner.source_id,
+        items,
+        bytes.len(),
+    )
+    .await?;
     let mut counts = [0u64; 4];
     let results: Vec<Value> = outcomes
         .iter()
         .enumerate()
         .map(|(index, o)| {
-            let (slot, status) = match o {
-                Outcome::Accepted(_) => (0, "accepted"),
-                Outcome::Deduped => (1, "deduped"),
-                Outcome::Unattributed(_) => (2, "unattributed"),
-                Outcome::Failed(_) => (3, "failed"),
-            };
-            counts[slot] += 1;
+            counts[o.index()] += 1;
+            let status = ["accepted", "deduped", "unattributed", "failed"][o.index()];
             let mut r = json!({ "index": index, "status": status });
             match o {
                 Outcome::Accepted(id) | Outcome::Unattributed(id) => {
@@ -325,9 +199,6 @@ pub async fn receive(
             r
         })
         .collect();
-    for (counter, n) in app.metrics.conversions.iter().zip(counts) {
-        counter.increment(n);
-    }
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -338,42 +209,4 @@ pub async fn receive(
             "results": results,
         }),
     ))
-}
-
-/// A stored conversion as webhooks and partner postbacks see it.
-fn conversion_fact(
-    c: &Conversion<'_>,
-    id: [u8; 16],
-    install_id: &str,
-    a: Option<&InstallAttribution>,
-    ts_ms: u64,
-    source_id: &str,
-) -> Fact {
-    let attributed = a.filter(|a| a.attributed());
-    Fact {
-        kind: "conversion",
-        name: c.kind.clone(),
-        attribution: attributed.cloned(),
-        ts_ms,
-        revenue: c
-            .amount_cents
-            .zip(c.currency)
-            .map(|(amount, currency)| (decimal(amount, currency), currency.to_string())),
-        data: json!({
-            "conversion_id": ClickId(id).to_string(),
-            "source_id": source_id,
-            "user_id": c.user_id,
-            "type": c.kind,
-            "amount_cents": c.amount_cents,
-            "currency": c.currency,
-            "idempotency_key": c.idempotency_key,
-            "metadata": c.metadata.and_then(|m| serde_json::from_str::<Value>(m).ok()),
-            "attributed": attributed.is_some(),
-            "install_id": (!install_id.is_empty()).then_some(install_id),
-            "link_id": attributed.map(|a| a.link_id.as_str()),
-            "campaign": attributed.map(|a| a.campaign.as_str()),
-            "source": attributed.map(|a| a.source.as_str()),
-            "medium": attributed.map(|a| a.medium.as_str()),
-        }),
-    }
 }
