@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use tracing::warn;
 
 use crate::click::enrich::IpHasher;
 use crate::click::geo::Geo;
@@ -42,34 +41,17 @@ pub struct App {
     pub wal: Option<Arc<Wal>>,
     /// The keyed IP hash, for write-ahead records (which never hold a raw IP).
     pub ip_hasher: IpHasher,
-    /// Held while the link table reloads, so an older snapshot never replaces a newer one.
-    pub(crate) refresh: tokio::sync::Mutex<()>,
 }
 
 impl App {
-    /// Reloads the link table from Redis when its version moved. Serialized, so an older
-    /// snapshot never replaces a newer one.
-    pub async fn refresh_links(&self) {
-        let _guard = self.refresh.lock().await;
-        if let Err(error) = self.reload_links().await {
-            self.metrics.link_refresh_errors.increment(1);
-            warn!(%error, "link table refresh failed; serving the previous table");
+    /// The link use cases' view of the stores.
+    pub fn catalog(&self) -> crate::link::catalog::Context<'_> {
+        crate::link::catalog::Context {
+            redis: &self.redis,
+            table: &self.links,
+            metrics: self.metrics,
+            limit: self.config.limits.links,
         }
-    }
-
-    pub(crate) async fn reload_links(&self) -> Result<(), crate::store::redis::RedisError> {
-        let (version, links) = self.redis.all_links().await?;
-        self.links.replace(version, links);
-        self.metrics.link_table_size.set(self.links.len() as f64);
-        Ok(())
-    }
-
-    pub(crate) async fn refresh_if_changed(&self) -> Result<(), crate::store::redis::RedisError> {
-        let version = self.redis.links_version().await?;
-        if Some(version) != self.links.version() {
-            self.refresh_links().await;
-        }
-        Ok(())
     }
 
     /// Retention's view of the stores and settings.

@@ -16,7 +16,7 @@ use crate::click::enrich::{Enricher, IpHasher};
 use crate::click::geo::Geo;
 use crate::config::Config;
 use crate::http::rate_limit::RateLimiter;
-use crate::link::LinkTable;
+use crate::link::{catalog, LinkTable};
 use crate::metrics;
 use crate::pipeline::fingerprints;
 use crate::pipeline::inserter::{FlushReport, Storage};
@@ -172,9 +172,8 @@ impl Server {
             spill,
             wal,
             ip_hasher,
-            refresh: tokio::sync::Mutex::new(()),
         });
-        app.reload_links()
+        catalog::reload(&app.redis, &app.links, app.metrics)
             .await
             .context("loading links from Redis")?;
         info!(links = app.links.len(), "link table loaded");
@@ -189,7 +188,7 @@ impl Server {
                 let mut failing = false;
                 loop {
                     tick.tick().await;
-                    match app.refresh_if_changed().await {
+                    match catalog::reload_if_changed(&app.redis, &app.links, app.metrics).await {
                         Ok(()) if failing => {
                             failing = false;
                             info!("link table refresh recovered");

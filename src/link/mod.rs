@@ -1,5 +1,6 @@
 //! Tracking links: the stored entity, its validation, and the compiled form the redirect uses.
 
+pub mod catalog;
 pub mod table;
 pub mod template;
 

@@ -15,6 +15,8 @@ pub struct LinkTable {
     map: ArcSwap<Map>,
     /// The Redis link-set version the current map was built from.
     version: parking_lot::Mutex<Option<i64>>,
+    /// Held while the table reloads (`catalog::reload`).
+    pub(crate) reloading: tokio::sync::Mutex<()>,
 }
 
 impl Default for LinkTable {
@@ -22,6 +24,7 @@ impl Default for LinkTable {
         LinkTable {
             map: ArcSwap::from_pointee(Map::default()),
             version: parking_lot::Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 }

@@ -8,11 +8,11 @@ use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::links::owned;
 use super::query_params;
 use crate::app::App;
 use crate::http::auth::require_secret;
 use crate::http::error::{json_response, ApiError, Body};
+use crate::link::catalog;
 use crate::stats::query::{self, Ask, QUERIES_PER_ANSWER};
 use crate::stats::{answer, Group, Range};
 use crate::time;
@@ -70,7 +70,7 @@ pub async fn link_stats(
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let caller = require_secret(app, headers).await?;
-    owned(app, &caller.tenant_id, id).await?;
+    catalog::get(&app.redis, &caller.tenant_id, id).await?;
     let ask = Ask {
         tenant: caller.tenant_id,
         group: Group::Total,
