@@ -28,7 +28,7 @@ pub struct App {
     pub rows: Arc<RowQueue>,
     pub limits: RateLimiter,
     /// Stats answers, per tenant and query, for `stats_cache_ms`.
-    pub stats: Cache<Ask, Arc<serde_json::Value>>,
+    pub stats_cache: Cache<Ask, Arc<serde_json::Value>>,
     pub redis: Redis,
     pub ch: ::clickhouse::Client,
     /// Delivery's own view of the stores and settings.
@@ -82,6 +82,15 @@ impl App {
             redis: &self.redis,
             rows: &self.rows,
             delivery: &self.delivery,
+            metrics: self.metrics,
+        }
+    }
+
+    /// The stats use case's view of the stores.
+    pub fn stats(&self) -> crate::stats::answers::Context<'_> {
+        crate::stats::answers::Context {
+            ch: &self.ch,
+            cache: &self.stats_cache,
             metrics: self.metrics,
         }
     }

@@ -160,7 +160,7 @@ impl Server {
             },
             trusted_proxies: config.trusted_proxies.clone(),
             limits: RateLimiter::new(&config.rate_limit),
-            stats: Cache::new(Duration::from_millis(config.stats_cache_ms)),
+            stats_cache: Cache::new(Duration::from_millis(config.stats_cache_ms)),
             config,
             links: LinkTable::default(),
             ring,

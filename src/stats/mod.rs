@@ -3,6 +3,7 @@
 //! materialized views of `clickhouse/0005_stats.sql` feed (`query.rs`); answers are cached per
 //! tenant and query for a second with one ClickHouse computation per interval (`cache.rs`).
 
+pub mod answers;
 pub mod cache;
 pub mod query;
 
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::error::FieldError;
 use crate::time;
 
 /// The longest `from`..`to` range, in days.
@@ -32,21 +34,27 @@ impl Range {
         from: Option<&str>,
         to: Option<&str>,
         today: u16,
-    ) -> Result<Range, (&'static str, String)> {
+    ) -> Result<Range, FieldError> {
         match (window, from, to) {
-            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                Err(("window", "give either window or from/to, not both".into()))
-            }
-            (_, Some(_), None) => Err(("to", "is required with from".into())),
-            (_, None, Some(_)) => Err(("from", "is required with to".into())),
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(FieldError::new(
+                "window",
+                "give either window or from/to, not both",
+            )),
+            (_, Some(_), None) => Err(FieldError::new("to", "is required with from")),
+            (_, None, Some(_)) => Err(FieldError::new("from", "is required with to")),
             (_, Some(from), Some(to)) => {
-                let from = parse_day(from).ok_or(("from", "must be a date YYYY-MM-DD".into()))?;
-                let to = parse_day(to).ok_or(("to", "must be a date YYYY-MM-DD".into()))?;
+                let from = parse_day(from)
+                    .ok_or_else(|| FieldError::new("from", "must be a date YYYY-MM-DD"))?;
+                let to = parse_day(to)
+                    .ok_or_else(|| FieldError::new("to", "must be a date YYYY-MM-DD"))?;
                 if from > to {
-                    return Err(("from", "must not be after to".into()));
+                    return Err(FieldError::new("from", "must not be after to"));
                 }
                 if to - from >= MAX_DAYS {
-                    return Err(("to", format!("range must be at most {MAX_DAYS} days")));
+                    return Err(FieldError::new(
+                        "to",
+                        format!("range must be at most {MAX_DAYS} days"),
+                    ));
                 }
                 Ok(Range {
                     from,
@@ -58,7 +66,7 @@ impl Range {
                 let (name, days) = match window.unwrap_or("7d") {
                     "7d" => ("7d", 7),
                     "30d" => ("30d", 30),
-                    _ => return Err(("window", "must be 7d or 30d".into())),
+                    _ => return Err(FieldError::new("window", "must be 7d or 30d")),
                 };
                 Ok(Range {
                     from: today.saturating_sub(days - 1),
@@ -250,7 +258,7 @@ mod tests {
             ok(None, Some("2024-02-29"), Some("2024-02-29")),
             Ok((19_782, 19_782, None))
         );
-        let bad = |w, f, t| Range::parse(w, f, t, TODAY).unwrap_err().0;
+        let bad = |w, f, t| Range::parse(w, f, t, TODAY).unwrap_err().field;
         assert_eq!(bad(Some("1d"), None, None), "window");
         assert_eq!(
             bad(Some("7d"), Some("2026-01-01"), Some("2026-01-02")),
@@ -333,7 +341,7 @@ mod tests {
         ) {
             match Range::parse(window.as_deref(), from.as_deref(), to.as_deref(), TODAY) {
                 Ok(r) => proptest::prop_assert!(r.from <= r.to && r.to - r.from < MAX_DAYS),
-                Err((field, _)) => proptest::prop_assert!(["window", "from", "to"].contains(&field)),
+                Err(e) => proptest::prop_assert!(["window", "from", "to"].contains(&e.field.as_str())),
             }
         }
     }

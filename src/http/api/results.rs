@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::query_params;
 use crate::app::App;
 use crate::click::ClickId;
+use crate::error::FieldError;
 use crate::http::auth::require_secret;
 use crate::http::error::{json_response, ApiError, Body};
 use crate::stats::parse_day;
@@ -47,15 +48,14 @@ pub async fn results(
     ))
 }
 
-fn filter(query: Option<&str>) -> Result<ResultsFilter, ApiError> {
+fn filter(query: Option<&str>) -> Result<ResultsFilter, FieldError> {
     let mut f = ResultsFilter {
         limit: DEFAULT_LIMIT,
         ..ResultsFilter::default()
     };
     for (key, value) in query_params(query) {
         let day = |field: &str| {
-            parse_day(&value)
-                .ok_or_else(|| ApiError::invalid_field(field, "must be a date YYYY-MM-DD"))
+            parse_day(&value).ok_or_else(|| FieldError::new(field, "must be a date YYYY-MM-DD"))
         };
         match key.as_str() {
             "campaign" => f.campaign = Some(value),
@@ -67,18 +67,16 @@ fn filter(query: Option<&str>) -> Result<ResultsFilter, ApiError> {
                     .parse()
                     .ok()
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid_field("limit", format!("must be 1 to {MAX_LIMIT}"))
-                    })?
+                    .ok_or_else(|| FieldError::new("limit", format!("must be 1 to {MAX_LIMIT}")))?
             }
             "cursor" => {
                 f.before = Some(
                     parse_cursor(&value)
-                        .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor"))?,
+                        .ok_or_else(|| FieldError::new("cursor", "is not a cursor"))?,
                 )
             }
             other => {
-                return Err(ApiError::invalid_field(
+                return Err(FieldError::new(
                     other,
                     "is not a parameter of this endpoint",
                 ))
@@ -87,7 +85,7 @@ fn filter(query: Option<&str>) -> Result<ResultsFilter, ApiError> {
     }
     if let (Some(from), Some(to)) = (f.from_day, f.to_day) {
         if from > to {
-            return Err(ApiError::invalid_field("from", "must not be after to"));
+            return Err(FieldError::new("from", "must not be after to"));
         }
     }
     Ok(f)

@@ -3,21 +3,10 @@
 //! a retry set, dead letters; every move one `MULTI` or `delivery_promote.lua`).
 
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
 
 use super::{Redis, RedisError};
+use crate::delivery::job::{Job, Owner, Webhook};
 use crate::delivery::partner::Partner;
-use crate::delivery::{Job, Owner};
-
-/// A webhook subscription: where to POST which kinds of facts, signed with `secret`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Webhook {
-    pub id: String,
-    pub url: String,
-    pub events: Vec<String>,
-    pub secret: String,
-    pub created_at: String,
-}
 
 /// The consumer group every node's delivery worker reads in.
 const DELIVERY_GROUP: &str = "workers";

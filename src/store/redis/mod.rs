@@ -12,8 +12,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use crate::attribution::AttributionConfig;
+use crate::delivery::job::{Owner, Webhook};
 use crate::delivery::partner::Partner;
-use crate::delivery::Owner;
 
 mod delivery;
 mod idempotency;
@@ -22,7 +22,7 @@ mod match_state;
 mod sources;
 mod tenants;
 
-pub use delivery::{Webhook, DELIVERY_LOG};
+pub use delivery::DELIVERY_LOG;
 pub use idempotency::IdClaim;
 pub use match_state::{Binding, Claim, Flip, FlipRequest, INSTALL_MEMORY_MS};
 pub use sources::WebhookOwner;
