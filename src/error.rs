@@ -73,11 +73,12 @@ pub enum Unavailable {
 pub enum Error {
     Invalid(FieldError),
     NotFound(String),
-    /// The request conflicts with what is stored (`code` says how), naming the field.
+    /// The request conflicts with what is stored (`code` says how), naming the field when
+    /// one field is the cause.
     Conflict {
         code: &'static str,
         message: String,
-        field: &'static str,
+        field: Option<&'static str>,
     },
     /// The tenant already has `limit` of `resource`.
     LimitReached {

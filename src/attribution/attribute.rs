@@ -238,20 +238,7 @@ pub async fn attribute(
         Flip::Nothing => (true, None),
         Flip::Remembered(claim) => (false, claim),
     };
-    let click = match &claim {
-        Some(Claim {
-            member: Some(member),
-            ..
-        }) => fingerprints::parse_member(member),
-        Some(Claim { click, .. }) => match known.iter().find(|f| f.click_id == click.0) {
-            Some(f) => Some(f.clone()),
-            None => clickhouse::click_facts(ctx.ch, tenant, &[*click])
-                .await?
-                .into_iter()
-                .next(),
-        },
-        None => None,
-    };
+    let click = claimed_click(ctx, tenant, claim.as_ref(), known).await?;
     let (match_type, ctit_seconds) = match (&claim, &click) {
         (Some(c), Some(f)) => (c.how, Some(install_ms.saturating_sub(f.ts_ms) / 1000)),
         _ => (
@@ -291,6 +278,30 @@ pub async fn attribute(
         record(ctx, tenant, r, &answer, install_ms, received_ms);
     }
     Ok(answer)
+}
+
+/// The facts of the claimed click: carried by a fingerprint claim, already looked up for an
+/// explicit one, or (a retry's remembered claim) looked up now.
+async fn claimed_click(
+    ctx: &Context<'_>,
+    tenant: &str,
+    claim: Option<&Claim>,
+    known: Vec<ClickFacts>,
+) -> Result<Option<ClickFacts>, Error> {
+    Ok(match claim {
+        None => None,
+        Some(Claim {
+            member: Some(member),
+            ..
+        }) => fingerprints::parse_member(member),
+        Some(Claim { click, .. }) => match known.into_iter().find(|f| f.click_id == click.0) {
+            Some(f) => Some(f),
+            None => clickhouse::click_facts(ctx.ch, tenant, &[*click])
+                .await?
+                .into_iter()
+                .next(),
+        },
+    })
 }
 
 /// The explicit candidates that exist under this tenant and may explain the install, in
@@ -474,7 +485,7 @@ pub async fn bind_user(
             code: "user_already_bound",
             message: "this user is bound to another install; only a secret key may rebind it"
                 .into(),
-            field: "user_id",
+            field: Some("user_id"),
         }),
         Binding::UnknownInstall => Err(Error::NotFound(format!(
             "no install {install_id:?} has been reported"

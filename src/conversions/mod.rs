@@ -8,6 +8,7 @@ pub mod currency;
 pub mod event;
 pub mod ingest;
 pub mod source;
+pub mod sources;
 
 use std::borrow::Cow;
 use std::fmt;

@@ -56,7 +56,7 @@ pub async fn create_partner(
         return Err(Error::Conflict {
             code: "partner_exists",
             message: format!("partner {id:?} exists"),
-            field: "id",
+            field: Some("id"),
         });
     }
     let partner = Partner {

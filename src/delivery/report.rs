@@ -1,15 +1,19 @@
 //! Attribution reports: a window of matched installs (at most 180 days, optionally one
 //! campaign) POSTed to the tenant's report webhook in batches of at most 100 —
 //! `{campaign_id, start_date, end_date, batch_index, total_batches, attribution_data}` — each
-//! signed with the hex HMAC-SHA1 of its raw body. Building the batches is pure; `generate`
-//! reads ClickHouse and enqueues them as deliveries.
+//! signed with the hex HMAC-SHA1 of its raw body. Building the batches is pure; `start`
+//! records a report and `generate` reads ClickHouse and enqueues its batches as deliveries.
 
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
+use std::time::Duration;
+
+use super::worker::{client, send, Attempt};
 use super::{Context, Job, Owner, Signing};
+use crate::attribution::AttributionConfig;
 use crate::click::ClickId;
-use crate::error::FieldError;
+use crate::error::{Error, FieldError};
 use crate::stats::parse_day;
 use crate::store::clickhouse::{
     matched_installs, InstallConversions, MatchedInstall, ResultsFilter,
@@ -114,6 +118,109 @@ pub fn batch_body(r: &Request, index: usize, total: usize, data: Vec<Value>) -> 
         "attribution_data": data,
     })
     .to_string()
+}
+
+/// Starts report `r`: recorded as `created`, then generated in the background. Answers its
+/// id and the webhook it goes to.
+pub async fn start(ctx: &Context, tenant: &str, r: &Request) -> Result<(String, String), Error> {
+    let config = report_config(ctx, tenant).await?;
+    let id = format!("rep_{}", hex::encode(rand::random::<[u8; 8]>()));
+    ctx.redis
+        .report_set(
+            tenant,
+            &id,
+            &[
+                ("id", id.clone()),
+                ("start_date", time::date_string(r.start)),
+                ("end_date", time::date_string(r.end)),
+                ("campaign_id", r.campaign_id.clone().unwrap_or_default()),
+                ("status", "created".into()),
+                ("webhook", config.report_webhook_url.clone()),
+                ("created_at", time::now_rfc3339()),
+            ],
+        )
+        .await?;
+    let (ctx2, tenant2, id2, r2) = (ctx.clone(), tenant.to_string(), id.clone(), r.clone());
+    tokio::spawn(async move { generate(&ctx2, &tenant2, &id2, &r2).await });
+    Ok((id, config.report_webhook_url))
+}
+
+/// Sends an empty signed batch to the report webhook now, once, and tells what it answered.
+pub async fn test(ctx: &Context, tenant: &str) -> Result<Attempt, Error> {
+    let config = report_config(ctx, tenant).await?;
+    let today = (time::now_ms() / time::MS_PER_DAY) as u16;
+    let r = Request {
+        start: today,
+        end: today,
+        campaign_id: None,
+    };
+    let mut job = Job::new(
+        tenant,
+        Owner::Report {
+            report_id: "test".into(),
+        },
+        config.report_webhook_url.clone(),
+        Some(batch_body(&r, 0, 1, Vec::new())),
+    );
+    job.signing = Some(Signing::Sha1 {
+        header: config.report_signature_header.clone(),
+        secret: config.report_signing_secret.clone(),
+    });
+    let allow = ctx.config.allow_private_targets;
+    let http = client(allow, Duration::from_millis(ctx.config.timeout_ms));
+    Ok(send(&http, &job, allow).await)
+}
+
+/// The tenant's attribution config, which must name a report webhook before reports can go.
+async fn report_config(ctx: &Context, tenant: &str) -> Result<AttributionConfig, Error> {
+    let config = ctx.redis.attribution_config(tenant).await?;
+    if config.report_webhook_url.is_empty() {
+        return Err(Error::Conflict {
+            code: "no_report_webhook",
+            message: "set report_webhook_url with PATCH /v1/attribution/config first".into(),
+            field: None,
+        });
+    }
+    Ok(config)
+}
+
+/// A report's progress as the API shows it.
+pub async fn progress(ctx: &Context, tenant: &str, id: &str) -> Result<Value, Error> {
+    let fields = ctx.redis.report(tenant, id).await?;
+    if fields.is_empty() {
+        return Err(Error::NotFound(format!("no report {id:?}")));
+    }
+    let num = |k: &str| {
+        fields
+            .get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (total, delivered, dead) = (
+        num("total_batches"),
+        num("delivered_batches"),
+        num("dead_batches"),
+    );
+    let mut status = fields.get("status").cloned().unwrap_or_default();
+    if status == "delivering" && total > 0 && delivered == total {
+        status = "delivered".into();
+    } else if status == "delivering" && dead > 0 && delivered + dead == total {
+        status = "failed".into();
+    }
+    let campaign = fields.get("campaign_id").filter(|c| !c.is_empty());
+    Ok(json!({
+        "id": id,
+        "start_date": fields.get("start_date"),
+        "end_date": fields.get("end_date"),
+        "campaign_scope": campaign.map_or("all", String::as_str),
+        "status": status,
+        "matches": num("matches"),
+        "total_batches": total,
+        "delivered_batches": delivered,
+        "dead_batches": dead,
+        "created_at": fields.get("created_at"),
+        "response_webhooks": [fields.get("webhook")],
+    }))
 }
 
 /// Reads the report's matches and enqueues its batches; records the total on the report.

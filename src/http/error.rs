@@ -105,8 +105,13 @@ impl From<Error> for ApiError {
                 code,
                 message,
                 field,
-            } => ApiError::new(StatusCode::CONFLICT, code, message)
-                .with_details(json!({ "field": field })),
+            } => {
+                let e = ApiError::new(StatusCode::CONFLICT, code, message);
+                match field {
+                    Some(field) => e.with_details(json!({ "field": field })),
+                    None => e,
+                }
+            }
             Error::LimitReached { resource, limit } => ApiError::limit_reached(resource, limit),
             Error::Busy(message) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
             Error::NotConfirmed => ApiError::new(

@@ -132,7 +132,7 @@ pub async fn create(ctx: &Context<'_>, tenant: &str, new: NewLink) -> Result<Lin
                 return Err(Error::Conflict {
                     code: "id_taken",
                     message: format!("link id {:?} is already taken", link.id),
-                    field: "id",
+                    field: Some("id"),
                 });
             }
         }

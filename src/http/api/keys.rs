@@ -11,8 +11,7 @@ use super::read_json;
 use crate::app::App;
 use crate::http::auth::require_secret;
 use crate::http::error::{empty_response, json_response, ApiError, Body};
-use crate::keys::KeyKind;
-use crate::store::redis::Revocation;
+use crate::keys::{lifecycle, KeyKind};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,9 +30,7 @@ pub async fn handle(
     let tenant = caller.tenant_id.as_str();
     match (method, id) {
         (&Method::GET, None) => {
-            let keys: Vec<Value> = app
-                .redis
-                .keys_of(tenant)
+            let keys: Vec<Value> = lifecycle::list(&app.redis, tenant)
                 .await?
                 .iter()
                 .map(|(key, used)| key.listing(used.as_deref()))
@@ -43,22 +40,13 @@ pub async fn handle(
         (&Method::POST, None) => {
             let new: NewKey = read_json(body, 16 * 1024).await?;
             let limit = app.config.limits.keys;
-            let (entry, key) = app
-                .redis
-                .create_key(tenant, new.kind, limit)
-                .await?
-                .ok_or_else(|| ApiError::limit_reached("active keys", limit))?;
+            let (entry, key) = lifecycle::create(&app.redis, tenant, new.kind, limit).await?;
             Ok(json_response(StatusCode::CREATED, &entry.created(&key)))
         }
-        (&Method::DELETE, Some(id)) => match app.redis.revoke_key(tenant, id).await? {
-            Revocation::Revoked => Ok(empty_response(StatusCode::NO_CONTENT)),
-            Revocation::Missing => Err(ApiError::not_found(format!("no key {id:?}"))),
-            Revocation::LastSecret => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "last_secret_key",
-                "this is the tenant's last active secret key; create another before revoking it",
-            )),
-        },
+        (&Method::DELETE, Some(id)) => {
+            lifecycle::revoke(&app.redis, tenant, id).await?;
+            Ok(empty_response(StatusCode::NO_CONTENT))
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }

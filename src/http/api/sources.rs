@@ -6,14 +6,15 @@
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HOST};
 use hyper::{Method, Response, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::{body_error, read_batch, read_json};
+use super::{as_object, body_error, read_batch, read_json};
 use crate::app::App;
 use crate::click::ClickId;
 use crate::conversions::conversion;
 use crate::conversions::ingest::{self, Outcome};
 use crate::conversions::source::{self, Source};
+use crate::conversions::sources;
 use crate::conversions::MAX_BODY;
 use crate::http::auth::{rate_limit, require_secret};
 use crate::http::error::{empty_response, json_response, ApiError, Body};
@@ -28,97 +29,36 @@ pub async fn handle(
     body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
     let caller = require_secret(app, headers).await?;
-    let tenant = caller.tenant_id.as_str();
-    app.redis.ensure_default_source(tenant).await?;
+    let (redis, tenant) = (&app.redis, caller.tenant_id.as_str());
     let base = public_base(app, headers);
-    match (method, id, rotate) {
-        (&Method::POST, Some(id), true) => match app.redis.rotate_source(tenant, id).await? {
-            Some((s, token)) => Ok(json_response(
-                StatusCode::OK,
-                &view(&s, &base, Some(&token)),
-            )),
-            None => Err(no_source(id)),
-        },
-        (_, _, true) => Err(ApiError::method_not_allowed()),
+    let (status, answer) = match (method, id, rotate) {
+        (&Method::POST, Some(id), true) => {
+            let (s, token) = sources::rotate(redis, tenant, id).await?;
+            (StatusCode::OK, view(&s, &base, Some(&token)))
+        }
+        (_, _, true) => return Err(ApiError::method_not_allowed()),
         (&Method::GET, None, _) => {
-            let sources = app.redis.sources(tenant).await?;
-            let list: Vec<Value> = sources.iter().map(|s| view(s, &base, None)).collect();
-            Ok(json_response(StatusCode::OK, &json!({ "sources": list })))
+            let list = sources::list(redis, tenant).await?;
+            let list: Vec<Value> = list.iter().map(|s| view(s, &base, None)).collect();
+            (StatusCode::OK, json!({ "sources": list }))
         }
         (&Method::POST, None, _) => {
             let value: Value = read_json(body, 16 * 1024).await?;
-            let (name, source_type) = new_source(&value)?;
             let limit = app.config.limits.sources;
-            if app.redis.sources(tenant).await?.len() >= limit {
-                return Err(ApiError::limit_reached("sources", limit));
-            }
-            let (source, token) = Source::new(name, source_type);
-            app.redis.create_source(tenant, &source).await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &view(&source, &base, Some(&token)),
-            ))
+            let (s, token) = sources::create(redis, tenant, as_object(&value)?, limit).await?;
+            (StatusCode::CREATED, view(&s, &base, Some(&token)))
         }
-        (&Method::GET, Some(id), _) => match app.redis.source(tenant, id).await? {
-            Some(s) => Ok(json_response(StatusCode::OK, &view(&s, &base, None))),
-            None => Err(no_source(id)),
-        },
+        (&Method::GET, Some(id), _) => {
+            let s = sources::get(redis, tenant, id).await?;
+            (StatusCode::OK, view(&s, &base, None))
+        }
         (&Method::DELETE, Some(id), _) => {
-            if app.redis.delete_source(tenant, id).await? {
-                Ok(empty_response(StatusCode::NO_CONTENT))
-            } else {
-                Err(no_source(id))
-            }
+            sources::delete(redis, tenant, id).await?;
+            return Ok(empty_response(StatusCode::NO_CONTENT));
         }
-        _ => Err(ApiError::method_not_allowed()),
-    }
-}
-
-fn no_source(id: &str) -> ApiError {
-    ApiError::not_found(format!("no source {id:?}"))
-}
-
-/// The name and type a new source is asked for.
-fn new_source(value: &Value) -> Result<(&str, &str), ApiError> {
-    let body: &Map<String, Value> = value
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("invalid_json", "body must be a JSON object"))?;
-    if let Some(field) = body
-        .keys()
-        .find(|k| !["name", "source_type"].contains(&k.as_str()))
-    {
-        return Err(ApiError::invalid_field(field, "is not a source field"));
-    }
-    let name = match body.get("name") {
-        Some(Value::String(s))
-            if !s.trim().is_empty()
-                && s.chars().count() <= source::MAX_NAME
-                && !s.chars().any(char::is_control) =>
-        {
-            s.as_str()
-        }
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "name",
-                format!(
-                    "must be a non-empty string of at most {} characters",
-                    source::MAX_NAME
-                ),
-            ))
-        }
-        None => return Err(ApiError::invalid_field("name", "is required")),
+        _ => return Err(ApiError::method_not_allowed()),
     };
-    let source_type = match body.get("source_type") {
-        None | Some(Value::Null) => "custom",
-        Some(Value::String(t)) if source::TYPES.contains(&t.as_str()) => t.as_str(),
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "source_type",
-                format!("must be one of {}", source::TYPES.join(", ")),
-            ))
-        }
-    };
-    Ok((name, source_type))
+    Ok(json_response(status, &answer))
 }
 
 /// The public origin webhook URLs are given under: `public_url` when configured, else the

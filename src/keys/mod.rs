@@ -2,6 +2,8 @@
 //! client endpoints only). A key is shown once, when created, and stored only as its SHA-256;
 //! it is listed by an id and its first characters, and revoked by id.
 
+pub mod lifecycle;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
