@@ -1,5 +1,6 @@
 //! The state every request shares (`App`): settings, the link table, the pipeline's queues,
-//! the stores, caches and metrics. `server.rs` builds it and starts what runs beside it.
+//! the stores, caches and metrics. `server.rs` builds it and starts what runs beside it; each
+//! use case borrows only its own context from it.
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! Post-install events (server-to-server batches, `POST /v1/events`) and webhook-source
 //! conversions (`POST /w/{token}`): parsing within limits, per-field validation, and the
-//! ClickHouse rows, which carry the install's attribution. No IO here: the HTTP handlers take
-//! idempotency keys and look installs up in Redis, and hand the rows to the pipeline.
+//! ClickHouse rows, which carry the install's attribution. The items are pure; `ingest` is
+//! the one path that takes their ids, looks their installs up in Redis and stores them.
 
 pub mod conversion;
 pub mod currency;
