@@ -2,13 +2,11 @@
 //! click-id, referrer, fingerprint, metadata and organic resolution, windows, tenants, bad
 //! input, and the user binding.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
 use sluice::click::ClickId;
+use sluice_testkit::*;
 
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
 const ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36";
@@ -68,7 +66,7 @@ impl Ctx {
             hex::encode(id.0)
         );
         assert_eq!(self.env.wait_for(&sql, 1, Duration::from_secs(20)).await, 1);
-        tokio::time::sleep(Duration::from_millis(300)).await; // the fingerprint writer runs beside the insert
+        self.env.wait_for_fingerprints(&[id.0]).await;
         id
     }
 
@@ -157,7 +155,8 @@ async fn deferred_race_has_one_winner() {
         .wait_for("SELECT count() FROM installs", 32, Duration::from_secs(20))
         .await;
     assert_eq!(rows, 32);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Shutting down flushes whatever is still queued: retries would show now.
+    ctx.server.shutdown().await;
     assert_eq!(
         ctx.env.ch_u64("SELECT count() FROM installs").await,
         32,
@@ -178,9 +177,6 @@ async fn deferred_race_has_one_winner() {
             hex::encode(click.0)
         )
     );
-
-    ctx.server.shutdown().await;
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,7 +420,6 @@ async fn resolution_order_windows_and_tenants() {
     );
 
     ctx.server.shutdown().await;
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,7 +494,8 @@ async fn bad_input_names_the_field_and_stores_nothing() {
             .await,
         1
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Shutting down flushes whatever is still queued: a stored bad request would show now.
+    ctx.server.shutdown().await;
     assert_eq!(
         ctx.env
             .ch("SELECT install_id FROM installs FORMAT TSV")
@@ -508,9 +504,6 @@ async fn bad_input_names_the_field_and_stores_nothing() {
         "good",
         "nothing of the bad requests stored"
     );
-
-    ctx.server.shutdown().await;
-    ctx.env.cleanup().await;
 }
 
 const CHROME_DESKTOP: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
@@ -559,5 +552,4 @@ async fn web_pages_match_clicks_from_their_own_browser() {
     let page = deferred("198.51.100.21", IPHONE, "w-iphone").await;
     assert_eq!(page["click_id"], iphone.to_string(), "{page}");
     ctx.server.shutdown().await;
-    ctx.env.cleanup().await;
 }

@@ -1,19 +1,11 @@
 //! `GET|PATCH /v1/attribution/config`: defaults, validation naming the field, per-tenant
 //! storage, and secret keys only.
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
+use sluice_testkit::*;
 
 async fn call(method: reqwest::Method, url: &str, key: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = http().request(method, url).bearer_auth(key);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let mut value: Value = resp.json().await.unwrap();
+    let (status, mut value) = api(method, url, key, body).await;
     // The generated report signing secret is checked here and left out of comparisons.
     if let Some(secret) = value
         .as_object_mut()
@@ -171,5 +163,4 @@ async fn config_is_validated_and_per_tenant() {
     assert_eq!(resp.status(), 401);
 
     server.shutdown().await;
-    env.cleanup().await;
 }

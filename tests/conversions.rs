@@ -2,11 +2,9 @@
 //! source lifecycle and isolation, per-item validation, idempotency under concurrency, refunds,
 //! attribution through the user's install, and unattributed conversions kept for audit.
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
 use sluice::store::redis::NewTenant;
+use sluice_testkit::*;
 
 struct Ctx {
     env: TestEnv,
@@ -39,15 +37,7 @@ impl Ctx {
     }
 
     async fn api(&self, method: reqwest::Method, path: &str, key: &str) -> (u16, Value) {
-        let resp = http()
-            .request(method, format!("{}{path}", base(&self.server)))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        api(method, &format!("{}{path}", base(&self.server)), key, None).await
     }
 
     /// A webhook path of the tenant's default source.
@@ -266,7 +256,6 @@ async fn sources_lifecycle_and_isolation() {
         let (status, _) = ctx.post(bad, json!({"user_id": "u", "type": "t"})).await;
         assert_eq!(status, 404, "{bad}");
     }
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,7 +318,6 @@ async fn concurrent_duplicates_count_once() {
     let theirs = ctx.default_webhook(&other.secret_key).await;
     let (_, v) = ctx.post(&theirs, body).await;
     assert_eq!(v["unattributed"], 1, "{v}");
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +408,6 @@ async fn items_fail_alone_and_refunds_sum() {
     assert_eq!(status, 413);
     let (status, _) = ctx.post(&path, json!(5)).await;
     assert_eq!(status, 400);
-    ctx.env.cleanup().await;
 }
 
 /// A source stored before webhook tokens were hashed keeps working: its first conversion
@@ -492,5 +479,4 @@ async fn sources_from_before_hashing_keep_their_url() {
             .ends_with("/w/abababab…"),
         "{one}"
     );
-    ctx.env.cleanup().await;
 }

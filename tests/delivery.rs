@@ -3,15 +3,13 @@
 //! until the receiver accepts; signed webhooks verified by an independent HMAC; the SSRF
 //! guard; and deliveries surviving SIGKILL.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::receiver::Receiver;
-use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use sluice_testkit::receiver::Receiver;
+use sluice_testkit::*;
 
 const ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36";
 
@@ -45,22 +43,15 @@ fn config(env: &TestEnv) -> sluice::config::Config {
     c
 }
 
-async fn api(
+/// An API call on `server`'s `path`.
+async fn call(
     server: &sluice::server::Server,
     method: reqwest::Method,
     path: &str,
     key: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = http()
-        .request(method, format!("{}{path}", base(server)))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    api(method, &format!("{}{path}", base(server)), key, body).await
 }
 
 /// A click on `code` with the partner's click id and subs; the install it attributes.
@@ -113,7 +104,7 @@ async fn partner_postbacks_are_filled_retried_and_share_revenue_only_when_told()
     // The receiver fails the first attempt.
     let receiver = Receiver::start(0, &[500]).await;
     let template = receiver.url("/pb?cid={click_id}&e={event}&s1={sub1}&s2={sub2}&r={revenue}&c={currency}&m={match_type}&camp={campaign}");
-    let (status, partner) = api(&server, reqwest::Method::POST, "/v1/partners", &t.secret_key, Some(json!({
+    let (status, partner) = call(&server, reqwest::Method::POST, "/v1/partners", &t.secret_key, Some(json!({
         "name": "Net", "postbacks": {"install": template, "purchase": template}, "share_revenue": false
     }))).await;
     assert_eq!(status, 201, "{partner}");
@@ -144,7 +135,7 @@ async fn partner_postbacks_are_filled_retried_and_share_revenue_only_when_told()
         got[1].header("x-sluice-delivery-id")
     );
     // The attempts are listed, newest first.
-    let (_, log) = api(
+    let (_, log) = call(
         &server,
         reqwest::Method::GET,
         &format!("/v1/partners/{pid}/deliveries"),
@@ -183,7 +174,7 @@ async fn partner_postbacks_are_filled_retried_and_share_revenue_only_when_told()
         (q["e"].as_str(), q["r"].as_str(), q["c"].as_str()),
         ("purchase", "", "")
     );
-    let (status, _) = api(
+    let (status, _) = call(
         &server,
         reqwest::Method::PATCH,
         &format!("/v1/partners/{pid}"),
@@ -222,7 +213,6 @@ async fn partner_postbacks_are_filled_retried_and_share_revenue_only_when_told()
         ),
         ("purchase", "9.99", "EUR", "partner-77")
     );
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +221,7 @@ async fn webhooks_are_signed_and_keep_their_event_id_across_retries() {
     let server = sluice::server::Server::start(config(&env)).await.unwrap();
     let t = env.tenant().await;
     let receiver = Receiver::start(0, &[503, 500]).await;
-    let (status, created) = api(
+    let (status, created) = call(
         &server,
         reqwest::Method::POST,
         "/v1/webhooks",
@@ -243,7 +233,7 @@ async fn webhooks_are_signed_and_keep_their_event_id_across_retries() {
     .await;
     assert_eq!(status, 201, "{created}");
     let secret = created["secret"].as_str().unwrap().to_string();
-    let (_, listed) = api(
+    let (_, listed) = call(
         &server,
         reqwest::Method::GET,
         "/v1/webhooks",
@@ -297,7 +287,6 @@ async fn webhooks_are_signed_and_keep_their_event_id_across_retries() {
         format!("{}.{}x", &t_part[2..], r.body).as_bytes(),
     );
     assert_ne!(v1, hex::encode(forged));
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,7 +301,7 @@ async fn private_targets_are_refused_unless_allowed_and_input_is_checked() {
         "http://[::1]/x",
         "ftp://x.example/",
     ] {
-        let (status, v) = api(
+        let (status, v) = call(
             &server,
             reqwest::Method::POST,
             "/v1/webhooks",
@@ -323,7 +312,7 @@ async fn private_targets_are_refused_unless_allowed_and_input_is_checked() {
         assert_eq!(status, 400, "{url}: {v}");
         assert_eq!(v["error"]["details"]["field"], "url");
     }
-    let (status, v) = api(
+    let (status, v) = call(
         &server,
         reqwest::Method::POST,
         "/v1/webhooks",
@@ -351,7 +340,7 @@ async fn private_targets_are_refused_unless_allowed_and_input_is_checked() {
         ),
         (json!({"name": "n", "colour": 1}), "colour"),
     ] {
-        let (status, v) = api(
+        let (status, v) = call(
             &server,
             reqwest::Method::POST,
             "/v1/partners",
@@ -365,7 +354,7 @@ async fn private_targets_are_refused_unless_allowed_and_input_is_checked() {
             "{body}"
         );
     }
-    let (status, p) = api(
+    let (status, p) = call(
         &server,
         reqwest::Method::POST,
         "/v1/partners",
@@ -380,10 +369,10 @@ async fn private_targets_are_refused_unless_allowed_and_input_is_checked() {
         (reqwest::Method::DELETE, "/v1/partners/net-1"),
         (reqwest::Method::GET, "/v1/partners/net-1/deliveries"),
     ] {
-        let (status, _) = api(&server, method, path, &other.secret_key, None).await;
+        let (status, _) = call(&server, method, path, &other.secret_key, None).await;
         assert_eq!(status, 404, "{path}");
     }
-    let (_, list) = api(
+    let (_, list) = call(
         &server,
         reqwest::Method::GET,
         "/v1/partners",
@@ -392,7 +381,7 @@ async fn private_targets_are_refused_unless_allowed_and_input_is_checked() {
     )
     .await;
     assert_eq!(list["partners"], json!([]));
-    let (status, _) = api(
+    let (status, _) = call(
         &server,
         reqwest::Method::GET,
         "/v1/partners",
@@ -401,7 +390,6 @@ async fn private_targets_are_refused_unless_allowed_and_input_is_checked() {
     )
     .await;
     assert_eq!(status, 403);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,13 +413,29 @@ async fn deliveries_survive_sigkill() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
+    let webhook: Value = resp.json().await.unwrap();
+    let log = format!(
+        "{}/v1/webhooks/{}/deliveries",
+        node.base,
+        webhook["id"].as_str().unwrap()
+    );
     let hook = default_webhook_url(&node.base, &t.secret_key).await;
     let items: Vec<Value> = (0..25)
         .map(|i| json!({"user_id": format!("u{i}"), "type": "signup"}))
         .collect();
     let resp = http().post(&hook).json(&items).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    tokio::time::sleep(Duration::from_millis(800)).await; // some attempts fail meanwhile
+    eventually(
+        "some attempts failed and were rescheduled",
+        Duration::from_secs(10),
+        || async {
+            let (_, log) = api(reqwest::Method::GET, &log, &t.secret_key, None).await;
+            log["deliveries"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|e| e["status"] == "retrying"))
+        },
+    )
+    .await;
     assert!(node.signal("KILL").await.code().is_none());
 
     let receiver = Receiver::start(receiver_port, &[]).await;
@@ -455,7 +459,6 @@ async fn deliveries_survive_sigkill() {
     };
     assert_eq!(ids.len(), 25, "every delivery arrived after the restart");
     node.signal("TERM").await;
-    env.cleanup().await;
 }
 
 fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
@@ -468,7 +471,7 @@ async fn reports_arrive_in_signed_batches_of_100() {
     let server = sluice::server::Server::start(config(&env)).await.unwrap();
     let t = env.tenant().await;
     let receiver = Receiver::start(0, &[]).await;
-    let (status, cfg) = api(&server, reqwest::Method::PATCH, "/v1/attribution/config", &t.secret_key, Some(json!({
+    let (status, cfg) = call(&server, reqwest::Method::PATCH, "/v1/attribution/config", &t.secret_key, Some(json!({
         "report_webhook_url": receiver.url("/reports"), "report_signature_header": "X-SLM-Signature"
     }))).await;
     assert_eq!(status, 200, "{cfg}");
@@ -510,7 +513,7 @@ async fn reports_arrive_in_signed_batches_of_100() {
 
     let today = (now / 86_400_000) as u16;
     let range = json!({"start_date": sluice::time::date_string(today - 30), "end_date": sluice::time::date_string(today), "campaign_id": "spring"});
-    let (status, created) = api(
+    let (status, created) = call(
         &server,
         reqwest::Method::POST,
         "/v1/attribution/reports",
@@ -582,7 +585,7 @@ async fn reports_arrive_in_signed_batches_of_100() {
     // Progress reaches delivered.
     let started = std::time::Instant::now();
     loop {
-        let (_, v) = api(
+        let (_, v) = call(
             &server,
             reqwest::Method::GET,
             &format!("/v1/attribution/reports/{id}"),
@@ -624,7 +627,7 @@ async fn reports_arrive_in_signed_batches_of_100() {
             Some("start_date"),
         ),
     ] {
-        let (status, v) = api(
+        let (status, v) = call(
             &server,
             reqwest::Method::POST,
             "/v1/attribution/reports",
@@ -641,7 +644,7 @@ async fn reports_arrive_in_signed_batches_of_100() {
             ),
         }
     }
-    let (status, _) = api(
+    let (status, _) = call(
         &server,
         reqwest::Method::GET,
         "/v1/attribution/reports/rep_nope",
@@ -653,7 +656,7 @@ async fn reports_arrive_in_signed_batches_of_100() {
 
     // A test send reports what the receiver answered.
     let answering = Receiver::start(0, &[202]).await;
-    api(
+    call(
         &server,
         reqwest::Method::PATCH,
         "/v1/attribution/config",
@@ -662,7 +665,7 @@ async fn reports_arrive_in_signed_batches_of_100() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(2_100)).await; // settings are cached for 2 s
-    let (status, v) = api(
+    let (status, v) = call(
         &server,
         reqwest::Method::POST,
         "/v1/attribution/reports/test",
@@ -685,5 +688,4 @@ async fn reports_arrive_in_signed_batches_of_100() {
         ),
         (Some(0), Some(1))
     );
-    env.cleanup().await;
 }

@@ -2,13 +2,11 @@
 //! all-or-nothing validation, credentials, idempotency (replays and concurrent duplicates),
 //! attribution through the install, and the rate limit.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
 use sluice::store::redis::IdClaim;
+use sluice_testkit::*;
 
 fn uuid4() -> String {
     let mut b: [u8; 16] = rand::random();
@@ -121,7 +119,6 @@ async fn batch_limits_are_exact() {
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "body_too_large");
     assert_eq!(ctx.stored(1001).await, 1001);
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +178,6 @@ async fn one_bad_event_rejects_the_batch_and_names_it() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(ctx.stored(0).await, 0);
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +242,6 @@ async fn replayed_batches_are_stored_once() {
         )
         .await;
     assert_eq!(theirs, 5);
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +311,6 @@ async fn events_carry_the_install_attribution() {
             unknown["payload"].to_string()
         ])
     );
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,7 +370,6 @@ async fn a_burst_past_the_rate_limit_gets_429_then_recovers() {
         )
         .await;
     assert_eq!(stored, ok + 1, "refused requests stored nothing");
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,7 +412,6 @@ async fn a_request_that_died_does_not_block_its_retry() {
     assert_eq!(ctx.send(&dead).await.0, 204);
     assert_eq!(ctx.stored(3).await, 3);
     assert_eq!(redis.requests_in_flight(tenant).await.unwrap(), 1);
-    ctx.env.cleanup().await;
 }
 
 /// The raw 16-byte event ids of `events`.
@@ -475,5 +467,4 @@ async fn ids_are_remembered_for_at_least_one_lifetime() {
     );
     redis.finish_request(&conversion).await.unwrap();
     assert_eq!(redis.requests_in_flight(tenant).await.unwrap(), 0);
-    ctx.env.cleanup().await;
 }

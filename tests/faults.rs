@@ -2,13 +2,11 @@
 //! back, an unusable spill directory, SIGTERM while ClickHouse refuses. Each test holds the
 //! stack to itself (one of them kills the shared ClickHouse).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::proxy::{Mode, Proxy};
-use common::*;
 use serde_json::{json, Value};
+use sluice_testkit::proxy::{Mode, Proxy};
+use sluice_testkit::*;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -52,18 +50,18 @@ async fn clickhouse_killed_and_restarted_during_load() {
         .unwrap();
     assert!(killed.success());
     let outage_started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let (status, body) = ready(&b).await;
-    assert_eq!(
-        (status, body["clickhouse"].as_str()),
-        (503, Some("unreachable")),
-        "{body}"
-    );
-    assert!(
-        metric(&b, "sluice_clicks_spilled_total").await > 0.0,
-        "clicks spill while ClickHouse is down"
-    );
-    assert!(body["spill_bytes"].as_u64().unwrap() > 0, "{body}");
+    eventually(
+        "not ready, ClickHouse unreachable, clicks spilling",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = ready(&b).await;
+            status == 503
+                && body["clickhouse"] == "unreachable"
+                && body["spill_bytes"].as_u64() > Some(0)
+                && metric(&b, "sluice_clicks_spilled_total").await > 0.0
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(16).saturating_sub(outage_started.elapsed())).await;
     tokio::task::spawn_blocking(|| stack("up")).await.unwrap();
     let outage = outage_started.elapsed();
@@ -91,7 +89,6 @@ async fn clickhouse_killed_and_restarted_during_load() {
     );
 
     assert_eq!(server.shutdown().await.lost_rows, 0);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +146,6 @@ async fn insert_whose_answer_is_lost_is_not_duplicated() {
     assert_exactly_once(&env, &answered, "1").await;
 
     assert_eq!(server.shutdown().await.lost_rows, 0);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,8 +185,10 @@ async fn unusable_spill_directory_is_reported_not_fatal() {
         300,
         "redirects answered without ClickHouse or spill"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(metric(&b, "sluice_spill_errors_total").await >= 1.0);
+    eventually("a spill error counted", Duration::from_secs(10), || async {
+        metric(&b, "sluice_spill_errors_total").await >= 1.0
+    })
+    .await;
     assert_eq!(env.ch_u64("SELECT count() FROM clicks").await, 0);
 
     // ClickHouse back: the batches held in memory land; repairing the directory clears the flag.
@@ -212,7 +210,6 @@ async fn unusable_spill_directory_is_reported_not_fatal() {
     }
 
     assert_eq!(server.shutdown().await.lost_rows, 0);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,5 +266,4 @@ async fn sigterm_while_clickhouse_refuses_then_restart_replays() {
     }
 
     assert!(node.signal("TERM").await.success());
-    env.cleanup().await;
 }

@@ -1,12 +1,10 @@
 //! The atomic flip (`redis/flip.lua`) against a real Redis: one click, one install, however
 //! many race; retries get the same answer; windows, explicit candidates and tenants.
 
-mod common;
-
-use common::*;
 use sluice::attribution::MatchType;
 use sluice::click::ClickId;
 use sluice::store::redis::{Claim, Flip, FlipRequest, Redis};
+use sluice_testkit::*;
 
 const NOW: u64 = 1_795_305_600_000;
 const WINDOW: u64 = 2 * 3_600_000;

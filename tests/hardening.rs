@@ -2,16 +2,14 @@
 //! server, ring and pipeline go on; any method on any path, and any JSON body on any endpoint,
 //! gets an answer that is not a 5xx (the stack is up, so not even 503).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{json, Value};
+use sluice_testkit::*;
 
 /// Sends one raw HTTP/1.1 request and returns the status of its answer (`None`: no answer).
 fn raw_status(addr: SocketAddr, request: &[u8]) -> Option<u16> {
@@ -130,7 +128,6 @@ async fn a_panic_costs_one_request_not_the_process() {
         200
     );
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 /// Paths that reach every branch of the router, with arbitrary segments and characters.
@@ -237,7 +234,6 @@ async fn any_method_on_any_path_is_answered_without_a_5xx() {
     )
     .await;
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 /// Every bad field is named: wrong types, missing and unknown fields, out-of-range times, on
@@ -421,7 +417,6 @@ async fn every_bad_field_is_named() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 /// Arbitrary JSON: scalars of every kind (Unicode strings, huge and negative numbers) nested
@@ -536,7 +531,6 @@ async fn any_json_body_on_any_endpoint_is_answered_without_a_5xx() {
     })
     .await;
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,7 +590,6 @@ async fn any_query_on_the_stats_and_results_endpoints_is_answered_without_a_5xx(
     })
     .await;
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 /// Each tenant may have so many links, sources, partners and webhooks (keys: tests/keys.rs);
@@ -664,5 +657,4 @@ async fn tenant_limits_answer_409_naming_the_limit() {
     };
     assert_eq!(links["links"].as_array().unwrap().len(), 2, "{links}");
     server.shutdown().await;
-    env.cleanup().await;
 }

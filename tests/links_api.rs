@@ -1,12 +1,11 @@
 //! The links API: validation errors, tenant isolation, keys, and propagation to other nodes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
+use sluice_testkit::*;
 
+/// A call with the key in `X-Api-Key` (the other way the API takes one), or none.
 async fn call(
     method: reqwest::Method,
     url: &str,
@@ -20,17 +19,7 @@ async fn call(
     if let Some(body) = body {
         req = req.json(&body);
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        },
-    )
+    answer(req).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +222,6 @@ async fn validation_errors_name_the_field() {
     assert_eq!(status, 405);
 
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,7 +295,6 @@ async fn tenants_never_see_each_other() {
     assert_eq!(resp.status(), 302);
 
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 /// A link created or changed on one node redirects on another within a second.
@@ -371,5 +358,4 @@ async fn changes_reach_other_nodes_within_a_second() {
 
     node_a.shutdown().await;
     node_b.shutdown().await;
-    env.cleanup().await;
 }

@@ -2,10 +2,8 @@
 //! served (not "no such route", not 405) and answers one of the statuses the document lists
 //! for it. `tests/openapi/run.sh` then fuzzes the server with the document (Schemathesis).
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
+use sluice_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_is_served_as_documented() {
@@ -58,7 +56,6 @@ async fn every_documented_operation_is_served_as_documented() {
     }
     assert!(checked >= 45, "only {checked} operations");
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 /// The routes the router serves, each with the document's path for it.

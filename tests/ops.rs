@@ -1,12 +1,10 @@
 //! Operations endpoints and routing edges: health, readiness, Prometheus metrics, reserved
 //! paths, methods.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::json;
+use sluice_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_metrics_and_routing() {
@@ -46,8 +44,13 @@ async fn health_ready_metrics_and_routing() {
     }
     env.wait_for("SELECT count() FROM clicks", 3, Duration::from_secs(20))
         .await;
-    // Let the flusher's counters catch up with the rows ClickHouse already shows.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The flusher counts a batch once ClickHouse has taken it.
+    eventually(
+        "the flushed clicks counted",
+        Duration::from_secs(5),
+        || async { metric(&b, "sluice_clicks_flushed_total").await >= 3.0 },
+    )
+    .await;
 
     let resp = c.get(format!("{b}/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -123,7 +126,6 @@ async fn health_ready_metrics_and_routing() {
     );
 
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +184,6 @@ async fn oversized_and_slow_requests_are_cut_off() {
     );
 
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 /// Serving threads run under `SCHED_BATCH` unless configured off (`scheduling::batch_policy`);
@@ -214,7 +215,6 @@ async fn serving_threads_scheduling_policy() {
         }
         assert!(node.signal("TERM").await.success());
     }
-    env.cleanup().await;
 }
 
 /// Each thread's name and scheduling policy, from `/proc/PID/task/*/stat` (field 41).

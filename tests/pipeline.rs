@@ -1,13 +1,11 @@
 //! The click pipeline under load and at shutdown: exact counts in ClickHouse, distinct ids,
 //! enrichment filled, no IP anywhere, and SIGTERM drains what was answered.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use serde_json::json;
+use sluice_testkit::*;
 
 const UAS: [&str; 3] = [
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
@@ -129,7 +127,6 @@ async fn exact_count_under_load() {
 
     let report = server.shutdown().await;
     assert_eq!(report.lost_rows, 0);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +159,6 @@ async fn sigterm_after_a_burst_loses_nothing() {
         env.ch_u64("SELECT uniqExact(click_id) FROM clicks").await,
         N as u64
     );
-    env.cleanup().await;
 }
 
 /// Click batches spilled as RowBinary rows by versions before the Native encoding still
@@ -223,7 +219,6 @@ async fn rowbinary_batches_spilled_by_earlier_versions_replay() {
     );
     assert_eq!(env.wait_for(&sql, 1, Duration::from_secs(20)).await, 1);
     server.shutdown().await;
-    env.cleanup().await;
 }
 
 /// A batch ClickHouse refuses for good (its data cannot be read) at the head of the spill is
@@ -262,7 +257,7 @@ async fn a_batch_refused_for_good_is_set_aside_and_the_rest_goes_on() {
         serde_json::json!({"id": code, "destination": "https://x.example/"}),
     )
     .await;
-    let answered = common::fire(&format!("{}/{code}", base(&server)), 20, 4, None).await;
+    let answered = sluice_testkit::fire(&format!("{}/{code}", base(&server)), 20, 4, None).await;
     assert_eq!(answered.len(), 20);
     assert_exactly_once(&env, &answered, &format!("link_id = '{code}'")).await;
     let path = env.data_dir.join("dead-letter/0000000004a2cb71.batch");
@@ -278,5 +273,4 @@ async fn a_batch_refused_for_good_is_set_aside_and_the_rest_goes_on() {
     );
     assert_eq!(env.ch_u64("SELECT count() FROM events").await, 0);
     server.shutdown().await;
-    env.cleanup().await;
 }

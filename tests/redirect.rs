@@ -1,12 +1,10 @@
 //! The redirect against a real server, ClickHouse and Redis: macros, platforms, 404/410,
 //! previews, bots, geo and user-agent enrichment.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::json;
+use sluice_testkit::*;
 
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
 const ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36";
@@ -200,7 +198,6 @@ async fn redirect_end_to_end() {
         6,
         "fallback and 410 record nothing"
     );
-    env.cleanup().await;
 }
 
 /// Sends `requests` down one raw connection at once (pipelined) and reads until the server
@@ -335,5 +332,4 @@ async fn one_connection_carries_redirects_and_other_requests() {
         .await;
     assert_eq!(rows, 7);
     assert_eq!(server.shutdown().await.lost_rows, 0);
-    env.cleanup().await;
 }

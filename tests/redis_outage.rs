@@ -1,12 +1,10 @@
 //! Redis killed and restarted under traffic: redirects keep answering from the in-process
 //! link table, the API answers a clear 503 meanwhile, and everything recovers by itself.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::json;
+use sluice_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted() {
@@ -131,5 +129,4 @@ async fn redis_killed_and_restarted() {
     );
 
     assert_eq!(server.shutdown().await.lost_rows, 0);
-    env.cleanup().await;
 }

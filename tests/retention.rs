@@ -2,12 +2,10 @@
 //! whole; a tenant with a shorter retention loses its own older rows only; stats aggregates
 //! keep counting what the raw tables no longer hold.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::json;
+use sluice_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_rows_go_at_each_tenants_retention_and_stats_stay() {
@@ -110,5 +108,4 @@ async fn raw_rows_go_at_each_tenants_retention_and_stats_stay() {
         .await
         .unwrap();
     assert_eq!(again, sluice::retention::Report::default());
-    env.cleanup().await;
 }

@@ -3,16 +3,14 @@
 //! over the raw tables, windows and UTC day boundaries, tenant isolation, and cursor paging
 //! while inserts continue.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use sluice::click::ClickId;
 use sluice::store::redis::NewTenant;
+use sluice_testkit::*;
 
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
 const ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36";
@@ -184,7 +182,8 @@ async fn every_grouping_agrees_with_what_was_sent() {
     }
     env_wait(&ctx, "SELECT count() FROM clicks", sent).await;
     env_wait(&ctx, STATS_CLICKS, sent).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // fingerprints are written beside the insert
+    let ids: Vec<[u8; 16]> = clicks.iter().map(|(_, id, _)| id.0).collect();
+    ctx.env.wait_for_fingerprints(&ids).await;
 
     // Installs of every match type.
     let android = |(i, id, _): &(usize, ClickId, String)| (*i, *id);
@@ -367,7 +366,6 @@ async fn every_grouping_agrees_with_what_was_sent() {
     assert!(days[..6]
         .iter()
         .all(|d| d["clicks"] == 0 && d["installs"] == 0));
-    ctx.env.cleanup().await;
 }
 
 fn merge(into: &mut Expect, from: &Expect) {
@@ -602,7 +600,6 @@ async fn random_traffic_matches_plain_aggregates_over_the_raw_tables() {
             }
         }
     }
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,7 +663,6 @@ async fn windows_and_utc_day_boundaries() {
         assert_eq!(status, 400, "{query}");
         assert_eq!(v["error"]["details"]["field"], field, "{query}: {v}");
     }
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -725,7 +721,6 @@ async fn tenants_see_only_their_own_stats_and_results() {
         (v["click_count"].as_u64(), v["install_count"].as_u64()),
         (Some(1), Some(1))
     );
-    ctx.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -823,5 +818,4 @@ async fn results_page_every_install_once_while_inserts_continue() {
         assert_eq!(status, 400, "{query}");
         assert_eq!(v["error"]["details"]["field"], field);
     }
-    ctx.env.cleanup().await;
 }

@@ -2,12 +2,10 @@
 //! polling the same stats cost one ClickHouse computation per interval, and a click shows up
 //! within the flush period plus the cache interval.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
+use sluice_testkit::*;
 
 async fn stats_queries(server: &sluice::server::Server) -> u64 {
     metric(&base(server), "sluice_stats_clickhouse_queries_total").await as u64
@@ -88,5 +86,4 @@ async fn polling_dashboards_cost_one_computation_per_interval() {
         visible_after < Duration::from_millis(3_000),
         "{visible_after:?}"
     );
-    env.cleanup().await;
 }

@@ -1,12 +1,10 @@
 //! Write-ahead mode: a click is on local disk before its 302, so SIGKILL loses nothing that
 //! was answered, also when ClickHouse was refusing and batches were in the spill.
 
-mod common;
-
 use std::time::Duration;
 
-use common::proxy::{Mode, Proxy};
-use common::*;
+use sluice_testkit::proxy::{Mode, Proxy};
+use sluice_testkit::*;
 
 async fn start(env: &TestEnv, proxy: &Proxy, port: u16, flush_period_ms: u64) -> Process {
     let settings = [
@@ -58,9 +56,20 @@ async fn sigkill_loses_nothing_with_write_ahead() {
     proxy.set(Mode::Pass);
     let node = start(&env, &proxy, port, 200).await;
     let filter = format!("link_id = '{code}'");
-    tokio::time::sleep(Duration::from_secs(1)).await; // anything still replaying would show as a duplicate
+    // Anything still replaying would show as a duplicate: wait for the spill to drain.
+    eventually("the spill replayed", Duration::from_secs(60), || async {
+        let ready: serde_json::Value = http()
+            .get(format!("{}/readyz", node.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ready["spill_bytes"].as_u64() == Some(0)
+    })
+    .await;
     assert_exactly_once(&env, &answered, &filter).await;
 
     node.signal("KILL").await;
-    env.cleanup().await;
 }

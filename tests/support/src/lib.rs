@@ -1,6 +1,5 @@
-//! Shared harness for integration tests: each test gets its own ClickHouse database and Redis
+//! What the integration tests share: each test gets its own ClickHouse database and Redis
 //! key prefix on the real local stack (`deploy/stack.sh up`), and a real server on port 0.
-#![allow(dead_code)]
 
 pub mod proxy;
 pub mod receiver;
@@ -11,6 +10,22 @@ use std::time::{Duration, Instant};
 use sluice::config::Config;
 use sluice::server::Server;
 use sluice::store::redis::{NewTenant, Redis};
+
+/// The Sluice checkout (this crate is `tests/support` in it).
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// The `sluice` binary Cargo built beside the running test (`target/<profile>/sluice`;
+/// tests run from `target/<profile>/deps`).
+pub fn sluice_bin() -> PathBuf {
+    let mut dir = std::env::current_exe().expect("the test's own path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("sluice")
+}
 
 pub fn clickhouse_url() -> String {
     std::env::var("SLUICE_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:18123".into())
@@ -24,7 +39,7 @@ pub fn redis_url() -> String {
 pub fn geo_db() -> PathBuf {
     let path = std::env::var("SLUICE_TEST_GEOIP")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("var/test/geo.mmdb"));
+        .unwrap_or_else(|_| project_dir().join("var/test/geo.mmdb"));
     assert!(
         path.exists(),
         "{} missing: run deploy/test.sh (it writes the test GeoIP database)",
@@ -35,6 +50,20 @@ pub fn geo_db() -> PathBuf {
 
 pub fn unique(name: &str) -> String {
     format!("{name}_{:016x}", rand::random::<u64>())
+}
+
+/// Polls `check` every 50 ms until it holds; fails the test, naming `what`, once `within`
+/// has passed. Tests wait on conditions like this, never on a fixed sleep.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A test's own slice of the stack.
@@ -101,6 +130,52 @@ impl TestEnv {
             .expect("tenant")
     }
 
+    /// Waits until the fingerprint writer has stored each of `clicks` (it runs beside the
+    /// insert): from then on the flip can claim them.
+    pub async fn wait_for_fingerprints(&self, clicks: &[[u8; 16]]) {
+        let client = redis::Client::open(redis_url()).expect("redis url");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let pattern = format!("{}*:fp:*", self.prefix);
+        let started = Instant::now();
+        loop {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let mut members = Vec::new();
+            for key in keys {
+                let some: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                members.extend(some);
+            }
+            let missing = clicks
+                .iter()
+                .filter(|click| {
+                    let id = hex::encode(click);
+                    !members.iter().any(|m| m.starts_with(&id))
+                })
+                .count();
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{missing} of {} fingerprints never written",
+                clicks.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Runs SQL against this test's database; returns the body (TSV unless the SQL says).
     pub async fn ch(&self, sql: &str) -> String {
         let resp = reqwest::Client::new()
@@ -134,10 +209,27 @@ impl TestEnv {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
 
-    pub async fn cleanup(&self) {
-        self.ch(&format!("DROP DATABASE IF EXISTS {}", self.database))
-            .await;
+/// A test's slice is removed when the test ends, passed or failed: its database dropped and
+/// its data directory deleted. Synchronous (a drop cannot await): one HTTP request to
+/// ClickHouse over a plain socket.
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let sql = format!("DROP DATABASE IF EXISTS {}", self.database);
+        if let Ok(mut socket) =
+            std::net::TcpStream::connect_timeout(&clickhouse_addr(), Duration::from_secs(2))
+        {
+            let _ = socket.set_read_timeout(Some(Duration::from_secs(30)));
+            let request = format!(
+                "POST / HTTP/1.1\r\nHost: clickhouse\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sql}",
+                sql.len()
+            );
+            if socket.write_all(request.as_bytes()).is_ok() {
+                let _ = socket.read_to_end(&mut Vec::new());
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
@@ -146,17 +238,15 @@ impl TestEnv {
 pub fn stack_var() -> PathBuf {
     std::env::var("SLUICE_VAR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("var"))
+        .unwrap_or_else(|_| project_dir().join("var"))
 }
 
 /// Runs `deploy/stack.sh <arg>`.
 pub fn stack(arg: &str) {
-    let status = std::process::Command::new(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/stack.sh"),
-    )
-    .arg(arg)
-    .status()
-    .expect("run deploy/stack.sh");
+    let status = std::process::Command::new(project_dir().join("deploy/stack.sh"))
+        .arg(arg)
+        .status()
+        .expect("run deploy/stack.sh");
     assert!(status.success(), "deploy/stack.sh {arg} failed");
 }
 
@@ -230,7 +320,7 @@ pub fn free_port() -> u16 {
 
 impl Process {
     pub async fn start(env: &TestEnv, port: u16, extra: &[(&str, String)]) -> Process {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let child = tokio::process::Command::new(sluice_bin())
             .arg("serve")
             .envs(env.env())
             .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
@@ -320,6 +410,32 @@ pub async fn assert_exactly_once(env: &TestEnv, answered: &[usize], filter: &str
         missing.len(),
         &missing[..missing.len().min(5)]
     );
+}
+
+/// Sends `req` and answers its status and JSON body (`null` when the body is empty or not
+/// JSON).
+pub async fn answer(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// An API call with a bearer key and an optional JSON body.
+pub async fn api(
+    method: reqwest::Method,
+    url: &str,
+    key: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = http().request(method, url).bearer_auth(key);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    answer(req).await
 }
 
 /// An HTTP client that does not follow redirects (we assert on them).
