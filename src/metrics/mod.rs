@@ -78,6 +78,7 @@ pub struct Metrics {
     pub wal_errors: Counter,
     pub clicks_recovered: Counter,
     pub fingerprints_dropped: Counter,
+    pub fingerprints_written: Counter,
     pub matches: [Counter; 5],
     /// Installs, events and conversions inserted into ClickHouse.
     facts_flushed: [Counter; 3],
@@ -166,6 +167,7 @@ pub fn init() -> &'static Metrics {
             wal_errors: metrics::counter!("sluice_wal_errors_total"),
             clicks_recovered: metrics::counter!("sluice_clicks_recovered_total"),
             fingerprints_dropped: metrics::counter!("sluice_fingerprints_dropped_total"),
+            fingerprints_written: metrics::counter!("sluice_fingerprints_written_total"),
             matches: MatchType::ALL.map(|m| {
                 metrics::counter!("sluice_attribution_matches_total", "match_type" => m.as_str())
             }),
@@ -295,6 +297,10 @@ fn describe() {
     describe_counter!(
         "sluice_fingerprints_dropped_total",
         "Fingerprints not written to Redis"
+    );
+    describe_counter!(
+        "sluice_fingerprints_written_total",
+        "Click fingerprints written to Redis (claimable by deferred matching from then on)"
     );
     describe_counter!(
         "sluice_dead_letter_rows_total",

@@ -298,6 +298,7 @@ pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
                 .push(fp);
         }
         let mut pipe = redis::pipe();
+        let mut written = 0;
         for ((tenant, device, ip_hash), clicks) in &groups {
             let fresh = configs
                 .get(*tenant)
@@ -317,6 +318,7 @@ pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
                 .iter()
                 .map(|fp| (fp.click.ts_ms, fp.member()))
                 .collect();
+            written += newest.len() as u64;
             let key = redis.fingerprint_key(tenant, device, *ip_hash);
             pipe.zadd_multiple(&key, &newest)
                 .ignore()
@@ -339,6 +341,7 @@ pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+        metrics.fingerprints_written.increment(written);
         if failing {
             failing = false;
             info!("fingerprint writes recovered");

@@ -27,6 +27,12 @@ after(async () => browser?.close());
 
 const api = async (p) => (await fetch(SLUICE_URL + p, { headers: { Authorization: `Bearer ${SLUICE_SK}` } })).json();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** Fingerprints Sluice has written to Redis so far (its metric). */
+const fingerprintsWritten = async () => {
+  const text = await (await fetch(`${SLUICE_URL}/metrics`)).text();
+  const m = text.match(/^sluice_fingerprints_written_total (\d+)/m);
+  return m ? Number(m[1]) : 0;
+};
 
 async function signIn(page) {
   page.on("pageerror", (e) => console.log("page error:", e.message));
@@ -129,10 +135,11 @@ test("the SDK reports installs and finds the deferred link from a page on anothe
   // recorded all the same): the SDK's default platform, web, finds it by address and browser.
   const link = process.env.SLUICE_DEFERRED_LINK;
   const page = await browser.newPage({ userAgent: DESKTOP_CHROME });
+  const before = await fingerprintsWritten();
   await page.goto(`${SLUICE_URL}/${link}`).catch(() => {});
   // Stored once the link's stats count it; its fingerprint is written beside the insert.
   for (let i = 0; i < 100 && (await api(`/v1/links/${link}/stats`)).click_count < 1; i++) await sleep(100);
-  await sleep(300);
+  for (let i = 0; i < 100 && (await fingerprintsWritten()) <= before; i++) await sleep(50);
   await page.goto(origin);
   await page.waitForFunction(() => window.result, null, { timeout: 20000 });
   const result = await page.evaluate(() => window.result);

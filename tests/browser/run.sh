@@ -21,13 +21,18 @@ done
 export SLUICE_DEFERRED_LINK="$RUN-app"
 curl -fsS -X POST "$BASE/v1/links" -H "Authorization: Bearer $SLUICE_SK" \
   -d "{\"id\":\"$SLUICE_DEFERRED_LINK\",\"destination\":\"https://shop.example/open?c={click_id}\",\"ios_destination\":\"https://apps.example/open?c={click_id}\",\"campaign\":\"app\"}" >/dev/null
-sleep 0.5
 for i in $(seq 1 12); do
   curl -fsS -o /dev/null -H "X-Forwarded-For: 198.51.100.$i" -H "User-Agent: Mozilla/5.0 (Linux; Android 14)" "$BASE/$RUN-spring"
   [ $((i % 3)) -eq 0 ] && curl -fsS -o /dev/null -H "X-Forwarded-For: 198.51.100.$i" "$BASE/$RUN-fall"
 done
 curl -fsS -X POST "$BASE/v1/attribution/install" -H "Authorization: Bearer $SLUICE_PK" \
   -d '{"install_id":"seed-install","platform":"android","campaign":"spring","source":"fb"}' >/dev/null
-sleep 1.5
+# The dashboard shows the seed once it is stored: 16 clicks and the install in the stats.
+for _ in $(seq 1 200); do
+  curl -fsS "$BASE/v1/attribution/stats" -H "Authorization: Bearer $SLUICE_SK" \
+    | python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["clicks"] >= 16 and s["installs"] >= 1 else 1)' \
+    && break
+  sleep 0.1
+done
 export SCREENSHOTS="$ROOT/var/test/screenshots"
 (cd tests/browser && npm test)
