@@ -10,7 +10,10 @@ use serde_json::{json, Map, Value};
 use tracing::warn;
 
 use super::install::{self, ClickFacts, InstallAttribution, InstallRow};
-use super::{admissible, referrer, resolve, AttributionConfig, Candidate, MatchType, SelfReported};
+use super::{
+    admissible, referrer, resolve, AttributionConfig, Candidate, InstallPlatform, MatchType,
+    SelfReported,
+};
 use crate::click::ClickId;
 use crate::delivery::fanout::{self, Fact};
 use crate::error::{Error, FieldError};
@@ -32,33 +35,6 @@ pub struct Context<'a> {
     pub rows: &'a RowQueue,
     pub delivery: &'a crate::delivery::Context,
     pub metrics: &'static Metrics,
-}
-
-/// The platform an app reports its install from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InstallPlatform {
-    Ios,
-    Android,
-    Web,
-}
-
-impl InstallPlatform {
-    pub fn parse(s: &str) -> Option<InstallPlatform> {
-        match s.to_ascii_lowercase().as_str() {
-            "ios" => Some(InstallPlatform::Ios),
-            "android" => Some(InstallPlatform::Android),
-            "web" => Some(InstallPlatform::Web),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstallPlatform::Ios => "ios",
-            InstallPlatform::Android => "android",
-            InstallPlatform::Web => "web",
-        }
-    }
 }
 
 pub const MAX_INSTALL_ID: usize = 128;
@@ -414,7 +390,7 @@ fn record(
             received_ms,
             tenant_id: tenant,
             install_id: r.install_id,
-            platform: r.platform.as_str(),
+            platform: r.platform,
             match_type: a.match_type,
             click: a.click.as_ref(),
             ctit_seconds: a.ctit_seconds.unwrap_or(0),

@@ -2,7 +2,7 @@
 //! column order of `clickhouse/0002_installs.sql` (all but the trailing `batch_id`, which the
 //! pipeline's encoder appends).
 
-use super::MatchType;
+use super::{InstallPlatform, MatchType};
 use crate::click::row::put_str;
 use crate::time;
 
@@ -30,7 +30,7 @@ pub struct InstallRow<'a> {
     pub received_ms: u64,
     pub tenant_id: &'a str,
     pub install_id: &'a str,
-    pub platform: &'a str,
+    pub platform: InstallPlatform,
     pub match_type: MatchType,
     /// The matched click; `None` for metadata and organic installs.
     pub click: Option<&'a ClickFacts>,
@@ -50,7 +50,7 @@ pub fn encode(r: &InstallRow<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&r.received_ms.to_le_bytes());
     put_str(out, r.tenant_id);
     put_str(out, r.install_id);
-    put_str(out, r.platform);
+    put_str(out, r.platform.as_str());
     put_str(out, r.match_type.as_str());
     out.extend_from_slice(&c.click_id);
     out.extend_from_slice(&c.ts_ms.to_le_bytes());

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::AttributionConfig;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchType {
     #[serde(rename = "click_id")]
@@ -38,6 +38,11 @@ impl MatchType {
         self as usize
     }
 
+    /// The match type a stored row names.
+    pub fn parse(s: &str) -> Option<MatchType> {
+        MatchType::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MatchType::ClickId => "click_id",
@@ -45,6 +50,33 @@ impl MatchType {
             MatchType::Fingerprint => "fingerprint",
             MatchType::Metadata => "metadata",
             MatchType::Organic => "organic",
+        }
+    }
+}
+
+/// The platform an app reports its install from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallPlatform {
+    Ios,
+    Android,
+    Web,
+}
+
+impl InstallPlatform {
+    pub fn parse(s: &str) -> Option<InstallPlatform> {
+        match s.to_ascii_lowercase().as_str() {
+            "ios" => Some(InstallPlatform::Ios),
+            "android" => Some(InstallPlatform::Android),
+            "web" => Some(InstallPlatform::Web),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallPlatform::Ios => "ios",
+            InstallPlatform::Android => "android",
+            InstallPlatform::Web => "web",
         }
     }
 }
@@ -155,10 +187,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn match_types_index_their_slots() {
+    fn match_types_index_their_slots_and_parse_back() {
         for (i, m) in MatchType::ALL.into_iter().enumerate() {
             assert_eq!(m.index(), i);
+            assert_eq!(MatchType::parse(m.as_str()), Some(m));
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
         }
+        assert_eq!(MatchType::parse("Organic"), None);
     }
 
     const MIN: u64 = 60_000;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::attribution::MatchType;
 use crate::error::FieldError;
 use crate::time;
 
@@ -130,7 +131,7 @@ pub struct Figures {
     pub bot_clicks: u64,
     pub preview_clicks: u64,
     /// Installs by match type.
-    pub installs: BTreeMap<String, u64>,
+    pub installs: BTreeMap<MatchType, u64>,
     /// (type, currency) → (count, summed amount); currency empty for conversions without one.
     pub conversions: BTreeMap<(String, String), (u64, i64)>,
     /// Events by name.
@@ -143,7 +144,7 @@ impl Figures {
     }
 
     pub fn organic_installs(&self) -> u64 {
-        self.installs.get("organic").copied().unwrap_or(0)
+        self.installs.get(&MatchType::Organic).copied().unwrap_or(0)
     }
 
     pub fn conversions_json(&self) -> Value {
@@ -298,8 +299,8 @@ mod tests {
             clicks: 5,
             ..Figures::default()
         };
-        a.installs.insert("organic".into(), 2);
-        a.installs.insert("click_id".into(), 3);
+        a.installs.insert(MatchType::Organic, 2);
+        a.installs.insert(MatchType::ClickId, 3);
         a.conversions
             .insert(("deposit".into(), "USD".into()), (2, -500));
         a.conversions

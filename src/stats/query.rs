@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 
 use clickhouse::Client;
 use serde::Deserialize;
+use tracing::warn;
 
 use super::{Figures, Group, Range};
+use crate::attribution::MatchType;
 use crate::store::clickhouse::ChError;
 use crate::time;
 
@@ -142,10 +144,14 @@ pub async fn figures(ch: &Client, ask: &Ask) -> Result<BTreeMap<Vec<String>, Fig
         f.preview_clicks += r.preview_clicks;
     }
     for r in installs.into_iter().filter(|r| r.n > 0) {
+        let Some(how) = MatchType::parse(&r.name) else {
+            warn!(match_type = %r.name, "installs of an unknown match type left out of stats");
+            continue;
+        };
         *out.entry(ask.key(r.k1, r.k2))
             .or_default()
             .installs
-            .entry(r.name)
+            .entry(how)
             .or_default() += r.n;
     }
     for r in events.into_iter().filter(|r| r.n > 0) {

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 use super::{object_of, read_json};
 use crate::app::App;
-use crate::attribution::attribute::{self, Device, InstallPlatform, Report, REPORT_FIELDS};
+use crate::attribution::attribute::{self, Device, Report, REPORT_FIELDS};
 use crate::attribution::config::{AttributionConfig, ConfigPatch};
-use crate::attribution::MatchType;
+use crate::attribution::{InstallPlatform, MatchType};
 use crate::click::{agent, ClickId, Platform};
 use crate::delivery::target::check_url;
 use crate::http::auth::{authenticate, require_secret};
