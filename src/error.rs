@@ -7,7 +7,7 @@ use serde::Serialize;
 /// One field of a request that fails validation, and why (`"must be a string"`). The one
 /// shape of validation error: links, partners, reports, stats parameters, config, installs
 /// and conversions all answer with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -28,12 +28,6 @@ impl FieldError {
             field: Some(self.field),
             message: self.message,
         }
-    }
-}
-
-impl std::fmt::Display for FieldError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.field, self.message)
     }
 }
 

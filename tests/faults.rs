@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sluice_testkit::proxy::{Mode, Proxy};
 use sluice_testkit::*;
 
@@ -15,11 +15,6 @@ async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     let guard = SERIAL.lock().await;
     tokio::task::spawn_blocking(|| stack("up")).await.unwrap();
     guard
-}
-
-async fn ready(base: &str) -> (u16, Value) {
-    let resp = http().get(format!("{base}/readyz")).send().await.unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,15 +58,7 @@ async fn sigkill_loses_nothing_with_write_ahead() {
     let filter = format!("link_id = '{code}'");
     // Anything still replaying would show as a duplicate: wait for the spill to drain.
     eventually("the spill replayed", Duration::from_secs(60), || async {
-        let ready: serde_json::Value = http()
-            .get(format!("{}/readyz", node.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ready["spill_bytes"].as_u64() == Some(0)
+        ready(&node.base).await.1["spill_bytes"].as_u64() == Some(0)
     })
     .await;
     assert_exactly_once(&env, &answered, &filter).await;

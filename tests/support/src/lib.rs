@@ -73,8 +73,8 @@ pub struct TestEnv {
     pub data_dir: PathBuf,
 }
 
-impl TestEnv {
-    pub fn new() -> TestEnv {
+impl Default for TestEnv {
+    fn default() -> TestEnv {
         let id = unique("t");
         TestEnv {
             database: format!("sluice_test_{id}"),
@@ -82,10 +82,18 @@ impl TestEnv {
             data_dir: std::env::temp_dir().join(format!("sluice-{id}")),
         }
     }
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        TestEnv::default()
+    }
 
     pub fn config(&self) -> Config {
-        let mut c = Config::default();
-        c.listen = "127.0.0.1:0".parse().unwrap();
+        let mut c = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
         c.clickhouse.url = clickhouse_url();
         c.clickhouse.database = self.database.clone();
         c.redis.url = redis_url();
@@ -438,6 +446,11 @@ pub async fn api(
     answer(req).await
 }
 
+/// `GET /readyz` of the server at `base`: its status and body.
+pub async fn ready(base: &str) -> (u16, serde_json::Value) {
+    answer(http().get(format!("{base}/readyz"))).await
+}
+
 /// An HTTP client that does not follow redirects (we assert on them).
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -468,33 +481,29 @@ pub async fn create_link(server: &Server, key: &str, body: serde_json::Value) ->
 /// A fresh webhook URL of the tenant's `default` source (rotated: a URL is shown only when
 /// made, and nobody saw the default source's first one).
 pub async fn default_webhook_url(base: &str, secret_key: &str) -> String {
-    let c = http();
-    let sources: serde_json::Value = c
-        .get(format!("{base}/v1/sources"))
-        .bearer_auth(secret_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let list = sources["sources"].as_array().expect("sources");
-    let id = list
+    let (_, sources) = api(
+        reqwest::Method::GET,
+        &format!("{base}/v1/sources"),
+        secret_key,
+        None,
+    )
+    .await;
+    let id = sources["sources"]
+        .as_array()
+        .expect("sources")
         .iter()
         .find(|s| s["name"] == "default")
         .expect("default source")["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let rotated: serde_json::Value = c
-        .post(format!("{base}/v1/sources/{id}/rotate"))
-        .bearer_auth(secret_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, rotated) = api(
+        reqwest::Method::POST,
+        &format!("{base}/v1/sources/{id}/rotate"),
+        secret_key,
+        None,
+    )
+    .await;
     rotated["webhook_url"]
         .as_str()
         .expect("a new webhook URL")
