@@ -17,7 +17,14 @@ use crate::store::clickhouse::ChError;
 use crate::store::redis::{Redis, RedisError};
 use crate::time;
 
-pub const RAW_TABLES: [&str; 4] = ["clicks", "installs", "events", "conversions"];
+/// Raw rows, and the click-id lookup's copy of clicks, kept per tenant's retention.
+pub const RAW_TABLES: [&str; 5] = [
+    "clicks",
+    "clicks_by_id",
+    "installs",
+    "events",
+    "conversions",
+];
 pub const STATS_TABLES: [&str; 4] = [
     "stats_clicks",
     "stats_installs",

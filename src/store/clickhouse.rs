@@ -32,6 +32,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_stats",
         include_str!("../../clickhouse/0005_stats.sql"),
     ),
+    (
+        "0006_clicks_by_id",
+        include_str!("../../clickhouse/0006_clicks_by_id.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -196,11 +200,10 @@ pub async fn click_facts(
         .collect();
     let sql = format!(
         "SELECT hex(click_id), ts_ms, link_id, campaign, source, medium, partner_click_id, \
-         sub1, sub2, sub3, sub4, sub5, country FROM clicks \
-         WHERE tenant_id = ? AND date IN ({}) AND click_id IN ({}) AND is_bot = 0 AND is_preview = 0 LIMIT {}",
+         sub1, sub2, sub3, sub4, sub5, country FROM clicks_by_id \
+         WHERE tenant_id = ? AND date IN ({}) AND click_id IN ({}) LIMIT 1 BY click_id",
         days.join(","),
         hexes.join(","),
-        ids.len()
     );
     let rows = ch.query(&sql).bind(tenant).fetch_all::<FactsRow>().await?;
     Ok(rows

@@ -139,3 +139,37 @@ def test_views_feed_every_stats_query(tmp_path):
     link = [str(s.query(q, "TSV")).strip("\n") for q in stats_queries("'' AS k1, '' AS k2", "", SCOPE + " AND link_id = 'l1'")]
     assert link[0] == "\t\t4\t2\t2\t0"
     s.close()
+
+
+def test_clicks_by_id_is_filled_on_migration_and_by_inserts(tmp_path):
+    """0006: clicks stored before it are copied once; later inserts follow through the
+    materialized view; bots and previews are left out; the lookup Sluice issues finds a click
+    by key."""
+    s = chdb.session.Session(str(tmp_path / "chdb"))
+    s.query("CREATE DATABASE IF NOT EXISTS sluice")
+    s.query("USE sluice")
+    insert = (
+        "INSERT INTO clicks (date, ts_ms, click_id, tenant_id, link_id, is_bot, is_preview) VALUES "
+        "('2026-11-22', 1795305600123, unhex('{id}'), 't_1', 'promo', {bot}, {preview})"
+    )
+    before, after = [m for m in MIGRATIONS if m.name < "0006"], [m for m in MIGRATIONS if m.name >= "0006"]
+    for path in before:
+        for stmt in statements(path.read_text()):
+            s.query(stmt)
+    s.query(insert.format(id="01" * 16, bot=0, preview=0))
+    s.query(insert.format(id="02" * 16, bot=1, preview=0))
+    for path in after:
+        for stmt in statements(path.read_text()):
+            s.query(stmt)
+    s.query(insert.format(id="03" * 16, bot=0, preview=0))
+    s.query(insert.format(id="04" * 16, bot=0, preview=1))
+    out = str(s.query("SELECT hex(click_id) FROM clicks_by_id ORDER BY click_id", "TSV")).split()
+    assert out == ["01" * 16, "03" * 16]
+    found = str(s.query(
+        "SELECT hex(click_id), link_id FROM clicks_by_id WHERE tenant_id = 't_1' "
+        f"AND date IN (toDate('2026-11-22')) AND click_id IN (unhex('{'03' * 16}'), unhex('{'04' * 16}')) "
+        "LIMIT 1 BY click_id",
+        "TSV",
+    )).strip()
+    assert found == f"{'03' * 16}\tpromo"
+    s.close()
