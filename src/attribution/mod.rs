@@ -1,11 +1,12 @@
 //! Install attribution: the rules as pure logic here (the resolution order, the windows, CTIT;
 //! the Play install referrer in `referrer`), and the use case that applies them to a report
-//! against the stores in `attribute`.
+//! against the stores in `attribute`; a tenant's settings read and patched in `settings`.
 
 pub mod attribute;
 pub mod config;
 pub mod install;
 pub mod referrer;
+pub mod settings;
 
 use serde::{Deserialize, Serialize};
 

@@ -8,13 +8,13 @@ use hyper::header::{HeaderMap, HeaderValue, USER_AGENT};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::{object_of, read_json};
+use super::{as_object, object_of, read_json};
 use crate::app::App;
 use crate::attribution::attribute::{self, Device, Report, REPORT_FIELDS};
-use crate::attribution::config::{AttributionConfig, ConfigPatch};
+use crate::attribution::config::AttributionConfig;
+use crate::attribution::settings;
 use crate::attribution::{InstallPlatform, MatchType};
 use crate::click::{agent, ClickId, Platform};
-use crate::delivery::target::check_url;
 use crate::http::auth::{authenticate, require_secret};
 use crate::http::client_ip::client_ip;
 use crate::http::error::{json_response, ApiError, Body};
@@ -32,34 +32,26 @@ pub async fn config(
     body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
     let caller = require_secret(app, headers).await?;
-    let current = app.redis.attribution_config(&caller.tenant_id).await?;
-    match *method {
-        Method::GET => Ok(json_response(StatusCode::OK, &config_view(&current, false))),
+    let (config, new_secret) = match *method {
+        Method::GET => (settings::get(&app.redis, &caller.tenant_id).await?, false),
         Method::PATCH => {
             let value: Value = read_json(body, BODY_LIMIT).await?;
-            let fields = value.as_object().ok_or_else(|| {
-                ApiError::bad_request("invalid_json", "body must be a JSON object")
-            })?;
-            let next = ConfigPatch::from_json(fields).and_then(|patch| current.patched(&patch))?;
-            if !next.report_webhook_url.is_empty() {
-                check_url(
-                    &next.report_webhook_url,
-                    app.config.delivery.allow_private_targets,
-                )
-                .map_err(|e| ApiError::invalid_field("report_webhook_url", e))?;
-            }
-            app.redis
-                .put_attribution_config(&caller.tenant_id, &next)
-                .await?;
-            // The signing secret is shown once: in the answer that generated or rotated it.
-            let new_secret = next.report_signing_secret != current.report_signing_secret;
-            Ok(json_response(
-                StatusCode::OK,
-                &config_view(&next, new_secret),
-            ))
+            let allow_private = app.config.delivery.allow_private_targets;
+            settings::patch(
+                &app.redis,
+                &caller.tenant_id,
+                as_object(&value)?,
+                allow_private,
+            )
+            .await?
         }
-        _ => Err(ApiError::method_not_allowed()),
-    }
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    // The signing secret is shown once: in the answer that generated or rotated it.
+    Ok(json_response(
+        StatusCode::OK,
+        &config_view(&config, new_secret),
+    ))
 }
 
 /// The settings as the API shows them: the report signing secret only when `with_secret`,
