@@ -36,6 +36,13 @@ PID=$!
 trap 'kill -TERM $PID 2>/dev/null; wait $PID' INT TERM
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
+# A tenant.json kept from a run whose Redis data is gone (the stack's var/ wiped) names a
+# tenant that no longer exists: make a new one.
+if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v1/links" -H "Authorization: Bearer $SK")" = 401 ]; then
+  "$BIN" tenant create --name demo > var/demo/tenant.json
+  SK="$(python3 -c 'import json; print(json.load(open("var/demo/tenant.json"))["secret_key"])')"
+fi
+
 curl -fsS -X POST "http://127.0.0.1:$PORT/v1/links" -H "Authorization: Bearer $SK" \
   -d '{"id":"demo","destination":"https://example.com/landing?cid={click_id}&partner={partner_click_id}&country={country}","campaign":"launch","source":"newsletter","medium":"email","ios_destination":"https://apps.apple.com/app/id000000000?ct={click_id}"}' \
   >/dev/null 2>&1 || true   # already there on a second run
