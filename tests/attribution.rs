@@ -61,11 +61,7 @@ impl Ctx {
             .unwrap();
         let loc = resp.headers()["location"].to_str().unwrap().to_string();
         let id = ClickId::parse(&loc[loc.len() - 36..]).unwrap();
-        let sql = format!(
-            "SELECT count() FROM clicks WHERE lower(hex(click_id)) = '{}'",
-            hex::encode(id.0)
-        );
-        assert_eq!(self.env.wait_for(&sql, 1, Duration::from_secs(20)).await, 1);
+        self.env.wait_for_click(id.0).await;
         self.env.wait_for_fingerprints(&[id.0]).await;
         id
     }

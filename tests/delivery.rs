@@ -73,11 +73,7 @@ async fn click_and_install(
         .unwrap();
     let loc = resp.headers()["location"].to_str().unwrap().to_string();
     let click = sluice::click::ClickId::parse(&loc[loc.len() - 36..]).unwrap();
-    let sql = format!(
-        "SELECT count() FROM clicks WHERE lower(hex(click_id)) = '{}'",
-        hex::encode(click.0)
-    );
-    assert_eq!(env.wait_for(&sql, 1, Duration::from_secs(20)).await, 1);
+    env.wait_for_click(click.0).await;
     let resp = http()
         .post(format!("{}/v1/attribution/install", base(server)))
         .bearer_auth(pk)

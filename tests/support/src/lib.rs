@@ -138,6 +138,15 @@ impl TestEnv {
             .expect("tenant")
     }
 
+    /// Waits until `click` is stored in ClickHouse (its batch flushed).
+    pub async fn wait_for_click(&self, click: [u8; 16]) {
+        let sql = format!(
+            "SELECT count() FROM clicks WHERE lower(hex(click_id)) = '{}'",
+            hex::encode(click)
+        );
+        assert_eq!(self.wait_for(&sql, 1, Duration::from_secs(20)).await, 1);
+    }
+
     /// Waits until the fingerprint writer has stored each of `clicks` (it runs beside the
     /// insert): from then on the flip can claim them.
     pub async fn wait_for_fingerprints(&self, clicks: &[[u8; 16]]) {
@@ -528,11 +537,7 @@ pub async fn attributed_install(
     assert_eq!(resp.status(), 302);
     let loc = resp.headers()["location"].to_str().unwrap().to_string();
     let click = sluice::click::ClickId::parse(&loc[loc.len() - 36..]).expect("click id");
-    let sql = format!(
-        "SELECT count() FROM clicks WHERE lower(hex(click_id)) = '{}'",
-        hex::encode(click.0)
-    );
-    assert_eq!(env.wait_for(&sql, 1, Duration::from_secs(20)).await, 1);
+    env.wait_for_click(click.0).await;
     let resp = http()
         .post(format!("{}/v1/attribution/install", base(server)))
         .bearer_auth(key)
