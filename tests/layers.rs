@@ -64,12 +64,7 @@ fn named_paths(text: &str, module: &[String]) -> Vec<Vec<String>> {
             let mut tail = rest;
             // `use crate::{a, b::c}`: each branch of a group is a path of its own.
             if let Some(group) = tail.strip_prefix('{') {
-                let end = group.find('}').unwrap_or(group.len());
-                for branch in group[..end].split(',') {
-                    let mut p = path.clone();
-                    p.extend(segments(branch.trim()));
-                    out.push(p);
-                }
+                out.extend(branches(&path, group));
                 continue;
             }
             loop {
@@ -84,13 +79,7 @@ fn named_paths(text: &str, module: &[String]) -> Vec<Vec<String>> {
                 tail = &tail[seg.len()..];
                 match tail.strip_prefix("::") {
                     Some(next) if next.starts_with('{') => {
-                        let group = &next[1..];
-                        let end = group.find('}').unwrap_or(group.len());
-                        for branch in group[..end].split(',') {
-                            let mut p = path.clone();
-                            p.extend(segments(branch.trim()));
-                            out.push(p);
-                        }
+                        out.extend(branches(&path, &next[1..]));
                         break;
                     }
                     Some(next) => tail = next,
@@ -101,6 +90,19 @@ fn named_paths(text: &str, module: &[String]) -> Vec<Vec<String>> {
         }
     }
     out
+}
+
+/// The paths of a `{a, b::c}` group (given without its `{`) under `prefix`.
+fn branches(prefix: &[String], group: &str) -> Vec<Vec<String>> {
+    let end = group.find('}').unwrap_or(group.len());
+    group[..end]
+        .split(',')
+        .map(|branch| {
+            let mut p = prefix.to_vec();
+            p.extend(segments(branch.trim()));
+            p
+        })
+        .collect()
 }
 
 fn segments(path: &str) -> Vec<String> {
