@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use sluice::click::{Click, ClickId, Platform, Texts};
-use sluice::link::{Link, LiveLink};
+use sluice::link::{Interner, Link, LiveLink};
 
 pub const UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
 pub const UA_ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36";
@@ -17,7 +17,7 @@ pub fn live_link() -> Arc<LiveLink> {
 
 pub fn live_link_named(id: &str) -> Arc<LiveLink> {
     Arc::new(
-        LiveLink::compile(Link {
+        LiveLink::compile(&Link {
             id: id.into(),
             tenant_id: "t_0123456789abcdef".into(),
             destination: "https://shop.example/p?cid={click_id}&pcid={partner_click_id}&s1={sub1}&c={campaign}".into(),
@@ -32,7 +32,7 @@ pub fn live_link_named(id: &str) -> Arc<LiveLink> {
             created_at: String::new(),
             updated_at: String::new(),
             deleted_at: None,
-        })
+        }, &Interner::default())
         .unwrap(),
     )
 }

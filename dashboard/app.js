@@ -149,8 +149,10 @@ function grouped(path, keys) {
   return render;
 }
 
-async function links() {
-  const list = (await api("GET", "/v1/links")).links;
+// One page of links at a time (a tenant may have millions); "Next page" follows the cursor.
+async function links(cursor) {
+  const page = await api("GET", `/v1/links?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+  const list = page.links;
   main.innerHTML = `<form class="card" id="new-link"><h2>New link</h2><div class="row">
       <input name="id" placeholder="code (optional)"><input name="destination" placeholder="https://… destination" required>
       <input name="campaign" placeholder="campaign"><input name="source" placeholder="source"><input name="medium" placeholder="medium">
@@ -159,7 +161,9 @@ async function links() {
     ${list.map((l) => `<tr data-link="${esc(l.id)}"><td><a href="#/link/${encodeURIComponent(l.id)}">${esc(l.id)}</a>${l.paused ? ' <span class="muted">(paused)</span>' : ""}</td>
       <td><code>${esc(l.destination)}</code></td><td>${esc(l.campaign)}</td><td>${esc(l.source)} / ${esc(l.medium)}</td>
       <td class="row"><button class="secondary" data-pause="${l.paused ? "false" : "true"}">${l.paused ? "Resume" : "Pause"}</button><button class="danger" data-delete>Delete</button></td></tr>`).join("")}
-    </tbody></table></div>`;
+    </tbody></table><p class="row">${cursor ? '<button class="secondary" id="first-links">First page</button>' : ""}${page.next_cursor ? '<button class="secondary" id="more-links">Next page</button>' : ""}</p></div>`;
+  $("#more-links")?.addEventListener("click", () => show(() => links(page.next_cursor)));
+  $("#first-links")?.addEventListener("click", () => show(links));
   $("#new-link").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const body = Object.fromEntries([...new FormData(ev.target)].filter(([, v]) => v));

@@ -49,9 +49,9 @@ impl App {
     pub fn catalog(&self) -> crate::link::catalog::Context<'_> {
         crate::link::catalog::Context {
             redis: &self.redis,
-            table: &self.links,
-            metrics: self.metrics,
+            table: Some(&self.links),
             limit: self.config.limits.links,
+            feed_length: self.config.link_feed_length,
         }
     }
 

@@ -26,6 +26,7 @@ pub const ENV_FLUSH_MAX_ROWS: &str = "SLUICE_FLUSH_MAX_ROWS";
 pub const ENV_FLUSH_MAX_BYTES: &str = "SLUICE_FLUSH_MAX_BYTES";
 pub const ENV_FLUSH_PERIOD_MS: &str = "SLUICE_FLUSH_PERIOD_MS";
 pub const ENV_LINK_REFRESH_MS: &str = "SLUICE_LINK_REFRESH_MS";
+pub const ENV_LINK_FEED_LENGTH: &str = "SLUICE_LINK_FEED_LENGTH";
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "SLUICE_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_HTTP_THREADS: &str = "SLUICE_HTTP_THREADS";
 pub const ENV_HTTP_BATCH_SCHEDULING: &str = "SLUICE_HTTP_BATCH_SCHEDULING";
@@ -83,6 +84,9 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// How often the in-process link table checks Redis for changes.
     pub link_refresh_ms: u64,
+    /// Entries the link change feed keeps: a node that falls further behind than this
+    /// (offline, or slower than the changes) loads the whole catalog again.
+    pub link_feed_length: usize,
     /// Upper bound on draining at shutdown.
     pub shutdown_timeout_ms: u64,
     /// HTTP serving threads (one single-threaded runtime and one SO_REUSEPORT socket each);
@@ -276,6 +280,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             pipeline: PipelineConfig::default(),
             link_refresh_ms: 250,
+            link_feed_length: 1_000_000,
             shutdown_timeout_ms: 30_000,
             http_threads: 0,
             http_batch_scheduling: true,
@@ -428,6 +433,9 @@ impl Config {
         if let Some(v) = get(ENV_LINK_REFRESH_MS) {
             self.link_refresh_ms = parse(ENV_LINK_REFRESH_MS, &v)?;
         }
+        if let Some(v) = get(ENV_LINK_FEED_LENGTH) {
+            self.link_feed_length = parse(ENV_LINK_FEED_LENGTH, &v)?;
+        }
         if let Some(v) = get(ENV_HTTP_THREADS) {
             self.http_threads = parse(ENV_HTTP_THREADS, &v)?;
         }
@@ -532,6 +540,9 @@ impl Config {
             || r.key_per_second * r.burst_seconds < 1.0
         {
             return bad("rate limits must be positive and allow at least one request per burst");
+        }
+        if self.link_feed_length == 0 {
+            return bad("link_feed_length must be positive");
         }
         if self.link_refresh_ms == 0 {
             return bad("link_refresh_ms must be positive");

@@ -21,11 +21,11 @@ impl FieldError {
         }
     }
 
-    /// This error, located at item `index` of a batch.
+    /// This error, located at item `index` of a batch (an empty field: the item as a whole).
     pub fn at(self, index: usize) -> ItemError {
         ItemError {
             index,
-            field: Some(self.field),
+            field: (!self.field.is_empty()).then_some(self.field),
             message: self.message,
         }
     }
@@ -63,27 +63,34 @@ pub enum Unavailable {
 }
 
 /// Why a use case refused or failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("{}: {}", .0.field, .0.message)]
     Invalid(FieldError),
+    #[error("{0}")]
     NotFound(String),
     /// The request conflicts with what is stored (`code` says how), naming the field when
     /// one field is the cause.
+    #[error("{message}")]
     Conflict {
         code: &'static str,
         message: String,
         field: Option<&'static str>,
     },
     /// The tenant already has `limit` of `resource`.
+    #[error("the tenant already has the most {resource} it may have ({limit})")]
     LimitReached {
         resource: &'static str,
         limit: usize,
     },
     /// Sluice is backed up; the caller should retry shortly.
+    #[error("busy: {0}")]
     Busy(&'static str),
     /// Rows were handed to the pipeline but not confirmed durable in time; a retry is safe
     /// (its ids prevent duplicates).
+    #[error("not confirmed durable in time")]
     NotConfirmed,
+    #[error("unavailable: {0:?}")]
     Unavailable(Unavailable),
 }
 

@@ -1,4 +1,5 @@
-//! The `sluice` command: `serve`, `migrate`, `tenant create`, `key create|list|revoke`.
+//! The `sluice` command: `serve`, `migrate`, `tenant create`, `key create|list|revoke`,
+//! `links import|export`.
 
 use std::path::PathBuf;
 
@@ -6,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice::config::Config;
 use sluice::keys::KeyKind;
+use sluice::link::{self, catalog};
 use sluice::server::Server;
 use sluice::store::{
     clickhouse,
@@ -47,6 +49,27 @@ enum Command {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Import or export a tenant's links as CSV.
+    Links {
+        #[command(subcommand)]
+        command: LinksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LinksCommand {
+    /// Create links from a CSV file (a header row of link field names, one link a row),
+    /// validated like the API; prints a JSON summary and one JSON line per refused row.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Write the tenant's live links as CSV to stdout, newest first.
+    Export {
+        #[arg(long)]
+        tenant: String,
     },
 }
 
@@ -138,7 +161,78 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let redis = Redis::connect(&config.redis.url, &config.redis.prefix).await?;
             key_command(&redis, command).await
         }
+        Command::Links { command } => {
+            let redis = Redis::connect(&config.redis.url, &config.redis.prefix).await?;
+            links_command(&redis, &config, command).await
+        }
     }
+}
+
+async fn links_command(
+    redis: &Redis,
+    config: &Config,
+    command: LinksCommand,
+) -> anyhow::Result<()> {
+    let tenant = match &command {
+        LinksCommand::Import { tenant, .. } | LinksCommand::Export { tenant } => tenant.clone(),
+    };
+    anyhow::ensure!(redis.tenant_exists(&tenant).await?, "no tenant {tenant:?}");
+    match command {
+        LinksCommand::Import { file, .. } => {
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let rows = link::csv::read(std::io::BufReader::new(input))?;
+            let ctx = catalog::Context {
+                redis,
+                table: None,
+                limit: config.limits.links,
+                feed_length: config.link_feed_length,
+            };
+            let (mut created, mut failed) = (0, 0);
+            let mut rows = rows.into_iter();
+            let mut first = 0;
+            loop {
+                let chunk: Vec<_> = rows.by_ref().take(catalog::BULK_MAX).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let n = chunk.len();
+                let bulk = catalog::create_many(&ctx, &tenant, chunk).await?;
+                created += bulk.created.len();
+                failed += bulk.failed.len();
+                for e in bulk.failed {
+                    // The file's line: the header is line 1.
+                    let line = first + e.index + 2;
+                    println!(
+                        "{}",
+                        serde_json::json!({"line": line, "field": e.field, "message": e.message})
+                    );
+                }
+                first += n;
+            }
+            println!(
+                "{}",
+                serde_json::json!({"created": created, "failed": failed})
+            );
+        }
+        LinksCommand::Export { .. } => {
+            let mut out = link::csv::writer(std::io::stdout().lock())?;
+            let mut cursor = None;
+            loop {
+                let (links, next) =
+                    catalog::list(redis, &tenant, cursor.as_deref(), catalog::PAGE_MAX).await?;
+                for l in &links {
+                    link::csv::write(&mut out, l)?;
+                }
+                match next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+            out.flush()?;
+        }
+    }
+    Ok(())
 }
 
 async fn key_command(redis: &Redis, command: KeyCommand) -> anyhow::Result<()> {

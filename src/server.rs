@@ -9,14 +9,14 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::app::App;
 use crate::click::enrich::{Enricher, IpHasher};
 use crate::click::geo::Geo;
 use crate::config::Config;
 use crate::http::rate_limit::RateLimiter;
-use crate::link::{catalog, LinkTable};
+use crate::link::{sync as link_sync, LinkTable};
 use crate::metrics;
 use crate::pipeline::fingerprints;
 use crate::pipeline::inserter::{FlushReport, Storage};
@@ -173,36 +173,19 @@ impl Server {
             wal,
             ip_hasher,
         });
-        catalog::reload(&app.redis, &app.links, app.metrics)
+        let at = link_sync::start(&app.redis, &app.links, app.metrics)
             .await
             .context("loading links from Redis")?;
-        info!(links = app.links.len(), "link table loaded");
-
+        info!(
+            links = app.links.len(),
+            version = at.version,
+            "link table loaded"
+        );
         let refresher = {
             let app = app.clone();
             tokio::spawn(async move {
-                let mut tick =
-                    tokio::time::interval(Duration::from_millis(app.config.link_refresh_ms));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                // Log transitions only: an outage polled 4 times a second is one line, not 4/s.
-                let mut failing = false;
-                loop {
-                    tick.tick().await;
-                    match catalog::reload_if_changed(&app.redis, &app.links, app.metrics).await {
-                        Ok(()) if failing => {
-                            failing = false;
-                            info!("link table refresh recovered");
-                        }
-                        Ok(()) => {}
-                        Err(error) => {
-                            app.metrics.link_refresh_errors.increment(1);
-                            if !failing {
-                                failing = true;
-                                warn!(%error, "link table refresh failing; serving the last table");
-                            }
-                        }
-                    }
-                }
+                let interval = Duration::from_millis(app.config.link_refresh_ms);
+                link_sync::follow(app.redis.clone(), &app.links, app.metrics, at, interval).await
             })
         };
 

@@ -321,7 +321,7 @@ fn remembered(links: &LinkTable, r: &Report<'_>, a: &Attributed) -> InstallAttri
             medium: f.medium.clone(),
             partner_id: links
                 .get(&f.link_id)
-                .and_then(|l| l.link.partner_id.clone())
+                .and_then(|l| l.partner_id.as_deref().map(str::to_string))
                 .unwrap_or_default(),
             partner_click_id: f.partner_click_id.clone(),
             subs: f.subs.clone(),
@@ -419,8 +419,8 @@ fn target_url(links: &LinkTable, f: &ClickFacts, platform: InstallPlatform) -> O
         return None;
     }
     let template = match platform {
-        InstallPlatform::Ios => live.ios.as_ref(),
-        InstallPlatform::Android => live.android.as_ref(),
+        InstallPlatform::Ios => live.ios(),
+        InstallPlatform::Android => live.android(),
         InstallPlatform::Web => None,
     }
     .unwrap_or(&live.destination);

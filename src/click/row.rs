@@ -44,7 +44,7 @@ pub struct Captured<'a> {
 
 impl<'a> Captured<'a> {
     pub fn of(click: &'a Click, ip_hash: u64, place: Place<'a>) -> Captured<'a> {
-        let link = &click.link.link;
+        let link = &click.link;
         Captured {
             id: click.id.0,
             ts_ms: click.ts_ms,

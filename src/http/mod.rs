@@ -429,9 +429,7 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
                 return not_found();
             };
             let (parts, body) = req.into_parts();
-            answer(
-                api::links::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await,
-            )
+            answer(api::links::handle(app, &parts, id.as_deref(), body).await)
         }
         _ => not_found(),
     }

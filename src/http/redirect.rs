@@ -19,7 +19,7 @@ use crate::click::geo::Place;
 use crate::click::row::Captured;
 use crate::click::{Click, ClickId, Platform, Texts};
 use crate::link::template::Values;
-use crate::link::{Link, LiveLink};
+use crate::link::LiveLink;
 use crate::pipeline::ring;
 use crate::pipeline::wal::{self, Wal};
 
@@ -154,7 +154,7 @@ pub struct ClickParams<'q> {
 
 impl ClickParams<'_> {
     /// The macro values of a click on `link` carrying these parameters.
-    fn values<'a>(&'a self, link: &'a Link, click_id: &'a str, country: &'a str) -> Values<'a> {
+    fn values<'a>(&'a self, link: &'a LiveLink, click_id: &'a str, country: &'a str) -> Values<'a> {
         let s = &self.subs;
         Values {
             click_id,
@@ -250,8 +250,8 @@ where
     let ts_ms = visit.now_ms;
     let id = ClickId::new(ts_ms);
     let template = match platform {
-        Platform::Ios => live.ios.as_ref(),
-        Platform::Android => live.android.as_ref(),
+        Platform::Ios => live.ios(),
+        Platform::Android => live.android(),
         Platform::Other => None,
     }
     .unwrap_or(&live.destination);
@@ -260,13 +260,12 @@ where
         _ => "",
     };
     let click_id = id.to_hyphenated();
-    let link = &live.link;
     let mut location = visit.location;
     location.clear();
-    location.reserve(link.destination.len() + 64);
+    location.reserve(256);
     template.expand(
         &params.values(
-            link,
+            &live,
             std::str::from_utf8(&click_id).expect("hex is ascii"),
             country,
         ),
@@ -319,11 +318,11 @@ async fn write_ahead(app: &App, wal: &Wal, click: &mut Click) {
 
 /// Paused or deleted: the fallback URL when the link has one (no click recorded), else 410.
 fn gone(live: &Arc<LiveLink>, params: &ClickParams) -> Answer {
-    let Some(fallback) = &live.fallback else {
+    let Some(fallback) = live.fallback() else {
         return Answer::Gone;
     };
     let mut location = Vec::with_capacity(128);
-    fallback.expand(&params.values(&live.link, "", ""), &mut location);
+    fallback.expand(&params.values(live, "", ""), &mut location);
     Answer::found(location)
 }
 

@@ -2,13 +2,14 @@
 //! this node's link table (what the redirect reads) in step with them. A tenant only ever
 //! reaches its own links: another tenant's code is "not found", exactly like a missing one.
 
+use std::time::Duration;
+
+use ahash::AHashSet;
 use serde::{Deserialize, Deserializer};
-use tracing::warn;
 
 use super::{is_reserved, valid_code, Link, LinkTable, Template, MAX_FIELD_LEN};
-use crate::error::{Error, FieldError};
-use crate::metrics::Metrics;
-use crate::store::redis::{Redis, RedisError};
+use crate::error::{Error, FieldError, ItemError};
+use crate::store::redis::{Put, Redis};
 use crate::time;
 
 const GENERATED_CODE_LEN: usize = 8;
@@ -16,10 +17,31 @@ const GENERATED_CODE_LEN: usize = 8;
 /// What the link use cases work with.
 pub struct Context<'a> {
     pub redis: &'a Redis,
-    pub table: &'a LinkTable,
-    pub metrics: &'static Metrics,
+    /// This node's link table, when there is one (not in the CLI): a write waits (briefly)
+    /// until its change is in it, so that the link redirects here as soon as it is answered.
+    pub table: Option<&'a LinkTable>,
     /// Links a tenant may have.
     pub limit: usize,
+    /// Entries the change feed keeps.
+    pub feed_length: usize,
+}
+
+/// At most this many links in one `POST /v1/links/bulk` (SPEC, Bulk links).
+pub const BULK_MAX: usize = 10_000;
+
+/// `GET /v1/links` pages: this many links unless asked, at most `PAGE_MAX`.
+pub const PAGE_DEFAULT: usize = 100;
+pub const PAGE_MAX: usize = 1_000;
+
+/// How long a write waits for this node's table to show it; past it the change still
+/// arrives (the catalog sync applies it), the answer just does not wait for it.
+const SETTLE_LIMIT: Duration = Duration::from_secs(1);
+
+/// What a bulk create did: the links created (with their index in the request) and the
+/// items refused, each naming its field.
+pub struct Bulk {
+    pub created: Vec<(usize, Link)>,
+    pub failed: Vec<ItemError>,
 }
 
 /// A `POST /v1/links` body.
@@ -110,53 +132,161 @@ impl LinkPatch {
 }
 
 pub async fn create(ctx: &Context<'_>, tenant: &str, new: NewLink) -> Result<Link, Error> {
-    let (id, mut link) = new.into_link(tenant, time::now_rfc3339())?;
-    if ctx.redis.link_count(tenant).await? >= ctx.limit {
+    let (id, link) = new.into_link(tenant, time::now_rfc3339())?;
+    let claim = claim(id, link)?;
+    let wanted = claim.link.id.clone();
+    check_room(ctx, tenant, 1).await?;
+    match place(ctx, vec![claim]).await?.pop().flatten() {
+        Some(link) => Ok(link),
+        None => Err(Error::Conflict {
+            code: "id_taken",
+            message: format!("link id {wanted:?} is already taken"),
+            field: Some("id"),
+        }),
+    }
+}
+
+/// Creates the valid links among `items` (`POST /v1/links/bulk`, CSV import); the others,
+/// and those whose id is taken or repeated, are reported by index. A request that would
+/// take the tenant past its link limit creates nothing.
+pub async fn create_many(
+    ctx: &Context<'_>,
+    tenant: &str,
+    items: Vec<Result<NewLink, FieldError>>,
+) -> Result<Bulk, Error> {
+    let now = time::now_rfc3339();
+    let mut failed = Vec::new();
+    let mut claims = Vec::new();
+    let mut indexes = Vec::new();
+    let mut ids = AHashSet::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let claimed = item
+            .and_then(|new| new.into_link(tenant, now.clone()))
+            .and_then(|(id, link)| claim(id, link));
+        match claimed {
+            Ok(c) if !c.generated && !ids.insert(c.link.id.clone()) => failed.push(ItemError::new(
+                index,
+                "id",
+                format!(
+                    "link id {:?} appears more than once in the request",
+                    c.link.id
+                ),
+            )),
+            Ok(c) => {
+                claims.push(c);
+                indexes.push(index);
+            }
+            Err(e) => failed.push(e.at(index)),
+        }
+    }
+    check_room(ctx, tenant, claims.len()).await?;
+    let mut created = Vec::with_capacity(claims.len());
+    let wanted: Vec<String> = claims.iter().map(|c| c.link.id.clone()).collect();
+    for ((index, id), placed) in indexes
+        .into_iter()
+        .zip(wanted)
+        .zip(place(ctx, claims).await?)
+    {
+        match placed {
+            Some(link) => created.push((index, link)),
+            None => failed.push(ItemError::new(
+                index,
+                "id",
+                format!("link id {id:?} is already taken"),
+            )),
+        }
+    }
+    failed.sort_by_key(|e| e.index);
+    Ok(Bulk { created, failed })
+}
+
+/// A link ready to be stored, and whether its code was generated (then a taken one is
+/// replaced, not refused).
+struct Claim {
+    link: Link,
+    generated: bool,
+}
+
+/// The link with the code it asked for (checked) or a generated one.
+fn claim(id: Option<String>, mut link: Link) -> Result<Claim, FieldError> {
+    let generated = id.is_none();
+    link.id = match id {
+        Some(code) if !valid_code(&code) => {
+            return Err(FieldError::new(
+                "id",
+                "must be 1-64 characters of A-Z a-z 0-9 _ -",
+            ))
+        }
+        Some(code) if is_reserved(&code) => {
+            return Err(FieldError::new("id", format!("{code:?} is reserved")))
+        }
+        Some(code) => code,
+        None => generate_code(),
+    };
+    Ok(Claim { link, generated })
+}
+
+async fn check_room(ctx: &Context<'_>, tenant: &str, more: usize) -> Result<(), Error> {
+    if more > 0 && ctx.redis.link_count(tenant).await? + more > ctx.limit {
         return Err(Error::LimitReached {
             resource: "links",
             limit: ctx.limit,
         });
     }
-    match id {
-        Some(code) => {
-            if !valid_code(&code) {
-                return Err(
-                    FieldError::new("id", "must be 1-64 characters of A-Z a-z 0-9 _ -").into(),
-                );
-            }
-            if is_reserved(&code) {
-                return Err(FieldError::new("id", format!("{code:?} is reserved")).into());
-            }
-            link.id = code;
-            if !ctx.redis.insert_link(&link).await? {
-                return Err(Error::Conflict {
-                    code: "id_taken",
-                    message: format!("link id {:?} is already taken", link.id),
-                    field: Some("id"),
-                });
-            }
-        }
-        None => loop {
-            link.id = generate_code();
-            if ctx.redis.insert_link(&link).await? {
-                break;
-            }
-        },
-    }
-    refresh(ctx).await;
-    Ok(link)
+    Ok(())
 }
 
-/// The tenant's live links, newest first.
-pub async fn list(redis: &Redis, tenant: &str) -> Result<Vec<Link>, Error> {
-    let mut links = redis.tenant_links(tenant).await?;
+/// Stores new links, in order: each is `Some` once stored, `None` where its chosen code was
+/// taken. A generated code that collides is generated again.
+async fn place(ctx: &Context<'_>, claims: Vec<Claim>) -> Result<Vec<Option<Link>>, Error> {
+    let mut placed: Vec<Option<Link>> = vec![None; claims.len()];
+    let mut pending: Vec<(usize, Claim)> = claims.into_iter().enumerate().collect();
+    let mut newest = 0;
+    while !pending.is_empty() {
+        let links: Vec<Link> = pending.iter().map(|(_, c)| c.link.clone()).collect();
+        let versions = ctx
+            .redis
+            .put_links(&links, Put::Create, ctx.feed_length)
+            .await?;
+        let mut retry = Vec::new();
+        for ((i, mut c), version) in pending.into_iter().zip(versions) {
+            match version {
+                Some(v) => {
+                    newest = newest.max(v);
+                    placed[i] = Some(c.link);
+                }
+                None if c.generated => {
+                    c.link.id = generate_code();
+                    retry.push((i, c));
+                }
+                None => {}
+            }
+        }
+        pending = retry;
+    }
+    settle(ctx, newest).await;
+    Ok(placed)
+}
+
+/// Waits until this node's table has applied catalog version `version` (see `Context`).
+async fn settle(ctx: &Context<'_>, version: u64) {
+    if let Some(table) = ctx.table {
+        if version > 0 {
+            table.wait_applied(version, SETTLE_LIMIT).await;
+        }
+    }
+}
+
+/// A page of the tenant's live links, newest first, and the cursor of the next page.
+pub async fn list(
+    redis: &Redis,
+    tenant: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<Link>, Option<String>), Error> {
+    let (mut links, next) = redis.tenant_links_page(tenant, cursor, limit).await?;
     links.retain(|l| l.tenant_id == tenant && l.deleted_at.is_none());
-    links.sort_by(|a, b| {
-        b.created_at
-            .cmp(&a.created_at)
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    Ok(links)
+    Ok((links, next))
 }
 
 /// The tenant's live link `id` (not found also for other tenants' and deleted links).
@@ -177,8 +307,7 @@ pub async fn update(
     patch.apply(&mut link);
     validate(&link)?;
     link.updated_at = time::now_rfc3339();
-    ctx.redis.put_link(&link).await?;
-    refresh(ctx).await;
+    store(ctx, &link).await?;
     Ok(link)
 }
 
@@ -188,39 +317,16 @@ pub async fn delete(ctx: &Context<'_>, tenant: &str, id: &str) -> Result<(), Err
     let now = time::now_rfc3339();
     link.updated_at = now.clone();
     link.deleted_at = Some(now);
-    ctx.redis.put_link(&link).await?;
-    refresh(ctx).await;
-    Ok(())
+    store(ctx, &link).await
 }
 
-/// Reloads this node's link table now, so the change redirects at once here (other nodes
-/// follow within `link_refresh_ms`). A failure keeps the previous table.
-async fn refresh(ctx: &Context<'_>) {
-    if let Err(error) = reload(ctx.redis, ctx.table, ctx.metrics).await {
-        ctx.metrics.link_refresh_errors.increment(1);
-        warn!(%error, "link table refresh failed; serving the previous table");
-    }
-}
-
-/// Loads the whole link set into `table`. Serialized, so an older snapshot never replaces
-/// a newer one.
-pub async fn reload(redis: &Redis, table: &LinkTable, metrics: &Metrics) -> Result<(), RedisError> {
-    let _guard = table.reloading.lock().await;
-    let (version, links) = redis.all_links().await?;
-    table.replace(version, links);
-    metrics.link_table_size.set(table.len() as f64);
-    Ok(())
-}
-
-/// Reloads `table` when Redis's link-set version moved.
-pub async fn reload_if_changed(
-    redis: &Redis,
-    table: &LinkTable,
-    metrics: &Metrics,
-) -> Result<(), RedisError> {
-    if Some(redis.links_version().await?) != table.version() {
-        reload(redis, table, metrics).await?;
-    }
+/// Stores a changed link and waits for it here.
+async fn store(ctx: &Context<'_>, link: &Link) -> Result<(), Error> {
+    let versions = ctx
+        .redis
+        .put_links(std::slice::from_ref(link), Put::Update, ctx.feed_length)
+        .await?;
+    settle(ctx, versions.into_iter().flatten().max().unwrap_or(0)).await;
     Ok(())
 }
 
@@ -270,7 +376,7 @@ fn generate_code() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::LiveLink;
+    use crate::link::{Interner, LiveLink};
 
     fn link_from(body: &[u8]) -> Option<Link> {
         let new: NewLink = serde_json::from_slice(body).ok()?;
@@ -288,7 +394,7 @@ mod tests {
             let _ = link_from(&bytes);
             let body = serde_json::json!({"destination": dest, "campaign": campaign, "ios_destination": dest});
             if let Some(link) = link_from(body.to_string().as_bytes()) {
-                proptest::prop_assert!(LiveLink::compile(link).is_ok());
+                proptest::prop_assert!(LiveLink::compile(&link, &Interner::default()).is_ok());
             }
         }
     }

@@ -1,9 +1,14 @@
 //! Tracking links: the stored entity, its validation, and the compiled form the redirect uses.
 
 pub mod catalog;
+pub mod csv;
+pub mod sync;
 pub mod table;
 pub mod template;
 
+use std::sync::Arc;
+
+use ahash::AHashSet;
 use serde::{Deserialize, Serialize};
 
 pub use table::LinkTable;
@@ -52,31 +57,98 @@ pub struct Link {
     pub deleted_at: Option<String>,
 }
 
-/// A link compiled for the redirect: templates parsed once, not per click.
+/// A link compiled for the redirect: templates parsed once, not per click, and the strings
+/// many links share (tenant, campaign, source, medium, partner) held once per node. Nothing
+/// the redirect does not read is kept: the catalog holds millions of these.
 #[derive(Debug)]
 pub struct LiveLink {
-    pub link: Link,
+    pub id: Arc<str>,
+    pub tenant_id: Arc<str>,
+    pub campaign: Arc<str>,
+    pub source: Arc<str>,
+    pub medium: Arc<str>,
+    pub partner_id: Option<Arc<str>>,
     pub destination: Template,
-    pub ios: Option<Template>,
-    pub android: Option<Template>,
-    pub fallback: Option<Template>,
+    /// Most links have no platform destinations and no fallback: one pointer for them.
+    alternates: Option<Box<Alternates>>,
+    gone: bool,
+}
+
+#[derive(Debug)]
+struct Alternates {
+    ios: Option<Template>,
+    android: Option<Template>,
+    fallback: Option<Template>,
 }
 
 impl LiveLink {
-    pub fn compile(link: Link) -> Result<LiveLink, TemplateError> {
+    pub fn compile(link: &Link, strings: &Interner) -> Result<LiveLink, TemplateError> {
         let opt = |s: &Option<String>| s.as_deref().map(Template::parse).transpose();
-        Ok(LiveLink {
-            destination: Template::parse(&link.destination)?,
+        let alternates = Alternates {
             ios: opt(&link.ios_destination)?,
             android: opt(&link.android_destination)?,
             fallback: opt(&link.fallback_url)?,
-            link,
+        };
+        let any = alternates.ios.is_some()
+            || alternates.android.is_some()
+            || alternates.fallback.is_some();
+        Ok(LiveLink {
+            id: link.id.as_str().into(),
+            tenant_id: strings.intern(&link.tenant_id),
+            campaign: strings.intern(&link.campaign),
+            source: strings.intern(&link.source),
+            medium: strings.intern(&link.medium),
+            partner_id: link.partner_id.as_deref().map(|p| strings.intern(p)),
+            destination: Template::parse(&link.destination)?,
+            alternates: any.then(|| Box::new(alternates)),
+            gone: link.paused || link.deleted_at.is_some(),
         })
     }
 
     /// Paused and deleted links answer 410 (or their fallback) and record no click.
     pub fn is_gone(&self) -> bool {
-        self.link.paused || self.link.deleted_at.is_some()
+        self.gone
+    }
+
+    pub fn ios(&self) -> Option<&Template> {
+        self.alternates.as_ref()?.ios.as_ref()
+    }
+
+    pub fn android(&self) -> Option<&Template> {
+        self.alternates.as_ref()?.android.as_ref()
+    }
+
+    pub fn fallback(&self) -> Option<&Template> {
+        self.alternates.as_ref()?.fallback.as_ref()
+    }
+}
+
+/// One shared copy of each distinct string the live links name. Strings no link uses any
+/// more are dropped by `prune` (the catalog sync calls it after a full load).
+#[derive(Default)]
+pub struct Interner(parking_lot::Mutex<AHashSet<Arc<str>>>);
+
+impl Interner {
+    pub fn intern(&self, s: &str) -> Arc<str> {
+        let mut set = self.0.lock();
+        if let Some(shared) = set.get(s) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = s.into();
+        set.insert(shared.clone());
+        shared
+    }
+
+    pub fn prune(&self) {
+        self.0.lock().retain(|s| Arc::strong_count(s) > 1);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -1,37 +1,50 @@
-//! The in-process link table the redirect reads: an immutable map behind `ArcSwap`, swapped
-//! whole when Redis says the link set changed. The redirect never calls Redis.
+//! The in-process link table the redirect reads: a sharded concurrent map from code to
+//! compiled link. Changes apply in place, one link at a time (a shard is locked for the
+//! microseconds one insert takes, never the whole table); a full load builds a new map
+//! beside the serving one and swaps it in. The redirect never calls Redis.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use ahash::AHashMap;
 use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use tokio::sync::{watch, Notify};
 use tracing::warn;
 
-use super::{Link, LiveLink};
+use super::{Interner, Link, LiveLink};
 
-type Map = AHashMap<Box<str>, Arc<LiveLink>>;
+pub type Map = DashMap<Arc<str>, Arc<LiveLink>, ahash::RandomState>;
+
+/// Enough shards that growing one (a rehash under its lock) stays short at 10M links.
+const SHARDS: usize = 1024;
 
 pub struct LinkTable {
     map: ArcSwap<Map>,
-    /// The Redis link-set version the current map was built from.
-    version: parking_lot::Mutex<Option<i64>>,
-    /// Held while the table reloads (`catalog::reload`).
-    pub(crate) reloading: tokio::sync::Mutex<()>,
+    strings: Interner,
+    /// The catalog version this table has applied, for writers waiting to see their change.
+    applied: watch::Sender<u64>,
+    /// Wakes the catalog sync early (a change was just written on this node).
+    pub(crate) nudge: Notify,
 }
 
 impl Default for LinkTable {
     fn default() -> Self {
         LinkTable {
-            map: ArcSwap::from_pointee(Map::default()),
-            version: parking_lot::Mutex::new(None),
-            reloading: tokio::sync::Mutex::new(()),
+            map: ArcSwap::from_pointee(new_map(0)),
+            strings: Interner::default(),
+            applied: watch::Sender::new(0),
+            nudge: Notify::new(),
         }
     }
 }
 
+pub fn new_map(capacity: usize) -> Map {
+    Map::with_capacity_and_hasher_and_shard_amount(capacity, Default::default(), SHARDS)
+}
+
 impl LinkTable {
     pub fn get(&self, code: &str) -> Option<Arc<LiveLink>> {
-        self.map.load().get(code).cloned()
+        self.map.load().get(code).map(|entry| entry.value().clone())
     }
 
     pub fn len(&self) -> usize {
@@ -42,25 +55,56 @@ impl LinkTable {
         self.len() == 0
     }
 
-    pub fn version(&self) -> Option<i64> {
-        *self.version.lock()
-    }
-
-    /// Replace the table. Links that do not compile (they were validated on write, so only
-    /// a hand-edited Redis gets here) are skipped with a warning rather than taking the
-    /// whole table down.
-    pub fn replace(&self, version: i64, links: impl IntoIterator<Item = Link>) {
-        let mut map = Map::default();
-        for link in links {
-            let code = link.id.clone();
-            match LiveLink::compile(link) {
-                Ok(live) => {
-                    map.insert(code.into(), Arc::new(live));
-                }
-                Err(error) => warn!(code, %error, "skipping link that does not compile"),
+    /// Puts `link` into `map` (the serving one, or one being built). A link that does not
+    /// compile (validated on write, so only a hand-edited Redis gets here) is left out with
+    /// a warning rather than failing the rest.
+    pub fn put(&self, map: &Map, link: &Link) {
+        match LiveLink::compile(link, &self.strings) {
+            Ok(live) => {
+                let live = Arc::new(live);
+                map.insert(live.id.clone(), live);
+            }
+            Err(error) => {
+                warn!(code = link.id, %error, "skipping link that does not compile");
+                map.remove(link.id.as_str());
             }
         }
+    }
+
+    /// Applies changed links to the serving map; `None` means the code left the catalog.
+    pub fn apply<'a>(&self, changes: impl IntoIterator<Item = (&'a str, Option<&'a Link>)>) {
+        let map = self.map.load();
+        for (code, link) in changes {
+            match link {
+                Some(link) => self.put(&map, link),
+                None => {
+                    map.remove(code);
+                }
+            }
+        }
+    }
+
+    /// Serves `map` from now on (the previous one is dropped once no request holds it), and
+    /// forgets strings only the previous one used.
+    pub fn install(&self, map: Map) {
         self.map.store(Arc::new(map));
-        *self.version.lock() = Some(version);
+        self.strings.prune();
+    }
+
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    pub fn set_applied(&self, version: u64) {
+        self.applied.send_replace(version);
+    }
+
+    /// Waits (at most `limit`) until the table has applied catalog version `version`.
+    pub async fn wait_applied(&self, version: u64, limit: Duration) -> bool {
+        self.nudge.notify_one();
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|&v| v >= version))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }

@@ -1,5 +1,6 @@
-//! Destination templates: parsed once when a link is loaded into a list of literal and macro
-//! segments, expanded per click into a reused buffer with every macro value URL-encoded.
+//! Destination templates: parsed once when a link is loaded into its literal text and the
+//! places of its macros, expanded per click into a reused buffer with every macro value
+//! URL-encoded.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
@@ -42,16 +43,12 @@ impl Macro {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(Box<str>),
-    Macro(Macro),
-}
-
+/// The URL's literal text in one string, and each macro with the position in that text where
+/// its value goes: a link's whole template is two allocations, whatever its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
-    segments: Vec<Segment>,
-    uses_country: bool,
+    text: Box<str>,
+    macros: Box<[(u16, Macro)]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,63 +98,59 @@ impl Template {
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(TemplateError::BadCharacter);
         }
-        let mut segments = Vec::new();
-        let mut literal = String::new();
+        let mut text = String::with_capacity(url.len());
+        let mut macros = Vec::new();
         let mut rest = url;
         while let Some(open) = rest.find('{') {
-            push_literal(&mut literal, &rest[..open]);
+            push_literal(&mut text, &rest[..open]);
             let after = &rest[open + 1..];
             let close = after.find('}').ok_or(TemplateError::Unclosed)?;
             let name = &after[..close];
             let m =
                 Macro::parse(name).ok_or_else(|| TemplateError::UnknownMacro(name.to_string()))?;
-            if !literal.is_empty() {
-                segments.push(Segment::Literal(std::mem::take(&mut literal).into()));
-            }
-            segments.push(Segment::Macro(m));
+            // At most 3 × 4096 bytes (non-ASCII written as %XX), so always a u16.
+            let at = u16::try_from(text.len()).map_err(|_| TemplateError::TooLong)?;
+            macros.push((at, m));
             rest = &after[close + 1..];
         }
-        push_literal(&mut literal, rest);
-        if !literal.is_empty() {
-            segments.push(Segment::Literal(literal.into()));
-        }
-        let uses_country = segments.contains(&Segment::Macro(Macro::Country));
+        push_literal(&mut text, rest);
         Ok(Template {
-            segments,
-            uses_country,
+            text: text.into(),
+            macros: macros.into(),
         })
     }
 
     /// Whether expansion needs the click's country (a geo lookup on the hot path).
     pub fn uses_country(&self) -> bool {
-        self.uses_country
+        self.macros.iter().any(|&(_, m)| m == Macro::Country)
     }
 
     pub fn expand(&self, v: &Values<'_>, out: &mut Vec<u8>) {
-        for segment in &self.segments {
-            match segment {
-                Segment::Literal(s) => out.extend_from_slice(s.as_bytes()),
-                Segment::Macro(m) => {
-                    let value = match *m {
-                        Macro::ClickId => v.click_id,
-                        Macro::PartnerClickId => v.partner_click_id,
-                        Macro::LinkId => v.link_id,
-                        Macro::Campaign => v.campaign,
-                        Macro::Source => v.source,
-                        Macro::Medium => v.medium,
-                        Macro::Sub(i) => v.subs[i as usize],
-                        Macro::Country => v.country,
-                    };
-                    if unreserved(value) {
-                        out.extend_from_slice(value.as_bytes());
-                    } else {
-                        for part in percent_encoding::utf8_percent_encode(value, VALUE) {
-                            out.extend_from_slice(part.as_bytes());
-                        }
-                    }
+        let text = self.text.as_bytes();
+        let mut from = 0;
+        for &(at, m) in self.macros.iter() {
+            let at = usize::from(at);
+            out.extend_from_slice(&text[from..at]);
+            from = at;
+            let value = match m {
+                Macro::ClickId => v.click_id,
+                Macro::PartnerClickId => v.partner_click_id,
+                Macro::LinkId => v.link_id,
+                Macro::Campaign => v.campaign,
+                Macro::Source => v.source,
+                Macro::Medium => v.medium,
+                Macro::Sub(i) => v.subs[i as usize],
+                Macro::Country => v.country,
+            };
+            if unreserved(value) {
+                out.extend_from_slice(value.as_bytes());
+            } else {
+                for part in percent_encoding::utf8_percent_encode(value, VALUE) {
+                    out.extend_from_slice(part.as_bytes());
                 }
             }
         }
+        out.extend_from_slice(&text[from..]);
     }
 }
 

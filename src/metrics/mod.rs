@@ -67,6 +67,9 @@ pub struct Metrics {
     pub redis_errors: Counter,
     pub link_table_size: Gauge,
     pub link_refresh_errors: Counter,
+    pub link_changes_applied: Counter,
+    pub link_catalog_loads: Counter,
+    pub link_catalog_version: Gauge,
     pub clicks_spilled: Counter,
     pub clicks_replayed: Counter,
     pub spill_bytes: Gauge,
@@ -156,6 +159,9 @@ pub fn init() -> &'static Metrics {
             redis_errors: metrics::counter!("sluice_redis_errors_total"),
             link_table_size: metrics::gauge!("sluice_link_table_links"),
             link_refresh_errors: metrics::counter!("sluice_link_refresh_errors_total"),
+            link_changes_applied: metrics::counter!("sluice_link_changes_applied_total"),
+            link_catalog_loads: metrics::counter!("sluice_link_catalog_loads_total"),
+            link_catalog_version: metrics::gauge!("sluice_link_catalog_version"),
             clicks_spilled: metrics::counter!("sluice_clicks_spilled_total"),
             clicks_replayed: metrics::counter!("sluice_clicks_replayed_total"),
             spill_bytes: metrics::gauge!("sluice_spill_bytes"),
@@ -260,6 +266,18 @@ fn describe() {
     describe_counter!(
         "sluice_link_refresh_errors_total",
         "Failed link table refreshes"
+    );
+    describe_counter!(
+        "sluice_link_changes_applied_total",
+        "Link changes applied to the link table from the change feed"
+    );
+    describe_counter!(
+        "sluice_link_catalog_loads_total",
+        "Whole-catalog loads: one at start, then one per change feed gap"
+    );
+    describe_gauge!(
+        "sluice_link_catalog_version",
+        "The catalog version the link table has applied"
     );
     describe_counter!(
         "sluice_clicks_spilled_total",

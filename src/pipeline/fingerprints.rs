@@ -178,7 +178,7 @@ impl Fingerprint {
     }
 
     fn tenant(&self) -> &str {
-        &self.click.link.link.tenant_id
+        &self.click.link.tenant_id
     }
 
     fn country(&self) -> &str {
@@ -191,7 +191,7 @@ impl Fingerprint {
     /// `<click id hex>|<facts JSON>`: what the flip claims and hands back.
     fn member(&self) -> Vec<u8> {
         let c = &self.click;
-        let link = &c.link.link;
+        let link = &c.link;
         let facts = Facts {
             l: &link.id,
             c: &link.campaign,
@@ -356,27 +356,30 @@ pub async fn run(redis: Redis, mut intake: Intake, metrics: &'static Metrics) {
 pub(crate) mod tests {
     use super::*;
     use crate::click::{ClickId, Texts};
-    use crate::link::{Link, LiveLink};
+    use crate::link::{Interner, Link, LiveLink};
     use std::sync::Arc;
 
     /// A click for tests (also the ring's).
     pub(crate) fn click(platform: Platform) -> Click {
-        let link = LiveLink::compile(Link {
-            id: "promo".into(),
-            tenant_id: "t_0123456789abcdef".into(),
-            destination: "https://shop.example/p".into(),
-            campaign: "spring \"sale\"".into(),
-            source: "fb".into(),
-            medium: "cpc".into(),
-            partner_id: None,
-            ios_destination: None,
-            android_destination: None,
-            fallback_url: None,
-            paused: false,
-            created_at: String::new(),
-            updated_at: String::new(),
-            deleted_at: None,
-        })
+        let link = LiveLink::compile(
+            &Link {
+                id: "promo".into(),
+                tenant_id: "t_0123456789abcdef".into(),
+                destination: "https://shop.example/p".into(),
+                campaign: "spring \"sale\"".into(),
+                source: "fb".into(),
+                medium: "cpc".into(),
+                partner_id: None,
+                ios_destination: None,
+                android_destination: None,
+                fallback_url: None,
+                paused: false,
+                created_at: String::new(),
+                updated_at: String::new(),
+                deleted_at: None,
+            },
+            &Interner::default(),
+        )
         .unwrap();
         Click {
             id: ClickId::new(1_795_305_600_123),

@@ -109,6 +109,30 @@ test("a link created in the dashboard redirects, and its click shows up", async 
   await page.close();
 });
 
+test("the links page shows a large catalog a page at a time", async () => {
+  const stamp = Date.now();
+  const links = Array.from({ length: 150 }, (_, i) => ({ id: `pg-${stamp}-${i}`, destination: "https://shop.example/" }));
+  const resp = await fetch(`${SLUICE_URL}/v1/links/bulk`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${SLUICE_SK}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ links }),
+  });
+  assert.equal((await resp.json()).created, 150);
+  const page = await browser.newPage();
+  await signIn(page);
+  await page.goto(`${SLUICE_URL}/dashboard#/links`);
+  await page.waitForSelector("#more-links");
+  const shown = () => page.$$eval("tr[data-link]", (trs) => trs.map((tr) => tr.dataset.link));
+  const first = await shown();
+  assert.equal(first.length, 100);
+  await page.click("#more-links");
+  await page.waitForSelector("#first-links");
+  const second = await shown();
+  assert.ok(second.length > 0 && second.every((id) => !first.includes(id)), "the next page, no repeats");
+  await page.screenshot({ path: path.join(SCREENSHOTS, "links-page-2.png"), fullPage: true });
+  await page.close();
+});
+
 test("the SDK reports installs and finds the deferred link from a page on another origin", async () => {
   // The page and the SDK build are served by this test, so every call to Sluice is cross-origin.
   const sdk = fs.readFileSync(path.join(here, "../../sdk/js/dist/index.js"));

@@ -1,30 +1,38 @@
-//! `POST|GET /v1/links`, `GET|PATCH|DELETE /v1/links/{id}` (secret key), over the link use
-//! cases (`link::catalog`).
+//! `POST|GET /v1/links`, `POST /v1/links/bulk`, `GET|PATCH|DELETE /v1/links/{id}` (secret
+//! key), over the link use cases (`link::catalog`).
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use hyper::body::Incoming;
-use hyper::header::HeaderMap;
+use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
+use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 
-use super::read_json;
+use super::{decode, parse_json, query_params, read_batch, read_json, Decode};
 use crate::app::App;
+use crate::error::FieldError;
 use crate::http::auth::require_secret;
 use crate::http::error::{empty_response, json_response, ApiError, Body};
-use crate::link::{catalog, Link};
+use crate::link::catalog::{self, NewLink, BULK_MAX, PAGE_DEFAULT, PAGE_MAX};
+use crate::link::Link;
+use crate::store::redis::valid_cursor;
 
 const BODY_LIMIT: usize = 64 * 1024;
+/// SPEC, Bulk links.
+const BULK_BODY_LIMIT: usize = 8 << 20;
 
 pub async fn handle(
     app: &App,
-    method: &Method,
+    parts: &Parts,
     id: Option<&str>,
-    headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
-    let caller = require_secret(app, headers).await?;
+    let caller = require_secret(app, &parts.headers).await?;
     let tenant = caller.tenant_id.as_str();
     let ctx = app.catalog();
-    let (status, link) = match (method, id) {
+    let (status, link) = match (&parts.method, id) {
         (&Method::POST, None) => {
             let new = read_json(body, BODY_LIMIT).await?;
             (
@@ -32,10 +40,24 @@ pub async fn handle(
                 catalog::create(&ctx, tenant, new).await?,
             )
         }
+        (&Method::POST, Some("bulk")) => {
+            let items = parse_bulk(&read_batch(&parts.headers, body, BULK_BODY_LIMIT).await?)?;
+            let bulk = catalog::create_many(&ctx, tenant, items).await?;
+            let created: Vec<_> = bulk
+                .created
+                .iter()
+                .map(|(index, link)| json!({"index": index, "id": link.id, "path": format!("/{}", link.id)}))
+                .collect();
+            let body = json!({"created": created.len(), "links": created, "failed": bulk.failed});
+            return Ok(json_response(StatusCode::OK, &body));
+        }
         (&Method::GET, None) => {
-            let links = catalog::list(&app.redis, tenant).await?;
+            let (cursor, limit) = page(parts.uri.query())?;
+            let (links, next) = catalog::list(&app.redis, tenant, cursor.as_deref(), limit).await?;
             let views: Vec<_> = links.iter().map(view).collect();
-            return Ok(json_response(StatusCode::OK, &json!({ "links": views })));
+            let next = next.map(|position| URL_SAFE_NO_PAD.encode(position));
+            let body = json!({ "links": views, "next_cursor": next });
+            return Ok(json_response(StatusCode::OK, &body));
         }
         (&Method::GET, Some(id)) => (StatusCode::OK, catalog::get(&app.redis, tenant, id).await?),
         (&Method::PATCH, Some(id)) => {
@@ -52,6 +74,62 @@ pub async fn handle(
         _ => return Err(ApiError::method_not_allowed()),
     };
     Ok(json_response(status, &view(&link)))
+}
+
+/// A bulk body's links, each parsed on its own so that one bad link is reported by index
+/// instead of refusing the request.
+fn parse_bulk(body: &[u8]) -> Result<Vec<Result<NewLink, FieldError>>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Bulk<'a> {
+        #[serde(borrow)]
+        links: Vec<&'a RawValue>,
+    }
+    let bulk: Bulk = parse_json(body)?;
+    if bulk.links.len() > BULK_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            format!("at most {BULK_MAX} links per request"),
+        ));
+    }
+    Ok(bulk
+        .links
+        .iter()
+        .map(|raw| match decode(raw.get().as_bytes()) {
+            Ok(new) => Ok(new),
+            Err(Decode::Field(e)) => Err(e),
+            Err(Decode::Json(e)) => Err(FieldError::new("", e.to_string())),
+        })
+        .collect())
+}
+
+/// `cursor` (a previous page's `next_cursor`) and `limit` of `GET /v1/links`.
+fn page(query: Option<&str>) -> Result<(Option<String>, usize), FieldError> {
+    let mut cursor = None;
+    let mut limit = PAGE_DEFAULT;
+    for (key, value) in query_params(query) {
+        match key.as_str() {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=PAGE_MAX).contains(n))
+                    .ok_or_else(|| FieldError::new("limit", format!("must be 1 to {PAGE_MAX}")))?
+            }
+            "cursor" => {
+                let position = URL_SAFE_NO_PAD
+                    .decode(&value)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .filter(|p| valid_cursor(p))
+                    .ok_or_else(|| FieldError::new("cursor", "is not a cursor"))?;
+                cursor = Some(position);
+            }
+            other => return Err(FieldError::new(other, "is not a known parameter")),
+        }
+    }
+    Ok((cursor, limit))
 }
 
 fn view(link: &Link) -> serde_json::Value {

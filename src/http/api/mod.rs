@@ -16,9 +16,11 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, CONTENT_LENGTH};
 use hyper::StatusCode;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use super::error::ApiError;
 use crate::conversions::{BodyError, MAX_ITEMS};
+use crate::error::FieldError;
 
 /// Reads a JSON body of at most `limit` bytes.
 pub async fn read_json<T: DeserializeOwned>(body: Incoming, limit: usize) -> Result<T, ApiError> {
@@ -28,13 +30,30 @@ pub async fn read_json<T: DeserializeOwned>(body: Incoming, limit: usize) -> Res
 /// Parses a JSON body into `T`. Text that is not JSON is `invalid_json`; JSON of the wrong
 /// shape (a missing, unknown or mistyped field) is `invalid_field` with `details.field`
 /// naming it (`postbacks.install`, `links[3].destination`).
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
+    decode(bytes).map_err(|e| match e {
+        Decode::Json(e) => invalid_json(&e),
+        Decode::Field(f) => {
+            ApiError::bad_request("invalid_field", format!("{}: {}", f.field, f.message))
+                .with_details(serde_json::json!({ "field": f.field }))
+        }
+    })
+}
+
+/// Why JSON did not decode: not JSON at all, or one field of the wrong shape (an empty field
+/// name: the value as a whole).
+pub enum Decode {
+    Json(serde_json::Error),
+    Field(FieldError),
+}
+
+pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Decode> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let e = e.into_inner();
         if e.classify() != serde_json::error::Category::Data {
-            return invalid_json(&e);
+            return Decode::Json(e);
         }
         let message = e.to_string();
         // A missing field is named only in serde's message; the path is its object's.
@@ -44,13 +63,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let field = match (missing, path.as_str()) {
             (Some(name), ".") => name.to_string(),
             (Some(name), parent) => format!("{parent}.{name}"),
+            (None, ".") => String::new(),
             (None, path) => path.to_string(),
         };
-        let message = strip_position(&message);
-        ApiError::bad_request("invalid_field", format!("{field}: {message}"))
-            .with_details(serde_json::json!({ "field": field }))
+        Decode::Field(FieldError {
+            field,
+            message: strip_position(&message).to_string(),
+        })
     })?;
-    de.end().map_err(|e| invalid_json(&e))?;
+    de.end().map_err(Decode::Json)?;
     Ok(value)
 }
 

@@ -24,6 +24,7 @@ mod tenants;
 
 pub use delivery::DELIVERY_LOG;
 pub use idempotency::IdClaim;
+pub use links::{valid_cursor, FeedEntry, FeedHead, FeedRead, Put};
 pub use match_state::{Binding, Claim, Flip, FlipRequest, INSTALL_MEMORY_MS};
 pub use sources::WebhookOwner;
 pub use tenants::{KeyRecord, NewTenant, Revocation};
@@ -65,6 +66,7 @@ pub struct Redis {
     /// that long to apply here.
     configs: Arc<TtlCache<AttributionConfig>>,
     delivery_promote: redis::Script,
+    link_put: redis::Script,
     /// Partners and webhooks as deliveries fan out (a change applies within the TTL).
     partners: Arc<TtlCache<Option<Partner>>>,
     webhooks: Arc<TtlCache<Vec<Webhook>>>,
@@ -148,21 +150,26 @@ impl Redis {
             delivery_promote: redis::Script::new(include_str!(
                 "../../../redis/delivery_promote.lua"
             )),
+            link_put: redis::Script::new(include_str!("../../../redis/link_put.lua")),
             partners: Arc::new(TtlCache::new(CONFIG_CACHE_TTL)),
             webhooks: Arc::new(TtlCache::new(CONFIG_CACHE_TTL)),
         })
     }
 
-    fn links_key(&self) -> String {
-        format!("{}:links", self.prefix)
+    fn catalog_key(&self) -> String {
+        format!("{}:{{links}}:all", self.prefix)
     }
 
-    fn links_version_key(&self) -> String {
-        format!("{}:links:version", self.prefix)
+    fn catalog_version_key(&self) -> String {
+        format!("{}:{{links}}:version", self.prefix)
+    }
+
+    fn link_feed_key(&self) -> String {
+        format!("{}:{{links}}:feed", self.prefix)
     }
 
     fn tenant_links_key(&self, tenant: &str) -> String {
-        format!("{}:{{t:{tenant}}}:links", self.prefix)
+        format!("{}:{{t:{tenant}}}:links:index", self.prefix)
     }
 
     fn tenant_key(&self, tenant: &str) -> String {
