@@ -321,7 +321,7 @@ fn remembered(links: &LinkTable, r: &Report<'_>, a: &Attributed) -> InstallAttri
             medium: f.medium.clone(),
             partner_id: links
                 .get(&f.link_id)
-                .and_then(|l| l.partner_id.as_deref().map(str::to_string))
+                .and_then(|l| l.labels.partner_id.as_deref().map(str::to_string))
                 .unwrap_or_default(),
             partner_click_id: f.partner_click_id.clone(),
             subs: f.subs.clone(),

@@ -160,9 +160,9 @@ impl ClickParams<'_> {
             click_id,
             partner_click_id: &self.partner_click_id,
             link_id: &link.id,
-            campaign: &link.campaign,
-            source: &link.source,
-            medium: &link.medium,
+            campaign: &link.labels.campaign,
+            source: &link.labels.source,
+            medium: &link.labels.medium,
             subs: [&s[0], &s[1], &s[2], &s[3], &s[4]],
             country,
         }

@@ -57,21 +57,28 @@ pub struct Link {
     pub deleted_at: Option<String>,
 }
 
-/// A link compiled for the redirect: templates parsed once, not per click, and the strings
-/// many links share (tenant, campaign, source, medium, partner) held once per node. Nothing
-/// the redirect does not read is kept: the catalog holds millions of these.
+/// A link compiled for the redirect: templates parsed once, not per click, and the labels
+/// many links share held once per node. Nothing the redirect does not read is kept: a node
+/// holds millions of these.
 #[derive(Debug)]
 pub struct LiveLink {
-    pub id: Arc<str>,
-    pub tenant_id: Arc<str>,
-    pub campaign: Arc<str>,
-    pub source: Arc<str>,
-    pub medium: Arc<str>,
-    pub partner_id: Option<Arc<str>>,
+    pub id: Box<str>,
+    pub labels: Arc<Labels>,
     pub destination: Template,
-    /// Most links have no platform destinations and no fallback: one pointer for them.
+    /// Most links have no platform destinations and no fallback: one null pointer for them.
     alternates: Option<Box<Alternates>>,
     gone: bool,
+}
+
+/// What a link's clicks are recorded under. Links of one tenant, campaign, source, medium
+/// and partner share one copy (`Interner`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Labels {
+    pub tenant_id: Box<str>,
+    pub campaign: Box<str>,
+    pub source: Box<str>,
+    pub medium: Box<str>,
+    pub partner_id: Option<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -82,7 +89,7 @@ struct Alternates {
 }
 
 impl LiveLink {
-    pub fn compile(link: &Link, strings: &Interner) -> Result<LiveLink, TemplateError> {
+    pub fn compile(link: &Link, labels: &Interner) -> Result<LiveLink, TemplateError> {
         let opt = |s: &Option<String>| s.as_deref().map(Template::parse).transpose();
         let alternates = Alternates {
             ios: opt(&link.ios_destination)?,
@@ -94,11 +101,13 @@ impl LiveLink {
             || alternates.fallback.is_some();
         Ok(LiveLink {
             id: link.id.as_str().into(),
-            tenant_id: strings.intern(&link.tenant_id),
-            campaign: strings.intern(&link.campaign),
-            source: strings.intern(&link.source),
-            medium: strings.intern(&link.medium),
-            partner_id: link.partner_id.as_deref().map(|p| strings.intern(p)),
+            labels: labels.intern(Labels {
+                tenant_id: link.tenant_id.as_str().into(),
+                campaign: link.campaign.as_str().into(),
+                source: link.source.as_str().into(),
+                medium: link.medium.as_str().into(),
+                partner_id: link.partner_id.as_deref().map(Into::into),
+            }),
             destination: Template::parse(&link.destination)?,
             alternates: any.then(|| Box::new(alternates)),
             gone: link.paused || link.deleted_at.is_some(),
@@ -123,32 +132,24 @@ impl LiveLink {
     }
 }
 
-/// One shared copy of each distinct string the live links name. Strings no link uses any
-/// more are dropped by `prune` (the catalog sync calls it after a full load).
+/// One shared copy of each distinct `Labels` the live links have. Labels no link uses any
+/// more are dropped by `prune` (after a full catalog load).
 #[derive(Default)]
-pub struct Interner(parking_lot::Mutex<AHashSet<Arc<str>>>);
+pub struct Interner(parking_lot::Mutex<AHashSet<Arc<Labels>>>);
 
 impl Interner {
-    pub fn intern(&self, s: &str) -> Arc<str> {
+    pub fn intern(&self, labels: Labels) -> Arc<Labels> {
         let mut set = self.0.lock();
-        if let Some(shared) = set.get(s) {
+        if let Some(shared) = set.get(&labels) {
             return shared.clone();
         }
-        let shared: Arc<str> = s.into();
+        let shared = Arc::new(labels);
         set.insert(shared.clone());
         shared
     }
 
     pub fn prune(&self) {
-        self.0.lock().retain(|s| Arc::strong_count(s) > 1);
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.lock().retain(|l| Arc::strong_count(l) > 1);
     }
 }
 

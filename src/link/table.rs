@@ -3,24 +3,53 @@
 //! microseconds one insert takes, never the whole table); a full load builds a new map
 //! beside the serving one and swaps it in. The redirect never calls Redis.
 
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use tokio::sync::{watch, Notify};
 use tracing::warn;
 
 use super::{Interner, Link, LiveLink};
 
-pub type Map = DashMap<Arc<str>, Arc<LiveLink>, ahash::RandomState>;
+/// The links by code. The key is the link itself (hashed and compared by its code, and
+/// borrowed as it): one pointer per entry, the code stored once.
+pub type Map = DashMap<ByCode, (), ahash::RandomState>;
+
+#[derive(Clone)]
+pub struct ByCode(Arc<LiveLink>);
+
+impl Borrow<str> for ByCode {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+/// As `str` hashes and compares, which `Borrow<str>` requires.
+impl Hash for ByCode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state)
+    }
+}
+
+impl PartialEq for ByCode {
+    fn eq(&self, other: &ByCode) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ByCode {}
 
 /// Enough shards that growing one (a rehash under its lock) stays short at 10M links.
 const SHARDS: usize = 1024;
 
 pub struct LinkTable {
     map: ArcSwap<Map>,
-    strings: Interner,
+    labels: Interner,
     /// The catalog version this table has applied, for writers waiting to see their change.
     applied: watch::Sender<u64>,
     /// Wakes the catalog sync early (a change was just written on this node).
@@ -31,7 +60,7 @@ impl Default for LinkTable {
     fn default() -> Self {
         LinkTable {
             map: ArcSwap::from_pointee(new_map(0)),
-            strings: Interner::default(),
+            labels: Interner::default(),
             applied: watch::Sender::new(0),
             nudge: Notify::new(),
         }
@@ -44,7 +73,7 @@ pub fn new_map(capacity: usize) -> Map {
 
 impl LinkTable {
     pub fn get(&self, code: &str) -> Option<Arc<LiveLink>> {
-        self.map.load().get(code).map(|entry| entry.value().clone())
+        self.map.load().get(code).map(|entry| entry.key().0.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -59,11 +88,16 @@ impl LinkTable {
     /// compile (validated on write, so only a hand-edited Redis gets here) is left out with
     /// a warning rather than failing the rest.
     pub fn put(&self, map: &Map, link: &Link) {
-        match LiveLink::compile(link, &self.strings) {
-            Ok(live) => {
-                let live = Arc::new(live);
-                map.insert(live.id.clone(), live);
-            }
+        match LiveLink::compile(link, &self.labels) {
+            // Replaced in place under the shard's lock: never absent in between.
+            Ok(live) => match map.entry(ByCode(Arc::new(live))) {
+                Entry::Occupied(entry) => {
+                    entry.replace_entry(());
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert(());
+                }
+            },
             Err(error) => {
                 warn!(code = link.id, %error, "skipping link that does not compile");
                 map.remove(link.id.as_str());
@@ -85,10 +119,10 @@ impl LinkTable {
     }
 
     /// Serves `map` from now on (the previous one is dropped once no request holds it), and
-    /// forgets strings only the previous one used.
+    /// forgets labels only the previous one used.
     pub fn install(&self, map: Map) {
         self.map.store(Arc::new(map));
-        self.strings.prune();
+        self.labels.prune();
     }
 
     pub fn applied(&self) -> u64 {

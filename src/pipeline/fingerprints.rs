@@ -178,7 +178,7 @@ impl Fingerprint {
     }
 
     fn tenant(&self) -> &str {
-        &self.click.link.tenant_id
+        &self.click.link.labels.tenant_id
     }
 
     fn country(&self) -> &str {
@@ -194,9 +194,9 @@ impl Fingerprint {
         let link = &c.link;
         let facts = Facts {
             l: &link.id,
-            c: &link.campaign,
-            s: &link.source,
-            m: &link.medium,
+            c: &link.labels.campaign,
+            s: &link.labels.source,
+            m: &link.labels.medium,
             p: c.texts.partner_click_id(),
             u: c.texts.subs(),
             g: self.country(),
