@@ -549,3 +549,42 @@ async fn web_pages_match_clicks_from_their_own_browser() {
     assert_eq!(page["click_id"], iphone.to_string(), "{page}");
     ctx.server.shutdown().await;
 }
+
+/// An install finds its click by id however old within the lookback (a click stored six
+/// days ago, straight into ClickHouse as the pipeline stores it), and a click of another
+/// tenant with the same id never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_id_finds_a_six_day_old_click_and_never_another_tenants() {
+    let env = TestEnv::new();
+    let server = env.start().await;
+    let mine = env.tenant().await;
+    let theirs = env.tenant().await;
+    let ts = sluice::time::now_ms() - 6 * 86_400_000;
+    let click = ClickId::new(ts);
+    let day = sluice::time::date_string((ts / sluice::time::MS_PER_DAY) as u16);
+    env.ch(&format!(
+        "INSERT INTO clicks (date, ts_ms, click_id, tenant_id, link_id, campaign, source, medium, ip_hash, is_bot, is_preview) \
+         VALUES ('{day}', {ts}, unhex('{}'), '{}', 'old-link', 'autumn', 'net', 'cpi', 7, 0, 0)",
+        hex::encode(click.0),
+        theirs.tenant_id,
+    ))
+    .await;
+    let install = |key: String, id: &'static str| {
+        let url = format!("{}/v1/attribution/install", base(&server));
+        async move {
+            api(
+                reqwest::Method::POST,
+                &url,
+                &key,
+                Some(json!({"install_id": id, "platform": "android", "click_id": click.to_string()})),
+            )
+            .await
+        }
+    };
+    let (status, v) = install(mine.secret_key.clone(), "i-mine").await;
+    assert_eq!((status, v["match_type"].as_str()), (200, Some("organic")), "another tenant's click: {v}");
+    let (status, v) = install(theirs.secret_key.clone(), "i-theirs").await;
+    assert_eq!((status, v["match_type"].as_str()), (200, Some("click_id")), "{v}");
+    assert_eq!((v["campaign"].as_str(), v["source"].as_str()), (Some("autumn"), Some("net")), "{v}");
+    server.shutdown().await;
+}

@@ -85,6 +85,7 @@ fn every_route_is_documented() {
         ("get", "/v1/attribution/reports/{id}"),
         ("get", "/v1/links"),
         ("post", "/v1/links"),
+        ("post", "/v1/links/bulk"),
         ("get", "/v1/links/{id}"),
         ("patch", "/v1/links/{id}"),
         ("delete", "/v1/links/{id}"),
