@@ -118,8 +118,8 @@ async fn bulk_creates_the_valid_links_and_names_each_refused_one() {
     let many = vec![json!({"destination": "https://x.example/"}); 10_001];
     let (status, answer) = bulk(&base, key, many).await;
     assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (413, Some("too_many_items"))
+        (status, answer["error"]["details"]["field"].as_str()),
+        (400, Some("links"))
     );
     let (status, answer) = api(
         Method::POST,

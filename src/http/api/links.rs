@@ -87,10 +87,9 @@ fn parse_bulk(body: &[u8]) -> Result<Vec<Result<NewLink, FieldError>>, ApiError>
     }
     let bulk: Bulk = parse_json(body)?;
     if bulk.links.len() > BULK_MAX {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_items",
-            format!("at most {BULK_MAX} links per request"),
+        return Err(ApiError::invalid_field(
+            "links",
+            format!("has more than {BULK_MAX} links (at most {BULK_MAX} a request)"),
         ));
     }
     Ok(bulk
