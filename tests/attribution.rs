@@ -576,15 +576,29 @@ async fn click_id_finds_a_six_day_old_click_and_never_another_tenants() {
                 reqwest::Method::POST,
                 &url,
                 &key,
-                Some(json!({"install_id": id, "platform": "android", "click_id": click.to_string()})),
+                Some(
+                    json!({"install_id": id, "platform": "android", "click_id": click.to_string()}),
+                ),
             )
             .await
         }
     };
     let (status, v) = install(mine.secret_key.clone(), "i-mine").await;
-    assert_eq!((status, v["match_type"].as_str()), (200, Some("organic")), "another tenant's click: {v}");
+    assert_eq!(
+        (status, v["match_type"].as_str()),
+        (200, Some("organic")),
+        "another tenant's click: {v}"
+    );
     let (status, v) = install(theirs.secret_key.clone(), "i-theirs").await;
-    assert_eq!((status, v["match_type"].as_str()), (200, Some("click_id")), "{v}");
-    assert_eq!((v["campaign"].as_str(), v["source"].as_str()), (Some("autumn"), Some("net")), "{v}");
+    assert_eq!(
+        (status, v["match_type"].as_str()),
+        (200, Some("click_id")),
+        "{v}"
+    );
+    assert_eq!(
+        (v["campaign"].as_str(), v["source"].as_str()),
+        (Some("autumn"), Some("net")),
+        "{v}"
+    );
     server.shutdown().await;
 }

@@ -26,6 +26,26 @@ async fn bulk(base: &str, key: &str, links: Vec<Value>) -> (u16, Value) {
     .await
 }
 
+/// Links `<prefix>0` … `<prefix><n-1>` to `destination`.
+fn numbered(prefix: &str, n: usize, destination: &str) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"id": format!("{prefix}{i:02}"), "destination": destination}))
+        .collect()
+}
+
+/// Waits (up to 5 s: a few propagation intervals) until `url` answers `status`.
+async fn answers(url: String, status: u16) {
+    eventually(
+        &format!("{url} answers {status}"),
+        Duration::from_secs(5),
+        || {
+            let url = url.clone();
+            async move { http().get(&url).send().await.unwrap().status().as_u16() == status }
+        },
+    )
+    .await;
+}
+
 /// Every page of `GET /v1/links?limit=`, in order.
 async fn all_pages(base: &str, key: &str, limit: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -157,10 +177,12 @@ async fn pages_list_every_live_link_once_newest_first() {
     let other = env.tenant().await;
     let key = &t.secret_key;
     for batch in 0..3 {
-        let links = (0..40)
-            .map(|i| json!({"id": format!("p{batch}-{i:02}"), "destination": "https://x.example/"}))
-            .collect();
-        let (status, answer) = bulk(&base, key, links).await;
+        let (status, answer) = bulk(
+            &base,
+            key,
+            numbered(&format!("p{batch}-"), 40, "https://x.example/"),
+        )
+        .await;
         assert_eq!(
             (status, answer["created"].as_u64()),
             (200, Some(40)),
@@ -272,16 +294,7 @@ async fn csv_import_and_export_round_trip() {
         ]
     );
     // Imported on another process: on this node once the feed brings it.
-    let url = format!("{base}/csv-b");
-    eventually(
-        "the imported paused link answers 410",
-        Duration::from_secs(5),
-        || {
-            let url = url.clone();
-            async move { http().get(&url).send().await.unwrap().status() == 410 }
-        },
-    )
-    .await;
+    answers(format!("{base}/csv-b"), 410).await;
 
     let exported = run(vec![
         "links".into(),
@@ -382,16 +395,14 @@ async fn a_follower_converges_after_an_absence_a_trimmed_feed_and_a_lost_feed() 
 
     // 10,000 changes while it is away: 5,000 creations, then each changed or deleted.
     for batch in 0..5 {
-        let links = (0..1000)
-            .map(|i| json!({"id": format!("f{batch}-{i}"), "destination": "https://old.example/"}))
-            .collect();
+        let links = numbered(&format!("f{batch}-"), 1000, "https://old.example/");
         assert_eq!(bulk(&base, key, links).await.1["created"], 1000);
     }
     let changes: Vec<_> = (0..5000).collect();
     for chunk in changes.chunks(100) {
         let calls = chunk.iter().map(|&n| {
             let (batch, i) = (n / 1000, n % 1000);
-            let url = format!("{base}/v1/links/f{batch}-{i}");
+            let url = format!("{base}/v1/links/f{batch}-{i:02}");
             async move {
                 if n % 10 == 0 {
                     api(Method::DELETE, &url, key, None).await.0
@@ -418,7 +429,7 @@ async fn a_follower_converges_after_an_absence_a_trimmed_feed_and_a_lost_feed() 
         CatchUp::Current,
         "10,000 changes fit the feed: no reload"
     );
-    assert_eq!(seen(&table, "f0-0").as_deref(), Some("gone"));
+    assert_eq!(seen(&table, "f0-00").as_deref(), Some("gone"));
     assert_eq!(
         seen(&table, "f4-999").as_deref(),
         Some("https://new.example/")
@@ -428,9 +439,7 @@ async fn a_follower_converges_after_an_absence_a_trimmed_feed_and_a_lost_feed() 
 
     // Trimmed past: more changes than the feed keeps while it is away.
     for batch in 0..25 {
-        let links = (0..1000)
-            .map(|i| json!({"id": format!("g{batch}-{i}"), "destination": "https://g.example/"}))
-            .collect();
+        let links = numbered(&format!("g{batch}-"), 1000, "https://g.example/");
         assert_eq!(bulk(&base, key, links).await.1["created"], 1000);
     }
     assert_eq!(
@@ -460,7 +469,7 @@ async fn a_follower_converges_after_an_absence_a_trimmed_feed_and_a_lost_feed() 
         .unwrap();
     api(
         Method::PATCH,
-        &format!("{base}/v1/links/g0-0"),
+        &format!("{base}/v1/links/g0-00"),
         key,
         Some(json!({"destination": "https://lost.example/"})),
     )
@@ -471,7 +480,7 @@ async fn a_follower_converges_after_an_absence_a_trimmed_feed_and_a_lost_feed() 
         .unwrap();
     api(
         Method::PATCH,
-        &format!("{base}/v1/links/g0-1"),
+        &format!("{base}/v1/links/g0-01"),
         key,
         Some(json!({"destination": "https://after.example/"})),
     )
@@ -484,11 +493,11 @@ async fn a_follower_converges_after_an_absence_a_trimmed_feed_and_a_lost_feed() 
     );
     at = sync::load(&redis, &table, metrics()).await.unwrap();
     assert_eq!(
-        seen(&table, "g0-0").as_deref(),
+        seen(&table, "g0-00").as_deref(),
         Some("https://lost.example/")
     );
     assert_eq!(
-        seen(&table, "g0-1").as_deref(),
+        seen(&table, "g0-01").as_deref(),
         Some("https://after.example/")
     );
 
@@ -517,35 +526,24 @@ async fn deleted_and_paused_links_stop_on_every_node() {
     let node_b = sluice::server::Server::start(config).await.unwrap();
     let t = env.tenant().await;
     let key = &t.secret_key;
-    let links = (0..50)
-        .map(|i| json!({"id": format!("s{i}"), "destination": "https://x.example/"}))
-        .collect();
+    let links = numbered("s", 50, "https://x.example/");
     assert_eq!(bulk(&base(&node_a), key, links).await.1["created"], 50);
     api(
         Method::DELETE,
-        &format!("{}/v1/links/s3", base(&node_a)),
+        &format!("{}/v1/links/s03", base(&node_a)),
         key,
         None,
     )
     .await;
     api(
         Method::PATCH,
-        &format!("{}/v1/links/s4", base(&node_a)),
+        &format!("{}/v1/links/s04", base(&node_a)),
         key,
         Some(json!({"paused": true})),
     )
     .await;
-    for (code, want) in [("s3", 410), ("s4", 410), ("s49", 302)] {
-        let url = format!("{}/{code}", base(&node_b));
-        eventually(
-            &format!("{code} answers {want} on node B"),
-            Duration::from_secs(5),
-            || {
-                let url = url.clone();
-                async move { http().get(&url).send().await.unwrap().status().as_u16() == want }
-            },
-        )
-        .await;
+    for (code, want) in [("s03", 410), ("s04", 410), ("s49", 302)] {
+        answers(format!("{}/{code}", base(&node_b)), want).await;
     }
     node_a.shutdown().await;
     node_b.shutdown().await;

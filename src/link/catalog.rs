@@ -1,6 +1,7 @@
-//! The link use cases: create, read, change and delete a tenant's links in Redis, and keep
-//! this node's link table (what the redirect reads) in step with them. A tenant only ever
-//! reaches its own links: another tenant's code is "not found", exactly like a missing one.
+//! The link use cases: create (one or many), list in pages, read, change and delete a
+//! tenant's links in Redis; a write waits until this node's link table shows it (`sync`
+//! brings it to every node). A tenant only ever reaches its own links: another tenant's
+//! code is "not found", exactly like a missing one.
 
 use std::time::Duration;
 
