@@ -49,7 +49,7 @@ const SHARDS: usize = 1024;
 
 pub struct LinkTable {
     map: ArcSwap<Map>,
-    labels: Interner,
+    labels: Arc<Interner>,
     /// The catalog version this table has applied, for writers waiting to see their change.
     applied: watch::Sender<u64>,
     /// Wakes the catalog sync early (a change was just written on this node).
@@ -60,7 +60,7 @@ impl Default for LinkTable {
     fn default() -> Self {
         LinkTable {
             map: ArcSwap::from_pointee(new_map(0)),
-            labels: Interner::default(),
+            labels: Arc::default(),
             applied: watch::Sender::new(0),
             nudge: Notify::new(),
         }
@@ -84,25 +84,9 @@ impl LinkTable {
         self.len() == 0
     }
 
-    /// Puts `link` into `map` (the serving one, or one being built). A link that does not
-    /// compile (validated on write, so only a hand-edited Redis gets here) is left out with
-    /// a warning rather than failing the rest.
-    pub fn put(&self, map: &Map, link: &Link) {
-        match LiveLink::compile(link, &self.labels) {
-            // Replaced in place under the shard's lock: never absent in between.
-            Ok(live) => match map.entry(ByCode(Arc::new(live))) {
-                Entry::Occupied(entry) => {
-                    entry.replace_entry(());
-                }
-                Entry::Vacant(entry) => {
-                    entry.insert(());
-                }
-            },
-            Err(error) => {
-                warn!(code = link.id, %error, "skipping link that does not compile");
-                map.remove(link.id.as_str());
-            }
-        }
+    /// The labels this table's links share, for building a map on another thread.
+    pub fn labels(&self) -> Arc<Interner> {
+        self.labels.clone()
     }
 
     /// Applies changed links to the serving map; `None` means the code left the catalog.
@@ -110,7 +94,7 @@ impl LinkTable {
         let map = self.map.load();
         for (code, link) in changes {
             match link {
-                Some(link) => self.put(&map, link),
+                Some(link) => put(&map, &self.labels, link),
                 None => {
                     map.remove(code);
                 }
@@ -140,5 +124,26 @@ impl LinkTable {
         tokio::time::timeout(limit, rx.wait_for(|&v| v >= version))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Puts `link` into `map` (the serving one, or one being built). A link that does not
+/// compile (validated on write, so only a hand-edited Redis gets here) is left out with a
+/// warning rather than failing the rest.
+pub fn put(map: &Map, labels: &Interner, link: &Link) {
+    match LiveLink::compile(link, labels) {
+        // Replaced in place under the shard's lock: never absent in between.
+        Ok(live) => match map.entry(ByCode(Arc::new(live))) {
+            Entry::Occupied(entry) => {
+                entry.replace_entry(());
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(());
+            }
+        },
+        Err(error) => {
+            warn!(code = link.id, %error, "skipping link that does not compile");
+            map.remove(link.id.as_str());
+        }
     }
 }
