@@ -32,6 +32,8 @@ pub struct App {
     pub stats_cache: Cache<Ask, Arc<serde_json::Value>>,
     pub redis: Redis,
     pub ch: ::clickhouse::Client,
+    /// Click-id lookups for installs, batched.
+    pub clicks: crate::store::click_lookup::ClickLookup,
     /// Delivery's own view of the stores and settings.
     pub delivery: crate::delivery::Context,
     pub geo: Option<Arc<Geo>>,
@@ -69,7 +71,7 @@ impl App {
     pub fn attribution(&self) -> crate::attribution::attribute::Context<'_> {
         crate::attribution::attribute::Context {
             redis: &self.redis,
-            ch: &self.ch,
+            clicks: &self.clicks,
             links: &self.links,
             rows: &self.rows,
             delivery: &self.delivery,

@@ -24,6 +24,7 @@ use crate::pipeline::ring::{self, RowQueue};
 use crate::pipeline::wal::{self, Wal};
 use crate::pipeline::{FlushConfig, Flusher, Ring, SpillStatus};
 use crate::stats::cache::Cache;
+use crate::store::click_lookup::ClickLookup;
 use crate::store::clickhouse;
 use crate::store::redis::Redis;
 
@@ -166,6 +167,7 @@ impl Server {
             ring,
             rows,
             redis,
+            clicks: ClickLookup::start(ch.clone()),
             ch,
             geo,
             metrics,

@@ -23,14 +23,14 @@ use crate::metrics::Metrics;
 use crate::pipeline::batch::{BatchKind, Facts};
 use crate::pipeline::fingerprints;
 use crate::pipeline::ring::RowQueue;
-use crate::store::clickhouse;
+use crate::store::click_lookup::ClickLookup;
 use crate::store::redis::{Binding, Claim, Flip, FlipRequest, Redis};
 use crate::time;
 
 /// What the use case works with.
 pub struct Context<'a> {
     pub redis: &'a Redis,
-    pub ch: &'a ::clickhouse::Client,
+    pub clicks: &'a ClickLookup,
     pub links: &'a LinkTable,
     pub rows: &'a RowQueue,
     pub delivery: &'a crate::delivery::Context,
@@ -189,7 +189,7 @@ pub async fn attribute(
     .filter_map(|(how, id)| Some((how, id?)))
     .collect();
     let ids: Vec<ClickId> = wanted.iter().map(|(_, id)| *id).collect();
-    let known = clickhouse::click_facts(ctx.ch, tenant, &ids).await?;
+    let known = ctx.clicks.facts(tenant, &ids).await?;
     let explicit = admissible_explicit(&wanted, &known, install_ms, &config);
 
     let flip = ctx
@@ -272,7 +272,9 @@ async fn claimed_click(
         }) => fingerprints::parse_member(member),
         Some(Claim { click, .. }) => match known.into_iter().find(|f| f.click_id == click.0) {
             Some(f) => Some(f),
-            None => clickhouse::click_facts(ctx.ch, tenant, &[*click])
+            None => ctx
+                .clicks
+                .facts(tenant, &[*click])
                 .await?
                 .into_iter()
                 .next(),

@@ -34,7 +34,7 @@ pub async fn load(
 ) -> Result<FeedHead, RedisError> {
     let head = redis.link_feed_head().await?;
     // Links are compiled into the new map on a second thread while the next batch is
-    // fetched and decoded here: two cores, half the time at 10M links.
+    // fetched and decoded here: a cold start uses two cores, not one.
     let map = Arc::new(new_map(table.len()));
     let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<Link>>(2);
     let compiler = {

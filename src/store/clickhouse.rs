@@ -47,6 +47,11 @@ pub enum ChError {
         version: String,
         source: clickhouse::error::Error,
     },
+    /// A batched lookup's query failed (`click_lookup`), as ClickHouse said.
+    #[error("clickhouse: {0}")]
+    Batched(String),
+    #[error("the click lookup has stopped")]
+    Stopped,
 }
 
 impl From<ChError> for crate::error::Error {

@@ -1,4 +1,5 @@
 //! Connections to the two real services: ClickHouse (facts) and Redis (config entities).
 
+pub mod click_lookup;
 pub mod clickhouse;
 pub mod redis;
