@@ -194,14 +194,15 @@ pub async fn click_facts(
         .iter()
         .map(|id| format!("unhex('{}')", hex::encode(id.0)))
         .collect();
-    let days: Vec<String> = ids
+    let mut days: Vec<u16> = ids
         .iter()
-        .map(|id| {
-            format!(
-                "toDate('{}')",
-                time::date_string((id.timestamp_ms() / time::MS_PER_DAY) as u16)
-            )
-        })
+        .map(|id| (id.timestamp_ms() / time::MS_PER_DAY) as u16)
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    let days: Vec<String> = days
+        .into_iter()
+        .map(|day| format!("toDate('{}')", time::date_string(day)))
         .collect();
     let sql = format!(
         "SELECT hex(click_id), ts_ms, link_id, campaign, source, medium, partner_click_id, \
