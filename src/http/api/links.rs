@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::{decode, parse_json, query_params, read_batch, read_json, Decode};
+use super::{decode, page_limit, parse_json, query_params, read_batch, read_json, Decode};
 use crate::app::App;
 use crate::error::FieldError;
 use crate::http::auth::require_secret;
@@ -109,13 +109,7 @@ fn page(query: Option<&str>) -> Result<(Option<String>, usize), FieldError> {
     let mut limit = PAGE_DEFAULT;
     for (key, value) in query_params(query) {
         match key.as_str() {
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=PAGE_MAX).contains(n))
-                    .ok_or_else(|| FieldError::new("limit", format!("must be 1 to {PAGE_MAX}")))?
-            }
+            "limit" => limit = page_limit(&value, PAGE_MAX)?,
             "cursor" => {
                 let position = URL_SAFE_NO_PAD
                     .decode(&value)

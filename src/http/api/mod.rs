@@ -179,6 +179,15 @@ pub fn body_error(e: BodyError, what: &str) -> ApiError {
     }
 }
 
+/// A page's `limit` parameter: 1 to `max`.
+pub fn page_limit(value: &str, max: usize) -> Result<usize, FieldError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| FieldError::new("limit", format!("must be 1 to {max}")))
+}
+
 /// Query parameters, form-decoded (`+` is a space); later duplicates are kept after earlier.
 pub fn query_params(query: Option<&str>) -> Vec<(String, String)> {
     let decode = |s: &str| {

@@ -7,7 +7,7 @@ use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::query_params;
+use super::{page_limit, query_params};
 use crate::app::App;
 use crate::click::ClickId;
 use crate::error::FieldError;
@@ -62,13 +62,7 @@ fn filter(query: Option<&str>) -> Result<ResultsFilter, FieldError> {
             "source" => f.source = Some(value),
             "from" => f.from_day = Some(day("from")?),
             "to" => f.to_day = Some(day("to")?),
-            "limit" => {
-                f.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| FieldError::new("limit", format!("must be 1 to {MAX_LIMIT}")))?
-            }
+            "limit" => f.limit = page_limit(&value, MAX_LIMIT)?,
             "cursor" => {
                 f.before = Some(
                     parse_cursor(&value)
