@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Click-id installs at an ad network's scale: CLICKS clicks (default 100,000,000) of one tenant
-# in today's date written straight into ClickHouse (the materialized view fills clicks_by_id as
+# in today's date written straight into ClickHouse (the materialized view fills click_facts as
 # the pipeline's inserts do), then k6 sends RATE installs/s (default 2,000) for DURATION, each
 # naming a different stored click; reports latency percentiles and how many were attributed.
 # Usage: loadtest/click_installs.sh [CLICKS] [RATE] [DURATION]
@@ -22,7 +22,7 @@ STATE="$WORK/installs-tenant.json"
 field() { python3 -c "import json,sys; print(json.load(open('$STATE'))['$1'])"; }
 # The clicks stay between runs (inserting 100M takes minutes): a run reuses them, and the
 # clicks earlier runs attributed are skipped. FRESH=1 starts over.
-if [ -n "${FRESH:-}" ] || [ ! -f "$STATE" ] || [ "$(q "SELECT count() FROM clicks_by_id WHERE tenant_id = '$(field tenant_id)'" 2>/dev/null || echo 0)" != "$N" ]; then
+if [ -n "${FRESH:-}" ] || [ ! -f "$STATE" ] || [ "$(q "SELECT count() FROM click_facts WHERE tenant_id = '$(field tenant_id)'" 2>/dev/null || echo 0)" != "$N" ]; then
   drop_database $DB
   redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "$DB:*" | xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
   ./target/release/sluice migrate >/dev/null
@@ -42,11 +42,11 @@ if [ -n "${FRESH:-}" ] || [ ! -f "$STATE" ] || [ "$(q "SELECT count() FROM click
          '$T', concat('link', toString(number % 1000)), 'c', 's', 'm', cityHash64(number), 0, 0
        FROM numbers($(( part * N / 10 )), $(( N / 10 )))" >/dev/null
   done
-  echo "inserted in $(( $(date +%s) - started )) s; clicks_by_id: $(q 'SELECT count() FROM clicks_by_id') rows"
+  echo "inserted in $(( $(date +%s) - started )) s; click_facts: $(q 'SELECT count() FROM click_facts') rows"
 fi
 T="$(field tenant_id)"
 USED="$(cat "$WORK/installs-used")"
-q "SELECT lower(hex(click_id)) FROM clicks_by_id WHERE tenant_id = '$T' ORDER BY cityHash64(click_id) LIMIT 200000 OFFSET $USED" \
+q "SELECT lower(hex(click_id)) FROM click_facts WHERE tenant_id = '$T' ORDER BY cityHash64(click_id) LIMIT 200000 OFFSET $USED" \
   | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12})$/\1-\2-\3-\4-\5/' > "$WORK/click_ids.txt"
 ./target/release/sluice serve &
 PID=$!

@@ -20,7 +20,7 @@ use crate::time;
 /// Raw rows, and the click-id lookup's copy of clicks, kept per tenant's retention.
 pub const RAW_TABLES: [&str; 5] = [
     "clicks",
-    "clicks_by_id",
+    "click_facts",
     "installs",
     "events",
     "conversions",

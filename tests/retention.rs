@@ -58,7 +58,7 @@ async fn raw_rows_go_at_each_tenants_retention_and_stats_stay() {
         .unwrap();
     let ancient_month = sluice::time::month_of(u64::from(ancient) * 86_400_000);
     // The click-id lookup's copy of clicks goes with them.
-    for table in ["clicks", "clicks_by_id"] {
+    for table in ["clicks", "click_facts"] {
         assert!(
             report.dropped.contains(&(table.to_string(), ancient_month)),
             "{report:?}"
@@ -69,7 +69,7 @@ async fn raw_rows_go_at_each_tenants_retention_and_stats_stay() {
         vec![
             ("clicks".to_string(), short.tenant_id.clone(), today - 60),
             (
-                "clicks_by_id".to_string(),
+                "click_facts".to_string(),
                 short.tenant_id.clone(),
                 today - 60
             ),
@@ -78,7 +78,7 @@ async fn raw_rows_go_at_each_tenants_retention_and_stats_stay() {
     );
     // Mutations apply in the background: wait for the short tenant's old rows to go.
     let started = std::time::Instant::now();
-    let by_id = count(&short.tenant_id, old).replace("FROM clicks", "FROM clicks_by_id");
+    let by_id = count(&short.tenant_id, old).replace("FROM clicks", "FROM click_facts");
     while env.ch_u64(&count(&short.tenant_id, old)).await + env.ch_u64(&by_id).await > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),

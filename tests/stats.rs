@@ -183,8 +183,8 @@ async fn every_grouping_agrees_with_what_was_sent() {
     env_wait(&ctx, "SELECT count() FROM clicks", sent).await;
     env_wait(&ctx, STATS_CLICKS, sent).await;
     let ids: Vec<[u8; 16]> = clicks.iter().map(|(_, id, _)| id.0).collect();
-    // Installs find clicks by id in clicks_by_id, filled by its view as the insert finishes.
-    env_wait(&ctx, "SELECT count() FROM clicks_by_id", ids.len() as u64).await;
+    // Installs find clicks by id in click_facts, filled by its view as the insert finishes.
+    env_wait(&ctx, "SELECT count() FROM click_facts", ids.len() as u64).await;
     ctx.env.wait_for_fingerprints(&ids).await;
 
     // Installs of every match type.

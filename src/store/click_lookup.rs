@@ -1,22 +1,23 @@
 //! Click-id lookups, batched: installs that arrive together share one ClickHouse query.
 //!
-//! A point query on `clicks_by_id` costs ClickHouse a few milliseconds however few rows it
-//! returns (parsing, planning, one index granule per column), so one query per install caps
-//! a two-core box at a few hundred installs a second. Lookups wait in a queue while up to
-//! `IN_FLIGHT` queries run; each query then takes everything queued (one query per tenant
-//! among them). An idle server answers a lone lookup at once: no batching window is waited.
+//! A point query on `click_facts` costs ClickHouse about a millisecond of CPU however few rows
+//! it returns (parsing, planning, the index), an id in it 0.1–0.3 ms (a compressed block of
+//! each of two columns), so one query per install would spend most of a two-core box on
+//! overhead. Lookups wait in a queue while up to `IN_FLIGHT` queries run; each
+//! query then takes everything queued, whatever the tenants (each lookup keeps its own
+//! tenant's rows). An idle server answers a lone lookup at once: no batching window is waited.
 
 use std::sync::Arc;
 
-use ahash::AHashMap;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::clickhouse::{click_facts, ChError};
 use crate::attribution::install::ClickFacts;
 use crate::click::ClickId;
 
-/// Queries running at once.
-const IN_FLIGHT: usize = 4;
+/// Queries running at once. Two measured best (loadtest/RESULTS.md): with one, a slow query
+/// stalls every lookup; with four, batches shrink and the fixed cost per install grows.
+const IN_FLIGHT: usize = 2;
 /// Click ids in one query at most.
 const MAX_IDS: usize = 1_000;
 
@@ -34,6 +35,11 @@ pub struct ClickLookup {
 impl ClickLookup {
     /// Starts the batching task on the current runtime.
     pub fn start(ch: clickhouse::Client) -> ClickLookup {
+        // A lookup reads a block here and there: one thread a query (several run at once), and
+        // read buffers the size of a compressed block rather than 1 MiB a column.
+        let ch = ch
+            .with_setting("max_threads", "1")
+            .with_setting("max_read_buffer_size", "65536");
         let (queue, waiting) = mpsc::unbounded_channel();
         tokio::spawn(run(ch, waiting));
         ClickLookup { queue }
@@ -85,33 +91,26 @@ async fn run(ch: clickhouse::Client, mut waiting: mpsc::UnboundedReceiver<Lookup
     }
 }
 
-/// One query per tenant in the batch; each lookup gets the facts of its own ids.
+/// One query for the batch; each lookup gets its own tenant's facts of its own ids, once.
 async fn answer(ch: &clickhouse::Client, batch: Vec<Lookup>) {
-    let mut by_tenant: AHashMap<String, Vec<Lookup>> = AHashMap::new();
+    let mut ids: Vec<ClickId> = batch.iter().flat_map(|l| l.ids.iter().copied()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let found = click_facts(ch, &ids).await.map_err(|e| e.to_string());
     for lookup in batch {
-        by_tenant
-            .entry(lookup.tenant.clone())
-            .or_default()
-            .push(lookup);
+        let own = found.as_ref().map(|found| {
+            let mut own: Vec<ClickFacts> = Vec::new();
+            for (tenant, facts) in found {
+                if *tenant == lookup.tenant
+                    && lookup.ids.iter().any(|id| id.0 == facts.click_id)
+                    && !own.iter().any(|f| f.click_id == facts.click_id)
+                {
+                    own.push(facts.clone());
+                }
+            }
+            own
+        });
+        // The asker may have gone (its request was dropped): nothing to do.
+        let _ = lookup.reply.send(own.map_err(Clone::clone));
     }
-    let queries = by_tenant.into_iter().map(|(tenant, lookups)| async move {
-        let mut ids: Vec<ClickId> = lookups.iter().flat_map(|l| l.ids.iter().copied()).collect();
-        ids.sort_unstable_by_key(|id| id.0);
-        ids.dedup();
-        let found = click_facts(ch, &tenant, &ids)
-            .await
-            .map_err(|e| e.to_string());
-        for lookup in lookups {
-            let own = found.as_ref().map(|facts| {
-                facts
-                    .iter()
-                    .filter(|f| lookup.ids.iter().any(|id| id.0 == f.click_id))
-                    .cloned()
-                    .collect()
-            });
-            // The asker may have gone (its request was dropped): nothing to do.
-            let _ = lookup.reply.send(own.map_err(Clone::clone));
-        }
-    });
-    futures_util::future::join_all(queries).await;
 }

@@ -36,6 +36,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_clicks_by_id",
         include_str!("../../clickhouse/0006_clicks_by_id.sql"),
     ),
+    (
+        "0007_click_facts",
+        include_str!("../../clickhouse/0007_click_facts.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -164,72 +168,63 @@ pub async fn schema_current(ch: &Client) -> Result<bool, ChError> {
 
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct FactsRow {
-    click_id: String,
-    ts_ms: u64,
-    link_id: String,
-    campaign: String,
-    source: String,
-    medium: String,
-    partner_click_id: String,
-    sub1: String,
-    sub2: String,
-    sub3: String,
-    sub4: String,
-    sub5: String,
-    country: String,
+    click_id: [u8; 16],
+    facts: String,
 }
 
-/// The stored facts of the tenant's human clicks with these ids (a click id names its day, so
-/// only those days are read). Clicks still in the pipeline (under a second old) are not found.
+/// The stored facts of the human clicks with these ids, each with its tenant (the caller
+/// keeps its own tenant's), found by key in `click_facts`. An id may come twice (a batch
+/// stored while migration 0007 copied). Clicks still in the pipeline (under a second old) are
+/// not found.
 pub async fn click_facts(
     ch: &Client,
-    tenant: &str,
     ids: &[ClickId],
-) -> Result<Vec<ClickFacts>, ChError> {
+) -> Result<Vec<(String, ClickFacts)>, ChError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    // Hex digits and dates only: safe to inline.
+    // Hex digits only: safe to inline.
     let hexes: Vec<String> = ids
         .iter()
         .map(|id| format!("unhex('{}')", hex::encode(id.0)))
         .collect();
-    let mut days: Vec<u16> = ids
-        .iter()
-        .map(|id| (id.timestamp_ms() / time::MS_PER_DAY) as u16)
-        .collect();
-    days.sort_unstable();
-    days.dedup();
-    let days: Vec<String> = days
-        .into_iter()
-        .map(|day| format!("toDate('{}')", time::date_string(day)))
-        .collect();
     let sql = format!(
-        "SELECT hex(click_id), ts_ms, link_id, campaign, source, medium, partner_click_id, \
-         sub1, sub2, sub3, sub4, sub5, country FROM clicks_by_id \
-         WHERE tenant_id = ? AND date IN ({}) AND click_id IN ({}) LIMIT 1 BY click_id",
-        days.join(","),
+        "SELECT click_id, facts FROM click_facts WHERE click_id IN ({})",
         hexes.join(","),
     );
-    let rows = ch.query(&sql).bind(tenant).fetch_all::<FactsRow>().await?;
+    let rows = ch.query(&sql).fetch_all::<FactsRow>().await?;
     Ok(rows
         .into_iter()
         .filter_map(|r| {
-            let mut click_id = [0u8; 16];
-            hex::decode_to_slice(&r.click_id, &mut click_id).ok()?;
-            Some(ClickFacts {
-                click_id,
-                ts_ms: r.ts_ms,
-                link_id: r.link_id,
-                campaign: r.campaign,
-                source: r.source,
-                medium: r.medium,
-                partner_click_id: r.partner_click_id,
-                subs: [r.sub1, r.sub2, r.sub3, r.sub4, r.sub5],
-                country: r.country,
-            })
+            let [tenant, link_id, campaign, source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, country] =
+                length_prefixed(&r.facts)?.map(str::to_string);
+            let facts = ClickFacts {
+                click_id: r.click_id,
+                ts_ms: ClickId(r.click_id).timestamp_ms(),
+                link_id,
+                campaign,
+                source,
+                medium,
+                partner_click_id,
+                subs: [sub1, sub2, sub3, sub4, sub5],
+                country,
+            };
+            Some((tenant, facts))
         })
         .collect())
+}
+
+/// The `N` fields of a `click_facts.facts` string (migration 0007): each its byte length, ':'
+/// and its bytes. `None` unless the string is exactly that.
+fn length_prefixed<const N: usize>(mut s: &str) -> Option<[&str; N]> {
+    let mut fields = [""; N];
+    for field in &mut fields {
+        let (len, rest) = s.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        *field = rest.get(..len)?;
+        s = &rest[len..];
+    }
+    s.is_empty().then_some(fields)
 }
 
 /// A matched (not organic) install, as `GET /v1/attribution/results` lists it.
@@ -376,6 +371,25 @@ mod tests {
         );
         for (version, sql) in MIGRATIONS {
             assert!(!statements(sql, "").is_empty(), "{version} has statements");
+        }
+    }
+
+    #[test]
+    fn reads_length_prefixed_facts() {
+        let cases: [(&str, Option<[&str; 3]>); 9] = [
+            ("3:t_12:l11:c", Some(["t_1", "l1", "c"])),
+            ("0:0:0:", Some(["", "", ""])),
+            // Separators and multi-byte text inside a field are its bytes.
+            ("3:a:b4:é:x0:", Some(["a:b", "é:x", ""])),
+            ("3:t_12:l1", None),        // a field missing
+            ("3:t_12:l11:c1:d", None),  // one too many
+            ("3:t_12:l19:c", None),     // longer than what is left
+            ("x:t_12:l11:c", None),     // no length
+            ("1:é0:0:", None),          // a length inside a character
+            ("3t_12:l11:c", None),      // no separator
+        ];
+        for (s, want) in cases {
+            assert_eq!(length_prefixed::<3>(s), want, "{s}");
         }
     }
 }

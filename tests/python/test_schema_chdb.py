@@ -141,35 +141,40 @@ def test_views_feed_every_stats_query(tmp_path):
     s.close()
 
 
-def test_clicks_by_id_is_filled_on_migration_and_by_inserts(tmp_path):
-    """0006: clicks stored before it are copied once; later inserts follow through the
-    materialized view; bots and previews are left out; the lookup Sluice issues finds a click
-    by key."""
+def test_click_facts_is_filled_on_migration_and_by_inserts(tmp_path):
+    """0006 and 0007: clicks stored before either are copied once (through clicks_by_id, which
+    0007 drops); later inserts follow through the materialized view; bots and previews are left
+    out; the lookup Sluice issues finds a click by key, with its tenant and facts in their
+    order."""
     s = chdb.session.Session(str(tmp_path / "chdb"))
     s.query("CREATE DATABASE IF NOT EXISTS sluice")
     s.query("USE sluice")
     insert = (
-        "INSERT INTO clicks (date, ts_ms, click_id, tenant_id, link_id, is_bot, is_preview) VALUES "
-        "('2026-11-22', 1795305600123, unhex('{id}'), 't_1', 'promo', {bot}, {preview})"
+        "INSERT INTO clicks (date, ts_ms, click_id, tenant_id, link_id, campaign, sub5, country, is_bot, is_preview) "
+        "VALUES ('2026-11-22', 1795305600123, unhex('{id}'), 't_1', 'promo', 'spring', 's5', 'GB', {bot}, {preview})"
     )
-    before, after = [m for m in MIGRATIONS if m.name < "0006"], [m for m in MIGRATIONS if m.name >= "0006"]
-    for path in before:
-        for stmt in statements(path.read_text()):
-            s.query(stmt)
+
+    def apply(migrations):
+        for path in migrations:
+            for stmt in statements(path.read_text()):
+                s.query(stmt)
+
+    apply([m for m in MIGRATIONS if m.name < "0006"])
     s.query(insert.format(id="01" * 16, bot=0, preview=0))
     s.query(insert.format(id="02" * 16, bot=1, preview=0))
-    for path in after:
-        for stmt in statements(path.read_text()):
-            s.query(stmt)
+    apply([m for m in MIGRATIONS if "0006" <= m.name < "0007"])
+    s.query(insert.format(id="05" * 16, bot=0, preview=0))
+    apply([m for m in MIGRATIONS if m.name >= "0007"])
     s.query(insert.format(id="03" * 16, bot=0, preview=0))
     s.query(insert.format(id="04" * 16, bot=0, preview=1))
-    out = str(s.query("SELECT hex(click_id) FROM clicks_by_id ORDER BY click_id", "TSV")).split()
-    assert out == ["01" * 16, "03" * 16]
+    out = str(s.query("SELECT hex(click_id) FROM click_facts ORDER BY click_id", "TSV")).split()
+    assert out == ["01" * 16, "03" * 16, "05" * 16]
+    assert "clicks_by_id" not in str(s.query("SHOW TABLES", "TSV")).split()
+    # As src/store/clickhouse.rs `click_facts` issues it; the facts string is the tenant and
+    # the facts, each length-prefixed (what its `length_prefixed` reads).
     found = str(s.query(
-        "SELECT hex(click_id), link_id FROM clicks_by_id WHERE tenant_id = 't_1' "
-        f"AND date IN (toDate('2026-11-22')) AND click_id IN (unhex('{'03' * 16}'), unhex('{'04' * 16}')) "
-        "LIMIT 1 BY click_id",
+        f"SELECT hex(click_id), facts FROM click_facts WHERE click_id IN (unhex('{'01' * 16}'), unhex('{'04' * 16}'))",
         "TSV",
     )).strip()
-    assert found == f"{'03' * 16}\tpromo"
+    assert found == f"{'01' * 16}\t3:t_15:promo6:spring0:0:0:0:0:0:0:2:s52:GB"
     s.close()

@@ -140,10 +140,10 @@ impl TestEnv {
 
     /// Waits until an install can find human click `click` by id: its batch's insert has
     /// finished, materialized view included (`clicks` shows the rows a moment before
-    /// `clicks_by_id` does, while the insert is still running).
+    /// `click_facts` does, while the insert is still running).
     pub async fn wait_for_click(&self, click: [u8; 16]) {
         let sql = format!(
-            "SELECT count() FROM clicks_by_id WHERE lower(hex(click_id)) = '{}'",
+            "SELECT count() FROM click_facts WHERE lower(hex(click_id)) = '{}'",
             hex::encode(click)
         );
         assert_eq!(self.wait_for(&sql, 1, Duration::from_secs(20)).await, 1);
