@@ -7,6 +7,9 @@
 #                                                       one worker each, load tools on core 1)
 #        WARMUP=0 loadtest/compare.sh …                (no unrecorded 5 s of wrk against each
 #                                                       server before the rounds)
+#        CATALOG=1000000 loadtest/compare.sh …         (that many other links in the catalog,
+#                                                       imported before Sluice starts; results
+#                                                       go under their own markers)
 #        CLICKHOUSE_IDLE=1 loadtest/compare.sh …       (ClickHouse under SCHED_IDLE for the run:
 #                                                       it runs when the cores would otherwise
 #                                                       idle, so redirects and the load tools
@@ -34,6 +37,7 @@ UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 
 
 SERVER_CORES="${SERVER_CORES:-all}"
 CLICKHOUSE_IDLE="${CLICKHOUSE_IDLE:-0}"
+CATALOG="${CATALOG:-0}"
 PIN_SERVER=(); PIN_LOAD=(); WORKERS=auto
 if [ "$SERVER_CORES" = 1 ]; then
   PIN_SERVER=(taskset -c 0); PIN_LOAD=(taskset -c 1); WORKERS=1; export SLUICE_HTTP_THREADS=1
@@ -75,15 +79,35 @@ export SLUICE_CLICKHOUSE_DATABASE=sluice_loadtest
 export SLUICE_REDIS_PREFIX=sluice_loadtest
 export SLUICE_DATA_DIR="$WORK/sluice"
 export RUST_LOG=warn
+# A large catalog lives under a prefix of its own, removed before and after the run.
+clear_catalog() {
+  redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "sluice_loadtest_catalog:*" |
+    xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
+}
+if [ "$CATALOG" -gt 0 ]; then
+  export SLUICE_REDIS_PREFIX=sluice_loadtest_catalog
+  clear_catalog
+  TENANT="$(./target/release/sluice tenant create --name catalog | python3 -c 'import json,sys; print(json.load(sys.stdin)["tenant_id"])')"
+  python3 - "$CATALOG" > "$WORK/catalog.csv" <<'PY'
+import csv, sys
+w = csv.writer(sys.stdout)
+w.writerow(["id", "destination", "campaign", "source", "medium"])
+for i in range(int(sys.argv[1])):
+    w.writerow([f"c{i:08d}", f"https://example.com/p/{i}?cid={{click_id}}&s={{sub1}}", f"campaign{i % 1000}", f"source{i % 50}", "cpc"])
+PY
+  ./target/release/sluice links import "$WORK/catalog.csv" --tenant "$TENANT" >/dev/null
+fi
 "${PIN_SERVER[@]}" ./target/release/sluice serve &
 SLUICE_PID=$!
 cleanup() {
   kill -TERM "$SLUICE_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true
   wait "$SLUICE_PID" "$NGINX_PID" 2>/dev/null || true
   [ "$CLICKHOUSE_IDLE" = 1 ] && chrt --other -a -p 0 "$CH_PID" || true
+  [ "$CATALOG" -gt 0 ] && clear_catalog || true
 }
 trap cleanup EXIT
 wait_healthy "$SLUICE_PORT"
+until [ "$(curl -fsS "http://127.0.0.1:$SLUICE_PORT/metrics" | awk '/^sluice_link_table_links/ {print $2}')" -ge "$CATALOG" ]; do sleep 0.5; done
 CODE="$(new_link loadtest "$SLUICE_PORT" 'https://example.com/landing?cid={click_id}&s1={sub1}')"
 sleep 0.5
 BEFORE="$(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_loadtest" --data-binary "SELECT count() FROM clicks")"
@@ -138,6 +162,7 @@ OUT="$WORK/compare.md"
 exec > >(tee "$OUT")
 IDLE_NOTE=""
 [ "$CLICKHOUSE_IDLE" = 1 ] && IDLE_NOTE="CLICKHOUSE_IDLE=1 "
+[ "$CATALOG" -gt 0 ] && IDLE_NOTE="${IDLE_NOTE}CATALOG=$CATALOG "
 echo "Measured $(date -u +%Y-%m-%d) with \`${IDLE_NOTE}SERVER_CORES=$SERVER_CORES loadtest/compare.sh $ROUNDS $DURATION\` ($(nproc) cores; wrk, oha, ClickHouse and Redis on the same machine)."
 echo
 echo "| round | conns | nginx req/s | sluice req/s | ratio | nginx p50/p99 ms | sluice p50/p99 ms |"
@@ -258,8 +283,10 @@ AFTER="$(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_loadtest" --data-bin
 echo "- redirects answered by sluice in the wrk rounds: $ANSWERED; click rows stored (all runs): $((AFTER - BEFORE)); dropped (ring full): $DROPPED; through the spill (ClickHouse too slow to take them): $SPILLED"
 drop_database sluice_loadtest
 sleep 1 # let tee write the last lines
-# Into RESULTS.md, between the markers for this core count.
-python3 - "$ROOT/loadtest/RESULTS.md" "$OUT" "$SERVER_CORES" <<'PY'
+# Into RESULTS.md, between the markers for this core count (and catalog size).
+MARKER="$SERVER_CORES"
+[ "$CATALOG" -gt 0 ] && MARKER="$SERVER_CORES:links-$CATALOG"
+python3 - "$ROOT/loadtest/RESULTS.md" "$OUT" "$MARKER" <<'PY'
 import sys
 path, out, cores = sys.argv[1], sys.argv[2], sys.argv[3]
 start, end = f"<!-- compare:{cores}:start -->", f"<!-- compare:{cores}:end -->"
