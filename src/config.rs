@@ -511,8 +511,15 @@ impl Config {
         {
             return bad("clickhouse.database must be non-empty [A-Za-z0-9_]");
         }
-        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
-            return bad("redis.url must be a redis:// URL");
+        // Several comma-separated URLs name a Redis Cluster's seed nodes.
+        if !self
+            .redis
+            .url
+            .split(',')
+            .map(str::trim)
+            .all(|u| u.starts_with("redis://") || u.starts_with("rediss://"))
+        {
+            return bad("redis.url must be a redis:// URL, or several comma-separated");
         }
         if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}']) {
             return bad("redis.prefix must be non-empty and contain no braces");
@@ -610,6 +617,18 @@ mod tests {
             (&[(ENV_CLICKHOUSE_URL, "tcp://x")], false),
             (&[(ENV_FLUSH_MAX_ROWS, "0")], false),
             (&[(ENV_REDIS_PREFIX, "a{b")], false),
+            (
+                &[(
+                    ENV_REDIS_URL,
+                    "redis://10.0.0.1:7000, redis://10.0.0.2:7000",
+                )],
+                true,
+            ),
+            (
+                &[(ENV_REDIS_URL, "redis://10.0.0.1:7000,10.0.0.2:7000")],
+                false,
+            ),
+            (&[(ENV_REDIS_URL, "http://x")], false),
             (&[(ENV_WRITE_AHEAD, "true")], true),
             (&[(ENV_WRITE_AHEAD, "maybe")], false),
             (&[(ENV_HTTP_BATCH_SCHEDULING, "off")], true),

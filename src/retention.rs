@@ -18,13 +18,7 @@ use crate::store::redis::{Redis, RedisError};
 use crate::time;
 
 /// Raw rows, and the click-id lookup's copy of clicks, kept per tenant's retention.
-pub const RAW_TABLES: [&str; 5] = [
-    "clicks",
-    "click_facts",
-    "installs",
-    "events",
-    "conversions",
-];
+pub const RAW_TABLES: [&str; 5] = ["clicks", "click_facts", "installs", "events", "conversions"];
 pub const STATS_TABLES: [&str; 4] = [
     "stats_clicks",
     "stats_installs",

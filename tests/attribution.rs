@@ -391,11 +391,7 @@ async fn resolution_order_windows_and_tenants() {
             .as_deref(),
         Some("i-mine")
     );
-    let mut c = ::redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = redis_conn().await;
     let log: Vec<String> = ::redis::AsyncCommands::lrange(
         &mut c,
         format!("{}:{{t:{tenant}}}:rebinds", ctx.env.prefix),

@@ -417,11 +417,7 @@ async fn sources_from_before_hashing_keep_their_url() {
     let ctx = Ctx::new().await;
     let tenant = ctx.tenant.tenant_id.clone();
     let token = "ab".repeat(32);
-    let mut c = ::redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = redis_conn().await;
     let prefix = &ctx.env.prefix;
     let record = json!({"id": "legacy1", "name": "old", "source_type": "custom", "token": token, "created_at": "2026-01-01T00:00:00.000Z"});
     let _: () = ::redis::AsyncCommands::hset(

@@ -284,11 +284,7 @@ async fn keys_issued_before_listing_are_listed_once_used() {
     let t = env.tenant().await;
     // A key as Sluice stored them before keys were listed: a lookup record only.
     let legacy = sluice::keys::generate(sluice::keys::KeyKind::Secret);
-    let mut c = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = redis_conn().await;
     let _: () = redis::AsyncCommands::set(
         &mut c,
         format!("{}:key:{}", env.prefix, sluice::keys::hash(&legacy)),

@@ -462,11 +462,7 @@ async fn a_follower_converges_after_an_absence_a_trimmed_feed_and_a_lost_feed() 
     );
 
     // The feed lost (Redis restarted without it) while changes happened.
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis_conn().await;
     api(
         Method::PATCH,
         &format!("{base}/v1/links/g0-00"),
@@ -555,11 +551,7 @@ async fn deleted_and_paused_links_stop_on_every_node() {
 async fn links_from_before_the_change_feed_survive_the_upgrade() {
     let env = TestEnv::new();
     let t = env.tenant().await;
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis_conn().await;
     let p = &env.prefix;
     for (code, created) in [
         ("old-a", "2026-01-01T00:00:00.000Z"),

@@ -381,12 +381,12 @@ mod tests {
             ("0:0:0:", Some(["", "", ""])),
             // Separators and multi-byte text inside a field are its bytes.
             ("3:a:b4:é:x0:", Some(["a:b", "é:x", ""])),
-            ("3:t_12:l1", None),        // a field missing
-            ("3:t_12:l11:c1:d", None),  // one too many
-            ("3:t_12:l19:c", None),     // longer than what is left
-            ("x:t_12:l11:c", None),     // no length
-            ("1:é0:0:", None),          // a length inside a character
-            ("3t_12:l11:c", None),      // no separator
+            ("3:t_12:l1", None),       // a field missing
+            ("3:t_12:l11:c1:d", None), // one too many
+            ("3:t_12:l19:c", None),    // longer than what is left
+            ("x:t_12:l11:c", None),    // no length
+            ("1:é0:0:", None),         // a length inside a character
+            ("3t_12:l11:c", None),     // no separator
         ];
         for (s, want) in cases {
             assert_eq!(length_prefixed::<3>(s), want, "{s}");

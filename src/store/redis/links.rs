@@ -240,18 +240,44 @@ impl Redis {
         let mut c = self.conn.clone();
         let legacy = format!("{}:links", self.prefix);
         if c.exists(&legacy).await? {
-            redis::Script::new(
-                "if redis.call('EXISTS', KEYS[3]) == 0 then \
-                   redis.call('RENAME', KEYS[1], KEYS[3]) \
-                   if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[4]) end \
-                 end",
-            )
-            .key(&legacy)
-            .key(format!("{legacy}:version"))
-            .key(self.catalog_key())
-            .key(self.catalog_version_key())
-            .invoke_async::<()>(&mut c)
-            .await?;
+            // Copied, not renamed: on a Redis Cluster the old keys and the catalog's are in
+            // different slots. HSETNX keeps a link a newer node has written meanwhile; a copy
+            // cut short is repeated at the next start (the old hash goes last).
+            let mut cursor = 0u64;
+            loop {
+                let (next, fields): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                    .arg(&legacy)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(10_000)
+                    .query_async(&mut c)
+                    .await?;
+                let mut pipe = redis::pipe();
+                for (code, raw) in &fields {
+                    pipe.hset_nx(self.catalog_key(), code, raw).ignore();
+                }
+                if !fields.is_empty() {
+                    pipe.query_async::<()>(&mut c).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            let version: Option<u64> = c.get(format!("{legacy}:version")).await?;
+            if let Some(version) = version {
+                // The catalog's version never goes back (followers would see a gap).
+                redis::Script::new(
+                    "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then \
+                       redis.call('SET', KEYS[1], ARGV[1]) end",
+                )
+                .key(self.catalog_version_key())
+                .arg(version)
+                .invoke_async::<()>(&mut c)
+                .await?;
+            }
+            let _: () = c.del(format!("{legacy}:version")).await?;
+            let _: () = c.del(&legacy).await?;
         }
         let indexed = format!("{}:{{links}}:indexed", self.prefix);
         if c.exists(&indexed).await? {
@@ -275,7 +301,7 @@ impl Redis {
                 }
             }
             if !links.is_empty() {
-                pipe.query_async::<()>(&mut c).await?;
+                self.query_pipeline(&pipe).await?;
             }
             if next == 0 {
                 break;

@@ -8,8 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::AsyncCommands;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Value};
 
 use crate::attribution::AttributionConfig;
 use crate::delivery::job::{Owner, Webhook};
@@ -46,12 +49,82 @@ impl From<RedisError> for crate::error::Error {
     }
 }
 
+/// One Redis server, or a Redis Cluster (several seed URLs): the cluster connection follows
+/// `MOVED`/`ASK` redirections and failovers itself. Every command and script here keeps its
+/// keys in one slot (the hash tags above); pipelines that span slots go through
+/// `query_pipeline`.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// A connection to `url`, or to the Redis Cluster whose seed nodes `url` lists
+    /// comma-separated.
+    pub async fn open(url: &str) -> Result<Conn, RedisError> {
+        let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+        if nodes.len() > 1 {
+            // A failover takes the cluster a few seconds (node timeout + election): retries
+            // span about that, and each command gives up after 2 s.
+            let client = ClusterClient::builder(nodes)
+                .retries(6)
+                .min_retry_wait(50)
+                .max_retry_wait(1_000)
+                .connection_timeout(Duration::from_secs(1))
+                .response_timeout(Duration::from_secs(2))
+                .build()?;
+            return Ok(Conn::Cluster(client.get_async_connection().await?));
+        }
+        let client = redis::Client::open(url)?;
+        // Fail fast while Redis is down (callers answer 503 and retry later) instead of
+        // holding requests through a long reconnect schedule.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        Ok(Conn::Single(
+            ConnectionManager::new_with_config(client, config).await?,
+        ))
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Redis {
-    conn: ConnectionManager,
+    conn: Conn,
     /// A second connection for the delivery worker's blocking stream reads, which would
     /// otherwise hold up every command queued behind them on the shared one.
-    blocking: ConnectionManager,
+    blocking: Conn,
     prefix: String,
     flip: redis::Script,
     idempotency: redis::Script,
@@ -121,19 +194,38 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// `pipe`'s commands grouped by their key's slot (a command's first argument is its key in
+/// every pipeline here), in order, each group atomic if `pipe` is.
+fn by_slot(pipe: &Pipeline) -> Vec<Pipeline> {
+    let mut parts: Vec<(Slot, Pipeline)> = Vec::new();
+    for cmd in pipe.cmd_iter() {
+        let key = match cmd.args_iter().nth(1) {
+            Some(redis::Arg::Simple(key)) => key,
+            _ => &[][..],
+        };
+        let slot = Slot::for_key(key);
+        let at = match parts.iter().position(|(s, _)| *s == slot) {
+            Some(at) => at,
+            None => {
+                let mut part = redis::pipe();
+                if pipe.is_transaction() {
+                    part.atomic();
+                }
+                parts.push((slot, part));
+                parts.len() - 1
+            }
+        };
+        parts[at].1.add_command(cmd.clone()).ignore();
+    }
+    parts.into_iter().map(|(_, part)| part).collect()
+}
+
 impl Redis {
+    /// Connects to `url`, or to the Redis Cluster whose seed nodes `url` lists comma-separated
+    /// (see `Conn::open`).
     pub async fn connect(url: &str, prefix: &str) -> Result<Redis, RedisError> {
-        let client = redis::Client::open(url)?;
-        // Fail fast while Redis is down (callers answer 503 and retry later) instead of
-        // holding requests through a long reconnect schedule.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500))
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let conn = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
-        let blocking = ConnectionManager::new_with_config(client, config).await?;
+        let conn = Conn::open(url).await?;
+        let blocking = Conn::open(url).await?;
         let flip = redis::Script::new(include_str!("../../../redis/flip.lua"));
         Ok(Redis {
             conn,
@@ -292,9 +384,22 @@ impl Redis {
         Ok(c.get(&key).await?)
     }
 
-    pub async fn query_pipeline(&self, pipe: &redis::Pipeline) -> Result<(), RedisError> {
+    /// Runs `pipe`, whose keys may be in several slots. On a cluster it runs as one pipeline
+    /// per slot, concurrently, each in the order given and atomic if `pipe` is: writes that
+    /// span slots are ordered by the callers so that any part of them is harmless alone.
+    pub async fn query_pipeline(&self, pipe: &Pipeline) -> Result<(), RedisError> {
         let mut c = self.conn.clone();
-        pipe.query_async::<()>(&mut c).await?;
+        if let Conn::Single(_) = c {
+            pipe.query_async::<()>(&mut c).await?;
+            return Ok(());
+        }
+        let parts = by_slot(pipe).into_iter().map(|part| {
+            let mut c = self.conn.clone();
+            async move { part.query_async::<()>(&mut c).await }
+        });
+        for result in futures_util::future::join_all(parts).await {
+            result?;
+        }
         Ok(())
     }
 

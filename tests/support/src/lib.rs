@@ -31,8 +31,41 @@ pub fn clickhouse_url() -> String {
     std::env::var("SLUICE_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:18123".into())
 }
 
+/// The Redis the tests use: one server, or a Redis Cluster's seed nodes comma-separated.
 pub fn redis_url() -> String {
     std::env::var("SLUICE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
+}
+
+/// A connection to the tests' Redis (a cluster's too), for looking at keys directly.
+pub async fn redis_conn() -> sluice::store::redis::Conn {
+    redis_conn_to(&redis_url()).await
+}
+
+pub async fn redis_conn_to(url: &str) -> sluice::store::redis::Conn {
+    sluice::store::redis::Conn::open(url).await.expect("redis")
+}
+
+/// The keys matching `pattern`, on every master when Redis is a cluster.
+pub async fn redis_keys(pattern: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for url in redis_url().split(',') {
+        let mut c = redis::Client::open(url.trim())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut c).await.unwrap();
+        if role.first() != Some(&redis::Value::BulkString(b"master".to_vec())) {
+            continue;
+        }
+        let some: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        keys.extend(some);
+    }
+    keys
 }
 
 /// The test City database written by `tests/support/make_geo_db.py` (the test script makes it).
@@ -71,6 +104,8 @@ pub struct TestEnv {
     pub database: String,
     pub prefix: String,
     pub data_dir: PathBuf,
+    /// `redis_url()` unless a test sets another (the cluster suite).
+    pub redis_url: String,
 }
 
 impl Default for TestEnv {
@@ -80,6 +115,7 @@ impl Default for TestEnv {
             database: format!("sluice_test_{id}"),
             prefix: format!("sluice_test:{id}"),
             data_dir: std::env::temp_dir().join(format!("sluice-{id}")),
+            redis_url: redis_url(),
         }
     }
 }
@@ -96,7 +132,7 @@ impl TestEnv {
         };
         c.clickhouse.url = clickhouse_url();
         c.clickhouse.database = self.database.clone();
-        c.redis.url = redis_url();
+        c.redis.url = self.redis_url.clone();
         c.redis.prefix = self.prefix.clone();
         c.data_dir = self.data_dir.clone();
         c.geoip_path = Some(geo_db());
@@ -112,7 +148,7 @@ impl TestEnv {
             ("SLUICE_LISTEN", "127.0.0.1:0".into()),
             ("SLUICE_CLICKHOUSE_URL", clickhouse_url()),
             ("SLUICE_CLICKHOUSE_DATABASE", self.database.clone()),
-            ("SLUICE_REDIS_URL", redis_url()),
+            ("SLUICE_REDIS_URL", self.redis_url.clone()),
             ("SLUICE_REDIS_PREFIX", self.prefix.clone()),
             ("SLUICE_DATA_DIR", self.data_dir.display().to_string()),
             ("SLUICE_GEOIP_PATH", geo_db().display().to_string()),
@@ -125,7 +161,7 @@ impl TestEnv {
     }
 
     pub async fn redis(&self) -> Redis {
-        Redis::connect(&redis_url(), &self.prefix)
+        Redis::connect(&self.redis_url, &self.prefix)
             .await
             .expect("redis")
     }
@@ -152,19 +188,11 @@ impl TestEnv {
     /// Waits until the fingerprint writer has stored each of `clicks` (it runs beside the
     /// insert): from then on the flip can claim them.
     pub async fn wait_for_fingerprints(&self, clicks: &[[u8; 16]]) {
-        let client = redis::Client::open(redis_url()).expect("redis url");
-        let mut c = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
+        let mut c = redis_conn().await;
         let pattern = format!("{}*:fp:*", self.prefix);
         let started = Instant::now();
         loop {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut c)
-                .await
-                .unwrap();
+            let keys = redis_keys(&pattern).await;
             let mut members = Vec::new();
             for key in keys {
                 let some: Vec<String> = redis::cmd("ZRANGE")

@@ -1,0 +1,218 @@
+//! Sluice on a Redis Cluster (`deploy/cluster.sh up`; `SLUICE_TEST_CLUSTER_REDIS_URL` names its
+//! seed nodes): a master killed under load. `deploy/test.sh` also runs the Redis-touching
+//! suites (attribution, events, conversions, delivery, keys, links, stats) against the
+//! cluster.
+
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use sluice_testkit::*;
+
+fn cluster_url() -> String {
+    std::env::var("SLUICE_TEST_CLUSTER_REDIS_URL").expect(
+        "SLUICE_TEST_CLUSTER_REDIS_URL names the cluster's seed nodes: run deploy/test.sh, or \
+         deploy/cluster.sh up and export it from deploy/cluster.sh env",
+    )
+}
+
+/// The port of the master that serves `key`'s slot.
+async fn master_of(key: &str) -> u16 {
+    let first = cluster_url().split(',').next().unwrap().trim().to_string();
+    let mut c = redis::Client::open(first)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // CLUSTER SLOTS: [[start, end, [ip, port, id], replicas…], …]
+    let ranges: Vec<(u16, u16, (String, u16))> = {
+        let raw: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        raw.into_iter()
+            .map(|range| {
+                let redis::Value::Array(items) = range else {
+                    panic!("CLUSTER SLOTS: {range:?}")
+                };
+                let start: u16 = redis::from_redis_value(items[0].clone()).unwrap();
+                let end: u16 = redis::from_redis_value(items[1].clone()).unwrap();
+                let redis::Value::Array(master) = &items[2] else {
+                    panic!("CLUSTER SLOTS master: {:?}", items[2])
+                };
+                let host: String = redis::from_redis_value(master[0].clone()).unwrap();
+                let port: u16 = redis::from_redis_value(master[1].clone()).unwrap();
+                (start, end, (host, port))
+            })
+            .collect()
+    };
+    ranges
+        .into_iter()
+        .find(|(start, end, _)| (*start..=*end).contains(&slot))
+        .map(|(_, _, (_, port))| port)
+        .expect("a master serves every slot")
+}
+
+fn cluster(arg: &str) {
+    let status = std::process::Command::new(project_dir().join("deploy/cluster.sh"))
+        .arg(arg)
+        .status()
+        .expect("run deploy/cluster.sh");
+    assert!(status.success(), "deploy/cluster.sh {arg} failed");
+}
+
+fn event(id: &str) -> Value {
+    json!({
+        "event_name": "level_up",
+        "payload": {},
+        "event_datetime": sluice::time::rfc3339_from_ms(sluice::time::now_ms() - 60_000),
+        "event_id": id,
+        "installation_id": "dev-1",
+    })
+}
+
+/// Sends one batch of events; the status.
+async fn send(b: &str, t: &sluice::store::redis::NewTenant, events: &[Value]) -> u16 {
+    match http()
+        .post(format!("{b}/v1/events"))
+        .basic_auth(&t.tenant_id, Some(&t.secret_key))
+        .json(&json!({ "events": events }))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+    {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            if status >= 400 && status != 503 {
+                eprintln!("{status}: {}", resp.text().await.unwrap_or_default());
+            }
+            status
+        }
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_master_killed_under_load_fails_over() {
+    // An earlier failed run may have left a node down.
+    tokio::task::spawn_blocking(|| cluster("up")).await.unwrap();
+    let mut env = TestEnv::new();
+    env.redis_url = cluster_url();
+    let server = env.start().await;
+    let b = base(&server);
+    let t = env.tenant().await;
+    let code = unique("failover");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/"}),
+    )
+    .await;
+    // The AOF is fsynced every second, and a replica copies asynchronously: let the writes
+    // above reach both before the kill.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let url = format!("{b}/{code}");
+    let load = tokio::spawn(async move { fire(&url, 10_000, 16, Some(1_000)).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Kill the master that holds this tenant's keys (its idempotency sets among them).
+    let port = master_of(&format!("{}:{{t:{}}}:tenant", env.prefix, t.tenant_id)).await;
+    let pid =
+        std::fs::read_to_string(stack_var().join(format!("cluster/redis-{port}/pid"))).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap()
+        .success());
+    let killed = Instant::now();
+
+    // The same batches sent again and again through the failover: each answer is a success
+    // or a 503, never anything else, and each event is stored once.
+    let batches: Vec<Vec<Value>> = (0..20)
+        .map(|i| {
+            (0..10)
+                .map(|j| event(&format!("00000000-0000-4000-8000-{:012}", i * 10 + j)))
+                .collect()
+        })
+        .collect();
+    let mut recovered = None;
+    let mut failures = 0;
+    while recovered.is_none() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the API did not recover"
+        );
+        let mut all_ok = true;
+        for batch in &batches {
+            match send(&b, &t, batch).await {
+                204 => {}
+                503 | 0 => {
+                    all_ok = false;
+                    failures += 1;
+                }
+                other => panic!("a batch answered {other} during the failover"),
+            }
+        }
+        if all_ok {
+            recovered = Some(killed.elapsed());
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!(
+        "API recovered {:?} after the kill ({failures} batches refused meanwhile)",
+        recovered.unwrap()
+    );
+    // Replays after recovery are duplicates: still one copy of each.
+    for batch in &batches {
+        assert_eq!(send(&b, &t, batch).await, 204);
+    }
+    let stored = format!(
+        "SELECT count() FROM events WHERE tenant_id = '{}'",
+        t.tenant_id
+    );
+    assert_eq!(
+        env.wait_for(&stored, 200, Duration::from_secs(20)).await,
+        200
+    );
+    let distinct = format!(
+        "SELECT uniqExact(event_id) FROM events WHERE tenant_id = '{}'",
+        t.tenant_id
+    );
+    assert_eq!(env.ch_u64(&distinct).await, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.ch_u64(&stored).await, 200, "no event stored twice");
+
+    // Redirects never noticed.
+    let answered = load.await.unwrap();
+    assert_eq!(
+        answered.len(),
+        10_000,
+        "every redirect answered through the failover"
+    );
+
+    // Writes work again, on the promoted replica.
+    let mut c = redis_conn_to(&cluster_url()).await;
+    let _: () = c
+        .set(format!("{}:{{t:{}}}:probe", env.prefix, t.tenant_id), 1)
+        .await
+        .unwrap();
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": unique("after"), "destination": "https://y.example/"}),
+    )
+    .await;
+
+    // The killed node comes back as a replica.
+    tokio::task::spawn_blocking(|| cluster("up")).await.unwrap();
+    server.shutdown().await;
+}
