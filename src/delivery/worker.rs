@@ -1,5 +1,6 @@
-//! The delivery worker, one per node: reads jobs from the stream in its consumer group (after
-//! a restart first the ones it held and never acknowledged), sends each with reqwest under a
+//! The delivery worker, one per node: reads jobs from the queue's shards in its consumer group
+//! (after a restart first the ones it held and never acknowledged; when every shard is empty it
+//! looks again after `IDLE_MS`), sends each with reqwest under a
 //! per-destination concurrency cap, and acknowledges, reschedules (exponential backoff with
 //! jitter) or dead-letters it — each in one atomic Redis step, so a crash at any point leaves
 //! the job in the stream or the retry set, never nowhere. Delivery is at least once; the job
@@ -18,6 +19,7 @@ use tracing::{debug, warn};
 use super::sign::{sha1_signature, webhook_signature, WEBHOOK_HEADER};
 use super::target::{check_url, GuardedResolver};
 use super::{backoff_ms, Context, Job, Signing};
+use crate::store::redis::JobRef;
 use crate::time;
 
 /// Jobs in flight per node, and per destination host.
@@ -26,6 +28,11 @@ const IN_FLIGHT: usize = 256;
 const STALE_MS: u64 = 300_000;
 /// A job whose host is at its cap waits this long before it is looked at again.
 const BUSY_HOST_DELAY_MS: u64 = 250;
+/// With every shard empty, the queue is read again after this long (reads never block: a
+/// blocking read per shard would hold a connection each).
+const IDLE_MS: u64 = 100;
+/// Due retries are moved back into the streams this often.
+const PROMOTE_MS: u64 = 250;
 
 pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -105,12 +112,16 @@ pub async fn run(ctx: Context, consumer: String, mut stop: watch::Receiver<bool>
     let hosts: Arc<Mutex<AHashMap<String, Arc<Semaphore>>>> = Arc::default();
     let mut own_pending = true;
     let mut last_claim = std::time::Instant::now();
+    let mut last_promote: Option<std::time::Instant> = None;
     loop {
         if *stop.borrow() {
             break;
         }
-        if let Err(error) = ctx.redis.promote_due_jobs(time::now_ms()).await {
-            warn!(%error, "delivery retries not promoted");
+        if last_promote.is_none_or(|at| at.elapsed() >= Duration::from_millis(PROMOTE_MS)) {
+            last_promote = Some(std::time::Instant::now());
+            if let Err(error) = ctx.redis.promote_due_jobs(time::now_ms()).await {
+                warn!(%error, "delivery retries not promoted");
+            }
         }
         let read = if last_claim.elapsed() > Duration::from_millis(STALE_MS / 4) {
             last_claim = std::time::Instant::now();
@@ -122,7 +133,6 @@ pub async fn run(ctx: Context, consumer: String, mut stop: watch::Receiver<bool>
                     &consumer,
                     own_pending,
                     if own_pending { 10_000 } else { 64 },
-                    500,
                 )
                 .await
         };
@@ -138,10 +148,17 @@ pub async fn run(ctx: Context, consumer: String, mut stop: watch::Receiver<bool>
             }
         };
         own_pending = false;
-        for (stream_id, job) in jobs {
+        if jobs.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(IDLE_MS)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        for (at, job) in jobs {
             let Some(job) = job else {
                 // Unreadable: nothing could ever deliver it.
-                let _ = ctx.redis.finish_job(&stream_id).await;
+                let _ = ctx.redis.finish_job(&at).await;
                 continue;
             };
             let slot = slots.clone().acquire_owned().await.expect("never closed");
@@ -156,12 +173,12 @@ pub async fn run(ctx: Context, consumer: String, mut stop: watch::Receiver<bool>
             tokio::spawn(async move {
                 let _slot = slot;
                 match host.try_acquire() {
-                    Ok(_permit) => attempt(&ctx, &http, &stream_id, job).await,
+                    Ok(_permit) => attempt(&ctx, &http, &at, job).await,
                     // The destination is at its cap: step aside for a moment instead of
                     // holding a slot other destinations could use.
                     Err(_) => {
                         let due = time::now_ms() + BUSY_HOST_DELAY_MS;
-                        if let Err(error) = ctx.redis.retry_job(&stream_id, &job, due).await {
+                        if let Err(error) = ctx.redis.retry_job(&at, &job, due).await {
                             warn!(%error, "delivery not rescheduled; it stays pending");
                         }
                     }
@@ -171,7 +188,7 @@ pub async fn run(ctx: Context, consumer: String, mut stop: watch::Receiver<bool>
     }
 }
 
-async fn attempt(ctx: &Context, http: &reqwest::Client, stream_id: &str, job: Job) {
+async fn attempt(ctx: &Context, http: &reqwest::Client, at: &JobRef, job: Job) {
     let cfg = &ctx.config;
     let result = send(http, &job, cfg.allow_private_targets).await;
     let now = time::now_ms();
@@ -212,12 +229,12 @@ async fn attempt(ctx: &Context, http: &reqwest::Client, stream_id: &str, job: Jo
     let outcome = match status {
         "delivered" => {
             ctx.metrics.deliveries[0].increment(1);
-            ctx.redis.finish_job(stream_id).await
+            ctx.redis.finish_job(at).await
         }
         "dead" => {
             ctx.metrics.deliveries[2].increment(1);
             warn!(job = %job.id, url = %job.url, attempt, "delivery dead-lettered after retrying for its whole window");
-            ctx.redis.bury_job(stream_id, &job).await
+            ctx.redis.bury_job(at, &job).await
         }
         _ => {
             ctx.metrics.deliveries[1].increment(1);
@@ -226,7 +243,7 @@ async fn attempt(ctx: &Context, http: &reqwest::Client, stream_id: &str, job: Jo
                 ..job.clone()
             };
             let due = now + backoff_ms(cfg.retry_base_ms, attempt);
-            ctx.redis.retry_job(stream_id, &next, due).await
+            ctx.redis.retry_job(at, &next, due).await
         }
     };
     if let Err(error) = outcome {

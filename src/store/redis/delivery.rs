@@ -1,6 +1,7 @@
 //! Delivery state: partners and webhook subscriptions (with their read-through caches), the
-//! delivery logs, report progress, and the durable job queue (a stream with a consumer group,
-//! a retry set, dead letters; every move one `MULTI` or `delivery_promote.lua`).
+//! delivery logs, report progress, and the durable job queue: `DELIVERY_SHARDS` shards, a
+//! tenant's jobs in one of them, each a stream with a consumer group, a retry set and dead
+//! letters (every move within a shard one `MULTI` or `delivery_promote.lua`).
 
 use redis::AsyncCommands;
 
@@ -17,12 +18,34 @@ const DEAD_LETTERS: usize = 10_000;
 /// Delivery attempts logged per partner, webhook or report (the newest).
 pub const DELIVERY_LOG: isize = 100;
 
-/// A delivery stream entry: its id, and its job (`None` when unreadable).
-fn stream_job(entry: redis::streams::StreamId) -> (String, Option<Job>) {
+/// Shards of the delivery queue: on Redis Cluster they spread delivery traffic over the
+/// masters (a shard is one slot), where a single queue put all of it on one.
+pub const DELIVERY_SHARDS: u16 = 8;
+
+/// The shard of `tenant`'s jobs (the same on every node).
+fn delivery_shard(tenant: &str) -> u16 {
+    (crc32fast::hash(tenant.as_bytes()) % u32::from(DELIVERY_SHARDS)) as u16
+}
+
+/// Where a job sits in the queue: its shard and its stream entry id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRef {
+    pub shard: u16,
+    pub id: String,
+}
+
+/// A delivery stream entry: where it is, and its job (`None` when unreadable).
+fn stream_job(shard: u16, entry: redis::streams::StreamId) -> (JobRef, Option<Job>) {
     let job = entry
         .get::<String>("job")
         .and_then(|j| serde_json::from_str(&j).ok());
-    (entry.id, job)
+    (
+        JobRef {
+            shard,
+            id: entry.id,
+        },
+        job,
+    )
 }
 
 impl Redis {
@@ -155,28 +178,30 @@ impl Redis {
         Ok(c.hgetall(self.report_key(tenant, id)).await?)
     }
 
-    /// Creates the delivery stream and its consumer group unless they exist.
+    /// Creates each shard's stream and consumer group unless they exist.
     pub async fn ensure_delivery_group(&self) -> Result<(), RedisError> {
         let mut c = self.conn.clone();
-        let created: Result<(), redis::RedisError> = c
-            .xgroup_create_mkstream(self.queue_key(), DELIVERY_GROUP, "0")
-            .await;
-        match created {
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            other => Ok(other?),
+        for shard in 0..DELIVERY_SHARDS {
+            let created: Result<(), redis::RedisError> = c
+                .xgroup_create_mkstream(self.queue_key(shard), DELIVERY_GROUP, "0")
+                .await;
+            match created {
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                other => other?,
+            }
         }
+        Ok(())
     }
 
-    /// Appends jobs to the delivery stream (durable once Redis has them: AOF).
+    /// Appends jobs to their tenants' shards (durable once Redis has them: AOF).
     pub async fn enqueue(&self, jobs: &[Job]) -> Result<(), RedisError> {
         if jobs.is_empty() {
             return Ok(());
         }
-        let key = self.queue_key();
         let mut pipe = redis::pipe();
         for job in jobs {
             pipe.xadd(
-                &key,
+                self.queue_key(delivery_shard(&job.tenant)),
                 "*",
                 &[("job", serde_json::to_string(job).expect("serializable"))],
             )
@@ -185,36 +210,38 @@ impl Redis {
         self.query_pipeline(&pipe).await
     }
 
-    /// Up to `count` jobs for `consumer`: new ones (blocking up to `block_ms`), or with
-    /// `own_pending` the ones it was given before and never acknowledged (after a restart).
+    /// Up to `count` jobs from each shard for `consumer`: new ones, or with `own_pending` the
+    /// ones it was given before and never acknowledged (after a restart). Never blocks: the
+    /// worker waits a moment when every shard is empty.
     pub async fn read_jobs(
         &self,
         consumer: &str,
         own_pending: bool,
         count: usize,
-        block_ms: usize,
-    ) -> Result<Vec<(String, Option<Job>)>, RedisError> {
+    ) -> Result<Vec<(JobRef, Option<Job>)>, RedisError> {
         use redis::streams::{StreamReadOptions, StreamReadReply};
-        let mut opts = StreamReadOptions::default()
+        let opts = StreamReadOptions::default()
             .group(DELIVERY_GROUP, consumer)
             .count(count);
-        if !own_pending {
-            opts = opts.block(block_ms);
+        let mut c = self.conn.clone();
+        let mut jobs = Vec::new();
+        for shard in 0..DELIVERY_SHARDS {
+            let reply: Option<StreamReadReply> = c
+                .xread_options(
+                    &[self.queue_key(shard)],
+                    &[if own_pending { "0" } else { ">" }],
+                    &opts,
+                )
+                .await?;
+            jobs.extend(
+                reply
+                    .into_iter()
+                    .flat_map(|r| r.keys)
+                    .flat_map(|k| k.ids)
+                    .map(|entry| stream_job(shard, entry)),
+            );
         }
-        let mut c = self.blocking.clone();
-        let reply: Option<StreamReadReply> = c
-            .xread_options(
-                &[self.queue_key()],
-                &[if own_pending { "0" } else { ">" }],
-                &opts,
-            )
-            .await?;
-        Ok(reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .map(stream_job)
-            .collect())
+        Ok(jobs)
     }
 
     /// Jobs other consumers were given and left unacknowledged for `min_idle_ms` (their
@@ -223,49 +250,49 @@ impl Redis {
         &self,
         consumer: &str,
         min_idle_ms: u64,
-    ) -> Result<Vec<(String, Option<Job>)>, RedisError> {
+    ) -> Result<Vec<(JobRef, Option<Job>)>, RedisError> {
         use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply};
         let mut c = self.conn.clone();
-        let reply: StreamAutoClaimReply = c
-            .xautoclaim_options(
-                self.queue_key(),
-                DELIVERY_GROUP,
-                consumer,
-                min_idle_ms,
-                "0",
-                StreamAutoClaimOptions::default().count(100),
-            )
-            .await?;
-        Ok(reply.claimed.into_iter().map(stream_job).collect())
+        let mut jobs = Vec::new();
+        for shard in 0..DELIVERY_SHARDS {
+            let reply: StreamAutoClaimReply = c
+                .xautoclaim_options(
+                    self.queue_key(shard),
+                    DELIVERY_GROUP,
+                    consumer,
+                    min_idle_ms,
+                    "0",
+                    StreamAutoClaimOptions::default().count(100),
+                )
+                .await?;
+            jobs.extend(reply.claimed.into_iter().map(|e| stream_job(shard, e)));
+        }
+        Ok(jobs)
     }
 
-    /// A `MULTI` that takes job `stream_id` off the stream; callers add where it goes next.
-    fn off_stream(&self, stream_id: &str) -> redis::Pipeline {
-        let key = self.queue_key();
+    /// A `MULTI` that takes `job` off its shard's stream; callers add where it goes next
+    /// (in the same shard).
+    fn off_stream(&self, job: &JobRef) -> redis::Pipeline {
+        let key = self.queue_key(job.shard);
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .xack(&key, DELIVERY_GROUP, &[stream_id])
+            .xack(&key, DELIVERY_GROUP, &[&job.id])
             .ignore()
-            .xdel(&key, &[stream_id])
+            .xdel(&key, &[&job.id])
             .ignore();
         pipe
     }
 
     /// The job is done (delivered, or dropped): off the stream.
-    pub async fn finish_job(&self, stream_id: &str) -> Result<(), RedisError> {
-        self.query_pipeline(&self.off_stream(stream_id)).await
+    pub async fn finish_job(&self, job: &JobRef) -> Result<(), RedisError> {
+        self.query_pipeline(&self.off_stream(job)).await
     }
 
     /// Takes the job off the stream and schedules `next` at `due_ms`, in one step.
-    pub async fn retry_job(
-        &self,
-        stream_id: &str,
-        next: &Job,
-        due_ms: u64,
-    ) -> Result<(), RedisError> {
-        let mut pipe = self.off_stream(stream_id);
+    pub async fn retry_job(&self, job: &JobRef, next: &Job, due_ms: u64) -> Result<(), RedisError> {
+        let mut pipe = self.off_stream(job);
         pipe.zadd(
-            self.retry_key(),
+            self.retry_key(job.shard),
             serde_json::to_string(next).expect("serializable"),
             due_ms,
         )
@@ -274,10 +301,10 @@ impl Redis {
     }
 
     /// Takes the job off the stream into the dead letters, in one step.
-    pub async fn bury_job(&self, stream_id: &str, job: &Job) -> Result<(), RedisError> {
-        let mut pipe = self.off_stream(stream_id);
+    pub async fn bury_job(&self, at: &JobRef, job: &Job) -> Result<(), RedisError> {
+        let mut pipe = self.off_stream(at);
         pipe.cmd("XADD")
-            .arg(self.dead_key())
+            .arg(self.dead_key(at.shard))
             .arg("MAXLEN")
             .arg("~")
             .arg(DEAD_LETTERS)
@@ -288,28 +315,43 @@ impl Redis {
         self.query_pipeline(&pipe).await
     }
 
-    /// Moves due retries back into the stream (`redis/delivery_promote.lua`).
+    /// Moves due retries back into their shards' streams (`redis/delivery_promote.lua`).
     pub async fn promote_due_jobs(&self, now_ms: u64) -> Result<u64, RedisError> {
         let mut c = self.conn.clone();
-        Ok(self
-            .delivery_promote
-            .key(self.retry_key())
-            .key(self.queue_key())
-            .arg(now_ms)
-            .arg(500)
-            .invoke_async(&mut c)
-            .await?)
+        let mut promoted = 0;
+        for shard in 0..DELIVERY_SHARDS {
+            let n: u64 = self
+                .delivery_promote
+                .key(self.retry_key(shard))
+                .key(self.queue_key(shard))
+                .arg(now_ms)
+                .arg(500)
+                .invoke_async(&mut c)
+                .await?;
+            promoted += n;
+        }
+        Ok(promoted)
     }
+}
 
-    /// (jobs in the stream, jobs waiting to retry, dead letters).
-    pub async fn delivery_depths(&self) -> Result<(u64, u64, u64), RedisError> {
-        let mut c = self.conn.clone();
-        let (queued, retrying, dead): (u64, u64, u64) = redis::pipe()
-            .xlen(self.queue_key())
-            .zcard(self.retry_key())
-            .xlen(self.dead_key())
-            .query_async(&mut c)
-            .await?;
-        Ok((queued, retrying, dead))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_spread_over_the_shards_the_same_on_every_node() {
+        // crc32 (IEEE) of the id, mod 8: what any node, in any language, computes.
+        for (tenant, shard) in [("t_1", 7), ("t_f41fa39f43468ba9", 2), ("tenant", 2)] {
+            assert_eq!(delivery_shard(tenant), shard, "{tenant}");
+        }
+        let mut counts = [0u32; DELIVERY_SHARDS as usize];
+        for i in 0..8_000 {
+            counts[delivery_shard(&format!("t_{i:016x}")) as usize] += 1;
+        }
+        // 1,000 a shard on average: none empty, none far off.
+        assert!(
+            counts.iter().all(|&n| (800..1_200).contains(&n)),
+            "{counts:?}"
+        );
     }
 }

@@ -25,7 +25,7 @@ mod match_state;
 mod sources;
 mod tenants;
 
-pub use delivery::DELIVERY_LOG;
+pub use delivery::{JobRef, DELIVERY_LOG, DELIVERY_SHARDS};
 pub use idempotency::IdClaim;
 pub use links::{valid_cursor, FeedEntry, FeedHead, FeedRead, Put};
 pub use match_state::{Binding, Claim, Flip, FlipRequest, INSTALL_MEMORY_MS};
@@ -122,9 +122,6 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 pub struct Redis {
     conn: Conn,
-    /// A second connection for the delivery worker's blocking stream reads, which would
-    /// otherwise hold up every command queued behind them on the shared one.
-    blocking: Conn,
     prefix: String,
     flip: redis::Script,
     idempotency: redis::Script,
@@ -225,11 +222,9 @@ impl Redis {
     /// (see `Conn::open`).
     pub async fn connect(url: &str, prefix: &str) -> Result<Redis, RedisError> {
         let conn = Conn::open(url).await?;
-        let blocking = Conn::open(url).await?;
         let flip = redis::Script::new(include_str!("../../../redis/flip.lua"));
         Ok(Redis {
             conn,
-            blocking,
             prefix: prefix.to_string(),
             flip,
             idempotency: redis::Script::new(include_str!("../../../redis/idempotency.lua")),
@@ -344,18 +339,25 @@ impl Redis {
         }
     }
 
-    /// The delivery keys share one hash tag, so the scripts moving jobs between them stay in
-    /// one Redis Cluster slot.
-    fn queue_key(&self) -> String {
-        format!("{}:{{delivery}}:queue", self.prefix)
+    /// A delivery queue shard's keys share one hash tag, so the moves between them stay in
+    /// one Redis Cluster slot; shard 0 keeps the tag of the single queue there was before.
+    fn delivery_tag(&self, shard: u16) -> String {
+        match shard {
+            0 => format!("{}:{{delivery}}", self.prefix),
+            n => format!("{}:{{delivery:{n}}}", self.prefix),
+        }
     }
 
-    fn retry_key(&self) -> String {
-        format!("{}:{{delivery}}:retry", self.prefix)
+    fn queue_key(&self, shard: u16) -> String {
+        format!("{}:queue", self.delivery_tag(shard))
     }
 
-    fn dead_key(&self) -> String {
-        format!("{}:{{delivery}}:dead", self.prefix)
+    fn retry_key(&self, shard: u16) -> String {
+        format!("{}:retry", self.delivery_tag(shard))
+    }
+
+    fn dead_key(&self, shard: u16) -> String {
+        format!("{}:dead", self.delivery_tag(shard))
     }
 
     fn api_key_key(&self, hash: &str) -> String {
