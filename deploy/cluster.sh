@@ -21,6 +21,14 @@ need_install() {
 
 redis_up() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ]; }
 cluster_ok() { redis-cli -p "$REDIS_BASE" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
+# Three replicas whose link to their master is up.
+replicated() {
+  local port n=0
+  for port in "${REDIS_PORTS[@]}"; do
+    redis-cli -p "$port" info replication 2>/dev/null | grep -q '^master_link_status:up' && n=$((n + 1))
+  done
+  [ "$n" -ge 3 ]
+}
 
 start_redis() {
   local port
@@ -46,6 +54,9 @@ start_redis() {
     for _ in $(seq 1 120); do cluster_ok && break; sleep 0.25; done
     cluster_ok || { log "the Redis Cluster did not become ok"; exit 1; }
   fi
+  # Ready once every master has a replica in sync: before that, a master lost is lost.
+  for _ in $(seq 1 120); do replicated && break; sleep 0.25; done
+  replicated || { log "the Redis Cluster's replicas did not come in sync"; exit 1; }
   log "redis cluster: ok (masters and replicas on ${REDIS_PORTS[*]})"
 }
 

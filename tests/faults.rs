@@ -38,12 +38,7 @@ async fn clickhouse_killed_and_restarted_during_load() {
     let url = format!("{b}/{code}");
     let load = tokio::spawn(async move { fire(&url, TOTAL, 32, Some(RATE)).await });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let pid = std::fs::read_to_string(stack_var().join("clickhouse/pid")).unwrap();
-    let killed = std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    kill_stack_process("clickhouse/pid");
     let outage_started = Instant::now();
     eventually(
         "not ready, ClickHouse unreachable, clicks spilling",

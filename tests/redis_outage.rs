@@ -27,12 +27,7 @@ async fn redis_killed_and_restarted() {
     let url = format!("{b}/{code}");
     let load = tokio::spawn(async move { fire(&url, 12_000, 16, Some(1_000)).await });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pid = std::fs::read_to_string(stack_var().join("redis/pid")).unwrap();
-    assert!(std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap()
-        .success());
+    kill_stack_process("redis/pid");
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // The API says what is wrong, quickly, instead of hanging or guessing.

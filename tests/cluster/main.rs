@@ -138,13 +138,7 @@ async fn a_redis_master_killed_under_load_fails_over() {
 
     // Kill the master that holds this tenant's keys (its idempotency sets among them).
     let port = master_of(&format!("{}:{{t:{}}}:tenant", env.prefix, t.tenant_id)).await;
-    let pid =
-        std::fs::read_to_string(stack_var().join(format!("cluster/redis-{port}/pid"))).unwrap();
-    assert!(std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap()
-        .success());
+    kill_stack_process(&format!("cluster/redis-{port}/pid"));
     let killed = Instant::now();
 
     // The same batches sent again and again through the failover: each answer is a success

@@ -288,6 +288,16 @@ pub fn stack_var() -> PathBuf {
         .unwrap_or_else(|_| project_dir().join("var"))
 }
 
+/// SIGKILLs the server whose pid file is `var/<pidfile>` (a stack or cluster process).
+pub fn kill_stack_process(pidfile: &str) {
+    let pid = std::fs::read_to_string(stack_var().join(pidfile)).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap()
+        .success());
+}
+
 /// Runs `deploy/stack.sh <arg>`.
 pub fn stack(arg: &str) {
     let status = std::process::Command::new(project_dir().join("deploy/stack.sh"))
