@@ -163,6 +163,8 @@ case "${1:-up}" in
   status) cluster_ok && echo "redis cluster: ok" || echo "redis cluster: down"
           zk_up && echo "zookeeper: up (:$ZK_PORT)" || echo "zookeeper: down"
           for n in 1 2 3 4; do ch_up "$n" && echo "clickhouse node $n: up" || echo "clickhouse node $n: down"; done ;;
-  env) echo "export SLUICE_REDIS_URL=$(redis_urls)" ;;
+  env) echo "export SLUICE_REDIS_URL=$(redis_urls)"
+       echo "export SLUICE_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_BASE"
+       echo "export SLUICE_CLICKHOUSE_CLUSTER=sluice" ;;
   *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
 esac

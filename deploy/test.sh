@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, integration tests against the real local stack (ClickHouse
 # 18.16 and Redis, started here if not running), the same suites and a failover test on a
-# Redis Cluster (deploy/cluster.sh, 3 masters + 3 replicas), the schema test on a current ClickHouse
+# Redis Cluster and a ClickHouse cluster (deploy/cluster.sh), the schema test on a current ClickHouse
 # (chdb-core), the JavaScript SDK's unit tests, Schemathesis fuzzing the API with its OpenAPI
 # document, and the dashboard and SDK in a real browser (Debian's Chromium). Installs what
 # it needs: apt packages (stack.sh, chromium), Python packages via pip, npm packages from
@@ -22,8 +22,9 @@ python3 tests/support/make_geo_db.py var/test/geo.mmdb
 export SLUICE_TEST_GEOIP="$ROOT/var/test/geo.mmdb"
 export SLUICE_TEST_CLICKHOUSE_URL="${SLUICE_TEST_CLICKHOUSE_URL:-http://127.0.0.1:18123}"
 export SLUICE_TEST_REDIS_URL="${SLUICE_TEST_REDIS_URL:-redis://127.0.0.1:16379}"
-SLUICE_TEST_CLUSTER_REDIS_URL="$("$ROOT/deploy/cluster.sh" env | sed 's/^export SLUICE_REDIS_URL=//')"
-export SLUICE_TEST_CLUSTER_REDIS_URL
+SLUICE_TEST_CLUSTER_REDIS_URL="$("$ROOT/deploy/cluster.sh" env | sed -n 's/^export SLUICE_REDIS_URL=//p')"
+SLUICE_TEST_CLUSTER_CLICKHOUSE_URL="$("$ROOT/deploy/cluster.sh" env | sed -n 's/^export SLUICE_CLICKHOUSE_URL=//p')"
+export SLUICE_TEST_CLUSTER_REDIS_URL SLUICE_TEST_CLUSTER_CLICKHOUSE_URL
 
 echo "== cargo tests (unit, integration, benches in test mode; tests/cluster on the Redis Cluster)"
 cargo test --all-targets "$@"

@@ -5,6 +5,7 @@
 use clickhouse::{Client, Compression};
 use tracing::info;
 
+use super::cluster_schema;
 use crate::attribution::install::ClickFacts;
 use crate::click::ClickId;
 use crate::config::ClickHouseConfig;
@@ -67,7 +68,13 @@ impl From<ChError> for crate::error::Error {
 /// A client bound to the configured database. Validation is off: 18.16 knows neither the
 /// setting nor the `RowBinaryWithNamesAndTypes` format it needs.
 pub fn client(cfg: &ClickHouseConfig) -> Client {
-    server_client(cfg).with_database(&cfg.database)
+    let c = server_client(cfg).with_database(&cfg.database);
+    if cfg.cluster.is_empty() {
+        return c;
+    }
+    // An insert into a Distributed table returns once its shard has the block, not when the
+    // node has queued it: an acknowledged batch is stored, and its batch-id check sees it.
+    c.with_setting("insert_distributed_sync", "1")
 }
 
 fn server_client(cfg: &ClickHouseConfig) -> Client {
@@ -120,19 +127,26 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<usize, ChError> {
         .execute()
         .await?;
     let ch = client(cfg);
-    ch.query(&format!(
+    let in_form = |statement: String| -> Vec<String> {
+        if cfg.cluster.is_empty() {
+            vec![statement]
+        } else {
+            cluster_schema::statements(&statement, &cfg.cluster, &cfg.database)
+        }
+    };
+    for statement in in_form(format!(
         "CREATE TABLE IF NOT EXISTS schema_migrations {cluster} (version String, applied_at DateTime) \
          ENGINE = MergeTree ORDER BY version"
-    ))
-    .execute()
-    .await?;
+    )) {
+        ch.query(&statement).execute().await?;
+    }
     let applied = applied(&ch).await?;
     let mut ran = 0;
     for (version, sql) in MIGRATIONS {
         if applied.iter().any(|v| v == version) {
             continue;
         }
-        for statement in statements(sql, &cluster) {
+        for statement in statements(sql, &cluster).into_iter().flat_map(in_form) {
             ch.query(&statement)
                 .execute()
                 .await

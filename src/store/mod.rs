@@ -2,4 +2,5 @@
 
 pub mod click_lookup;
 pub mod clickhouse;
+pub mod cluster_schema;
 pub mod redis;

@@ -1,7 +1,7 @@
-//! Sluice on a Redis Cluster (`deploy/cluster.sh up`; `SLUICE_TEST_CLUSTER_REDIS_URL` names its
-//! seed nodes): a master killed under load, with deliveries queued. `deploy/test.sh` also runs the Redis-touching
-//! suites (attribution, events, conversions, delivery, keys, links, stats) against the
-//! cluster.
+//! Sluice on the local cluster (`deploy/cluster.sh`, which each test brings up): a Redis
+//! master killed under load with deliveries queued, and the whole flow on the ClickHouse
+//! cluster. `deploy/test.sh` also runs the Redis-touching suites (attribution, events,
+//! conversions, delivery, keys, links, stats) against the Redis Cluster.
 
 use std::time::{Duration, Instant};
 
@@ -10,11 +10,24 @@ use serde_json::{json, Value};
 use sluice_testkit::receiver::Receiver;
 use sluice_testkit::*;
 
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The cluster to this test alone (another's kill would move slots under it), and up (a failed
+/// earlier test may have left a node down).
+async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().await;
+    tokio::task::spawn_blocking(|| cluster("up")).await.unwrap();
+    guard
+}
+
+/// The Redis Cluster's seed nodes (`deploy/cluster.sh env`; its ports unless told).
 fn cluster_url() -> String {
-    std::env::var("SLUICE_TEST_CLUSTER_REDIS_URL").expect(
-        "SLUICE_TEST_CLUSTER_REDIS_URL names the cluster's seed nodes: run deploy/test.sh, or \
-         deploy/cluster.sh up and export it from deploy/cluster.sh env",
-    )
+    std::env::var("SLUICE_TEST_CLUSTER_REDIS_URL").unwrap_or_else(|_| {
+        (17001..=17006)
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
 }
 
 /// The port of the master that serves `key`'s slot.
@@ -102,8 +115,7 @@ async fn send(b: &str, t: &sluice::store::redis::NewTenant, events: &[Value]) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_master_killed_under_load_fails_over() {
-    // An earlier failed run may have left a node down.
-    tokio::task::spawn_blocking(|| cluster("up")).await.unwrap();
+    let _serial = exclusive().await;
     let mut env = TestEnv::new();
     env.redis_url = cluster_url();
     let mut config = env.config();
@@ -242,5 +254,173 @@ async fn a_redis_master_killed_under_load_fails_over() {
 
     // The killed node comes back as a replica.
     tokio::task::spawn_blocking(|| cluster("up")).await.unwrap();
+    server.shutdown().await;
+}
+
+/// The ClickHouse cluster's first node (`deploy/cluster.sh env`; its port unless told).
+fn cluster_clickhouse_url() -> String {
+    std::env::var("SLUICE_TEST_CLUSTER_CLICKHOUSE_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:18201".into())
+}
+
+/// `sql` on ClickHouse node `n` (1–4) of the local cluster, in `database`.
+async fn on_node(n: u16, database: &str, sql: &str) -> u64 {
+    let base = cluster_clickhouse_url();
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let text = http()
+        .post(format!(
+            "http://127.0.0.1:{}/?database={database}",
+            port + n - 1
+        ))
+        .body(sql.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("node {n}: {sql}: {text}"))
+}
+
+/// The whole flow on both clusters: migrations build replicated tables behind Distributed
+/// ones; clicks are stored once, on one shard and both its replicas; a click-id install finds
+/// its click through the Distributed lookup table; stats count through the aggregates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_installs_and_stats_on_the_clickhouse_cluster() {
+    let _serial = exclusive().await;
+    let mut env = TestEnv::new();
+    env.redis_url = cluster_url();
+    env.clickhouse_url = cluster_clickhouse_url();
+    env.clickhouse_cluster = "sluice".into();
+    let server = env.start().await;
+    let b = base(&server);
+    let t = env.tenant().await;
+    for node in 1..=4 {
+        let tables = format!(
+            "SELECT count() FROM system.tables WHERE database = '{}' AND \
+             ((name = 'clicks' AND engine = 'Distributed') OR (name = 'clicks_local' AND engine = 'ReplicatedMergeTree') \
+              OR (name = 'stats_clicks_local' AND engine = 'ReplicatedAggregatingMergeTree') OR name = 'click_facts_mv')",
+            env.database
+        );
+        assert_eq!(
+            on_node(node, "system", &tables).await,
+            4,
+            "node {node}'s tables"
+        );
+    }
+    let code = unique("sharded");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/?c={click_id}"}),
+    )
+    .await;
+    // 290 clicks without a browser (bots, as most load tools are) and 10 from an iPhone.
+    let answered = fire(&format!("{b}/{code}"), 290, 8, None).await;
+    assert_eq!(answered.len(), 290);
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1")
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        let resp = browser
+            .get(format!("{b}/{code}?sub1={i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 302);
+    }
+    assert_eq!(
+        env.wait_for("SELECT count() FROM clicks", 300, Duration::from_secs(30))
+            .await,
+        300
+    );
+    // Each shard's two replicas hold the same rows; the shards together hold each click once.
+    let local = "SELECT count() FROM clicks_local";
+    let mut shards = 0;
+    for shard in [1, 3] {
+        let first = on_node(shard, &env.database, local).await;
+        let started = Instant::now();
+        while on_node(shard + 1, &env.database, local).await != first {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "replica of node {shard} behind"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shards += first;
+    }
+    assert_eq!(shards, 300, "every click on exactly one shard");
+    let distinct = env.ch_u64("SELECT uniqExact(click_id) FROM clicks").await;
+    assert_eq!(distinct, 300);
+
+    // A click-id install finds its click through the Distributed lookup table.
+    assert_eq!(
+        env.wait_for(
+            "SELECT count() FROM click_facts",
+            10,
+            Duration::from_secs(30)
+        )
+        .await,
+        10,
+        "the human clicks, in the lookup table"
+    );
+    let click = env
+        .ch("SELECT lower(hex(click_id)) FROM click_facts LIMIT 1")
+        .await;
+    let h = click.trim();
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    );
+    let (status, v) = api(
+        reqwest::Method::POST,
+        &format!("{b}/v1/attribution/install"),
+        &t.secret_key,
+        Some(json!({"install_id": "i-cluster", "platform": "ios", "click_id": id})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["match_type"].as_str()),
+        (200, Some("click_id")),
+        "{v}"
+    );
+
+    // Stats through the aggregates of both shards.
+    let today =
+        sluice::time::date_string((sluice::time::now_ms() / sluice::time::MS_PER_DAY) as u16);
+    let started = Instant::now();
+    loop {
+        let (status, stats) = api(
+            reqwest::Method::GET,
+            &format!("{b}/v1/attribution/stats?from={today}&to={today}"),
+            &t.secret_key,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{stats}");
+        if stats["clicks"] == 10 && stats["bot_clicks"] == 290 && stats["attributed_installs"] == 1
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "stats: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     server.shutdown().await;
 }

@@ -106,6 +106,9 @@ pub struct TestEnv {
     pub data_dir: PathBuf,
     /// `redis_url()` unless a test sets another (the cluster suite).
     pub redis_url: String,
+    /// `clickhouse_url()` and no cluster unless a test sets others (the cluster suite).
+    pub clickhouse_url: String,
+    pub clickhouse_cluster: String,
 }
 
 impl Default for TestEnv {
@@ -116,6 +119,8 @@ impl Default for TestEnv {
             prefix: format!("sluice_test:{id}"),
             data_dir: std::env::temp_dir().join(format!("sluice-{id}")),
             redis_url: redis_url(),
+            clickhouse_url: clickhouse_url(),
+            clickhouse_cluster: String::new(),
         }
     }
 }
@@ -130,7 +135,8 @@ impl TestEnv {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..Config::default()
         };
-        c.clickhouse.url = clickhouse_url();
+        c.clickhouse.url = self.clickhouse_url.clone();
+        c.clickhouse.cluster = self.clickhouse_cluster.clone();
         c.clickhouse.database = self.database.clone();
         c.redis.url = self.redis_url.clone();
         c.redis.prefix = self.prefix.clone();
@@ -146,7 +152,8 @@ impl TestEnv {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("SLUICE_LISTEN", "127.0.0.1:0".into()),
-            ("SLUICE_CLICKHOUSE_URL", clickhouse_url()),
+            ("SLUICE_CLICKHOUSE_URL", self.clickhouse_url.clone()),
+            ("SLUICE_CLICKHOUSE_CLUSTER", self.clickhouse_cluster.clone()),
             ("SLUICE_CLICKHOUSE_DATABASE", self.database.clone()),
             ("SLUICE_REDIS_URL", self.redis_url.clone()),
             ("SLUICE_REDIS_PREFIX", self.prefix.clone()),
@@ -226,7 +233,10 @@ impl TestEnv {
     /// Runs SQL against this test's database; returns the body (TSV unless the SQL says).
     pub async fn ch(&self, sql: &str) -> String {
         let resp = reqwest::Client::new()
-            .post(format!("{}/?database={}", clickhouse_url(), self.database))
+            .post(format!(
+                "{}/?database={}",
+                self.clickhouse_url, self.database
+            ))
             .body(sql.to_string())
             .send()
             .await
@@ -264,10 +274,14 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         use std::io::{Read, Write};
-        let sql = format!("DROP DATABASE IF EXISTS {}", self.database);
-        if let Ok(mut socket) =
-            std::net::TcpStream::connect_timeout(&clickhouse_addr(), Duration::from_secs(2))
-        {
+        let mut sql = format!("DROP DATABASE IF EXISTS {}", self.database);
+        if !self.clickhouse_cluster.is_empty() {
+            sql += &format!(" ON CLUSTER {}", self.clickhouse_cluster);
+        }
+        if let Ok(mut socket) = std::net::TcpStream::connect_timeout(
+            &socket_addr(&self.clickhouse_url),
+            Duration::from_secs(2),
+        ) {
             let _ = socket.set_read_timeout(Some(Duration::from_secs(30)));
             let request = format!(
                 "POST / HTTP/1.1\r\nHost: clickhouse\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sql}",
@@ -309,7 +323,10 @@ pub fn stack(arg: &str) {
 
 /// The ClickHouse HTTP address the tests use, as a socket address (for the proxy).
 pub fn clickhouse_addr() -> std::net::SocketAddr {
-    let url = clickhouse_url();
+    socket_addr(&clickhouse_url())
+}
+
+fn socket_addr(url: &str) -> std::net::SocketAddr {
     let hostport = url.trim_start_matches("http://").trim_end_matches('/');
     std::net::ToSocketAddrs::to_socket_addrs(hostport)
         .unwrap()
