@@ -194,27 +194,24 @@ fn random_hex(bytes: usize) -> String {
 /// `pipe`'s commands grouped by their key's slot (a command's first argument is its key in
 /// every pipeline here), in order, each group atomic if `pipe` is.
 fn by_slot(pipe: &Pipeline) -> Vec<Pipeline> {
-    let mut parts: Vec<(Slot, Pipeline)> = Vec::new();
+    let mut parts: Vec<Pipeline> = Vec::new();
+    let mut at: ahash::AHashMap<Slot, usize> = ahash::AHashMap::new();
     for cmd in pipe.cmd_iter() {
         let key = match cmd.args_iter().nth(1) {
             Some(redis::Arg::Simple(key)) => key,
             _ => &[][..],
         };
-        let slot = Slot::for_key(key);
-        let at = match parts.iter().position(|(s, _)| *s == slot) {
-            Some(at) => at,
-            None => {
-                let mut part = redis::pipe();
-                if pipe.is_transaction() {
-                    part.atomic();
-                }
-                parts.push((slot, part));
-                parts.len() - 1
+        let part = *at.entry(Slot::for_key(key)).or_insert_with(|| {
+            let mut part = redis::pipe();
+            if pipe.is_transaction() {
+                part.atomic();
             }
-        };
-        parts[at].1.add_command(cmd.clone()).ignore();
+            parts.push(part);
+            parts.len() - 1
+        });
+        parts[part].add_command(cmd.clone()).ignore();
     }
-    parts.into_iter().map(|(_, part)| part).collect()
+    parts
 }
 
 impl Redis {
@@ -447,5 +444,44 @@ impl Redis {
 
     fn report_key(&self, tenant: &str, id: &str) -> String {
         format!("{}:report:{id}", self.tenant_tag(tenant))
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn a_pipeline_splits_by_slot_keeping_order_and_atomicity() {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set("p:{t:a}:x", 1)
+            .set("p:webhook:h:1", 2)
+            .del("p:{t:a}:y")
+            .set("p:{t:b}:x", 3);
+        let parts = by_slot(&pipe);
+        let keys: Vec<Vec<String>> = parts
+            .iter()
+            .map(|part| {
+                part.cmd_iter()
+                    .map(|cmd| match cmd.args_iter().nth(1) {
+                        Some(redis::Arg::Simple(k)) => String::from_utf8_lossy(k).into_owned(),
+                        _ => String::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                vec!["p:{t:a}:x".to_string(), "p:{t:a}:y".to_string()],
+                vec!["p:webhook:h:1".to_string()],
+                vec!["p:{t:b}:x".to_string()],
+            ]
+        );
+        assert!(parts.iter().all(|part| part.is_transaction()));
+        let mut plain = redis::pipe();
+        plain.set("a", 1).set("b", 2);
+        assert!(by_slot(&plain).iter().all(|part| !part.is_transaction()));
     }
 }
