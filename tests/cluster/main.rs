@@ -382,15 +382,9 @@ async fn clicks_installs_and_stats_on_the_clickhouse_cluster() {
     let click = env
         .ch("SELECT lower(hex(click_id)) FROM click_facts LIMIT 1")
         .await;
-    let h = click.trim();
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    );
+    let mut bytes = [0u8; 16];
+    hex::decode_to_slice(click.trim(), &mut bytes).unwrap();
+    let id = sluice::click::ClickId(bytes).to_string();
     let (status, v) = api(
         reqwest::Method::POST,
         &format!("{b}/v1/attribution/install"),
