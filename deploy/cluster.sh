@@ -6,6 +6,7 @@
 # Usage: deploy/cluster.sh up|down|status|env   (idempotent; installs packages with apt when missing)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/deploy/lib.sh"
 VAR="${SLUICE_VAR:-$ROOT/var}/cluster"
 REDIS_BASE="${SLUICE_CLUSTER_REDIS_PORT:-17001}"
 REDIS_PORTS=($(seq "$REDIS_BASE" $((REDIS_BASE + 5))))
@@ -23,9 +24,7 @@ need_install() {
   [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
   [ ${#missing[@]} -gt 0 ] || return 0
   log "installing ${missing[*]} with apt-get"
-  local SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 }
 
 zk_up() { (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && echo ruok >&3 && [ "$(head -c 4 <&3)" = imok ]) 2>/dev/null; }
@@ -92,16 +91,6 @@ start_clickhouse() {
     ch_up "$n" || { log "clickhouse node $n did not come up; see $VAR/ch-$n/clickhouse/log/"; exit 1; }
   done
   log "clickhouse cluster: 2 shards x 2 replicas on HTTP ports $CH_HTTP_BASE-$((CH_HTTP_BASE + 3))"
-}
-
-stop_pidfile() {
-  local f="$1"
-  [ -f "$f" ] || return 0
-  local pid; pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"; for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-  fi
-  rm -f "$f"
 }
 
 redis_up() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ]; }

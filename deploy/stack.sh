@@ -3,6 +3,7 @@
 # Usage: deploy/stack.sh up|down|status|env     (idempotent; installs packages with apt when missing)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/deploy/lib.sh"
 VAR="${SLUICE_VAR:-$ROOT/var}"
 CH_HTTP_PORT="${SLUICE_STACK_CH_HTTP_PORT:-18123}"
 CH_TCP_PORT="${SLUICE_STACK_CH_TCP_PORT:-19000}"
@@ -16,9 +17,7 @@ need_install() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} with apt-get"
-    local SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}"
   fi
 }
 
@@ -53,16 +52,6 @@ start_redis() {
     --daemonize yes --pidfile "$VAR/redis/pid" --logfile "$VAR/redis/redis.log"
   for _ in $(seq 1 480); do redis_up && return; sleep 0.25; done
   log "redis did not come up; see $VAR/redis/redis.log"; exit 1
-}
-
-stop_pidfile() {
-  local f="$1"
-  [ -f "$f" ] || return 0
-  local pid; pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"; for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-  fi
-  rm -f "$f"
 }
 
 case "${1:-up}" in
