@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # A local cluster for Sluice on one box, on project-local ports, data under var/cluster/:
-# a Redis Cluster of 3 masters and 3 replicas, and ClickHouse 18.16 as 2 shards x 2 replicas
-# (cluster `sluice`) with one ZooKeeper 3.8. (Sluice nodes behind HAProxy, and Sluice's
-# schema on the ClickHouse cluster, are issue 30's next steps.)
-# Usage: deploy/cluster.sh up|down|status|env   (idempotent; installs packages with apt when missing)
+# a Redis Cluster of 3 masters and 3 replicas, ClickHouse 18.16 as 2 shards x 2 replicas
+# (cluster `sluice`) with one ZooKeeper 3.8, and 3 Sluice nodes behind HAProxy 2.6.
+# Usage: deploy/cluster.sh up|stores|nodes|stop-nodes|down|status|env
+#   up          the stores, then the nodes (a release build of Sluice)
+#   stores      the Redis Cluster, ZooKeeper and ClickHouse only (what the tests start)
+#   nodes       any node not running, and HAProxy, with the SLUICE_* settings in the
+#               environment on top of the cluster's (SLUICE_BIN: the binary to run)
+#   stop-nodes  the nodes (SIGTERM: each drains its clicks) and HAProxy
+# Idempotent; installs packages with apt when missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/deploy/lib.sh"
@@ -14,6 +19,8 @@ ZK_PORT="${SLUICE_CLUSTER_ZK_PORT:-12181}"
 CH_HTTP_BASE="${SLUICE_CLUSTER_CH_HTTP_PORT:-18201}"   # node n (1-4): HTTP base+n-1,
 CH_TCP_BASE=$((CH_HTTP_BASE + 1000))                    # native base+1000+n-1,
 CH_INTERSERVER_BASE=$((CH_HTTP_BASE + 1100))            # replication base+1100+n-1
+LB_PORT="${SLUICE_CLUSTER_PORT:-18300}"                 # HAProxy; Sluice node n on LB_PORT+n
+NODES=(1 2 3)
 
 log() { echo "cluster: $*" >&2; }
 
@@ -22,6 +29,7 @@ need_install() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v clickhouse-server >/dev/null || missing+=(clickhouse-server clickhouse-client)
   [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
+  command -v haproxy >/dev/null || missing+=(haproxy)
   [ ${#missing[@]} -gt 0 ] || return 0
   log "installing ${missing[*]} with apt-get"
   apt_install "${missing[@]}"
@@ -143,17 +151,100 @@ stop_redis() {
 
 redis_urls() { printf 'redis://127.0.0.1:%s,' "${REDIS_PORTS[@]}" | sed 's/,$//'; }
 
+node_ready() { curl -fsS "http://127.0.0.1:$((LB_PORT + $1))/readyz" >/dev/null 2>&1; }
+lb_up() { curl -fsS "http://127.0.0.1:$LB_PORT/healthz" >/dev/null 2>&1; }
+
+# Round robin over the nodes, each checked on /readyz every 500 ms (out after 2 failures, back
+# after 2 successes). A request whose connection failed or got no answer (a node killed under
+# it) is retried on another node: redirects are safe to retry, and the API's writes are
+# idempotent by their ids.
+haproxy_cfg() {
+  cat <<CFG
+global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  retries 3
+  retry-on conn-failure empty-response
+  option redispatch 1
+frontend sluice
+  bind 127.0.0.1:$LB_PORT
+  option forwardfor
+  default_backend nodes
+backend nodes
+  balance roundrobin
+  option httpchk GET /readyz
+  http-check expect status 200
+  default-server inter 500ms fall 2 rise 2
+CFG
+  for n in "${NODES[@]}"; do
+    echo "  server node$n 127.0.0.1:$((LB_PORT + n)) check"
+  done
+}
+
+start_nodes() {
+  local bin="${SLUICE_BIN:-}" n
+  if [ -z "$bin" ]; then
+    log "building sluice (release)"
+    (cd "$ROOT" && cargo build --release --quiet)
+    bin="$ROOT/target/release/sluice"
+  fi
+  # The cluster's stores, unless the environment names others; HAProxy is the proxy whose
+  # X-Forwarded-For the nodes believe.
+  export SLUICE_REDIS_URL="${SLUICE_REDIS_URL:-$(redis_urls)}"
+  export SLUICE_CLICKHOUSE_URL="${SLUICE_CLICKHOUSE_URL:-http://127.0.0.1:$CH_HTTP_BASE}"
+  export SLUICE_CLICKHOUSE_CLUSTER="${SLUICE_CLICKHOUSE_CLUSTER-sluice}"
+  export SLUICE_TRUSTED_PROXIES="${SLUICE_TRUSTED_PROXIES:-127.0.0.1}"
+  # Once, before the nodes: each would otherwise race the others through the migrations.
+  RUST_LOG=warn "$bin" migrate >/dev/null
+  for n in "${NODES[@]}"; do
+    node_ready "$n" && continue
+    mkdir -p "$VAR/sluice-$n"
+    # Each node its own data directory: its spill and write-ahead log are its own.
+    SLUICE_LISTEN="127.0.0.1:$((LB_PORT + n))" SLUICE_DATA_DIR="$VAR/sluice-$n/data" \
+      nohup "$bin" serve >> "$VAR/sluice-$n/sluice.log" 2>&1 &
+    echo $! > "$VAR/sluice-$n/pid"
+  done
+  for n in "${NODES[@]}"; do
+    for _ in $(seq 1 200); do node_ready "$n" && break; sleep 0.1; done
+    node_ready "$n" || { log "sluice node $n did not become ready; see $VAR/sluice-$n/sluice.log"; exit 1; }
+  done
+  if ! lb_up; then
+    haproxy_cfg > "$VAR/haproxy.cfg"
+    haproxy -D -f "$VAR/haproxy.cfg" -p "$VAR/haproxy.pid"
+  fi
+  # HAProxy starts with every server up, then checks them.
+  for _ in $(seq 1 50); do lb_up && break; sleep 0.1; done
+  lb_up || { log "haproxy did not come up on $LB_PORT"; exit 1; }
+  log "sluice: nodes on $((LB_PORT + 1))-$((LB_PORT + ${#NODES[@]})) behind HAProxy on http://127.0.0.1:$LB_PORT"
+}
+
+stop_nodes() {
+  local n
+  stop_pidfile "$VAR/haproxy.pid"
+  for n in "${NODES[@]}"; do stop_pidfile "$VAR/sluice-$n/pid"; done
+}
+
 case "${1:-up}" in
-  up) need_install; start_redis; start_zookeeper; start_clickhouse ;;
+  up) need_install; start_redis; start_zookeeper; start_clickhouse; start_nodes ;;
+  stores) need_install; start_redis; start_zookeeper; start_clickhouse ;;
+  nodes) need_install; start_nodes ;;
+  stop-nodes) stop_nodes ;;
   # down forgets the cluster's data: the next up creates it anew.
-  down) stop_redis
+  down) stop_nodes; stop_redis
         for n in 1 2 3 4; do stop_pidfile "$VAR/ch-$n/pid"; done
         stop_pidfile "$VAR/zookeeper/pid"; rm -rf "$VAR" ;;
   status) cluster_ok && echo "redis cluster: ok" || echo "redis cluster: down"
           zk_up && echo "zookeeper: up (:$ZK_PORT)" || echo "zookeeper: down"
-          for n in 1 2 3 4; do ch_up "$n" && echo "clickhouse node $n: up" || echo "clickhouse node $n: down"; done ;;
+          for n in 1 2 3 4; do ch_up "$n" && echo "clickhouse node $n: up" || echo "clickhouse node $n: down"; done
+          for n in "${NODES[@]}"; do node_ready "$n" && echo "sluice node $n: ready" || echo "sluice node $n: down"; done
+          lb_up && echo "haproxy: up (http://127.0.0.1:$LB_PORT)" || echo "haproxy: down" ;;
   env) echo "export SLUICE_REDIS_URL=$(redis_urls)"
        echo "export SLUICE_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_BASE"
-       echo "export SLUICE_CLICKHOUSE_CLUSTER=sluice" ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+       echo "export SLUICE_CLICKHOUSE_CLUSTER=sluice"
+       echo "# Sluice, behind HAProxy: http://127.0.0.1:$LB_PORT" ;;
+  *) echo "usage: $0 up|stores|nodes|stop-nodes|down|status|env" >&2; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, integration tests against the real local stack (ClickHouse
-# 18.16 and Redis, started here if not running), the same suites and a failover test on a
+# 18.16 and Redis, started here if not running), the same suites and the kill tests on a
 # Redis Cluster and a ClickHouse cluster (deploy/cluster.sh), the schema test on a current ClickHouse
 # (chdb-core), the JavaScript SDK's unit tests, Schemathesis fuzzing the API with its OpenAPI
 # document, and the dashboard and SDK in a real browser (Debian's Chromium). Installs what
@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 "$ROOT/deploy/stack.sh" up
-"$ROOT/deploy/cluster.sh" up
+"$ROOT/deploy/cluster.sh" stores
 
 python3 - <<'PY' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check mmdb-writer chdb-core pytest netaddr
 import chdb, mmdb_writer, pytest, netaddr
@@ -29,9 +29,11 @@ export SLUICE_TEST_CLUSTER_REDIS_URL SLUICE_TEST_CLUSTER_CLICKHOUSE_URL
 echo "== cargo tests (unit, integration, benches in test mode; tests/cluster on the Redis Cluster)"
 cargo test --all-targets "$@"
 
-echo "== the suites that use Redis again, on the Redis Cluster"
-SLUICE_TEST_REDIS_URL="$SLUICE_TEST_CLUSTER_REDIS_URL" cargo test "$@" --test attribution \
-  --test events --test conversions --test delivery --test keys --test link_catalog --test stats
+echo "== the flows again, on the Redis Cluster and the ClickHouse cluster"
+SLUICE_TEST_REDIS_URL="$SLUICE_TEST_CLUSTER_REDIS_URL" \
+SLUICE_TEST_CLICKHOUSE_URL="$SLUICE_TEST_CLUSTER_CLICKHOUSE_URL" SLUICE_TEST_CLICKHOUSE_CLUSTER=sluice \
+  cargo test "$@" --test attribution --test events --test conversions --test delivery --test keys \
+  --test link_catalog --test stats --test retention
 
 echo "== pace, the fixed-rate load tool of loadtest/compare.sh"
 cargo test --release --manifest-path loadtest/pace/Cargo.toml

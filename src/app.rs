@@ -64,6 +64,8 @@ impl App {
             redis: self.redis.clone(),
             interval_ms: self.config.retention_interval_ms,
             stats_retention_days: self.config.stats_retention_days,
+            cluster: self.config.clickhouse.cluster.clone(),
+            database: self.config.clickhouse.database.clone(),
         }
     }
 

@@ -6,7 +6,10 @@
 //! (`ALTER TABLE … DELETE`). The daily aggregates behind stats are not touched, unless
 //! `stats_retention_days` is set, which drops their months past it.
 //!
-//! Runs every `retention_interval_ms` on one node at a time (a Redis lock).
+//! Runs every `retention_interval_ms` on one node at a time (a Redis lock). On a ClickHouse
+//! cluster the months are gathered from every shard and the `ALTER`s go to the replicated
+//! `_local` tables `ON CLUSTER` (a `Distributed` table takes neither); each shard's
+//! replicas then apply them through replication.
 
 use std::collections::BTreeMap;
 
@@ -64,21 +67,6 @@ pub fn month_days(yyyymm: u32) -> (u16, u16) {
     (first as u16, (next - 1) as u16)
 }
 
-async fn partitions(ch: &Client, table: &str) -> Result<Vec<u32>, RetentionError> {
-    let parts: Vec<String> = ch
-        .query(
-            "SELECT DISTINCT partition FROM system.parts \
-             WHERE database = currentDatabase() AND table = ? AND active",
-        )
-        .bind(table)
-        .fetch_all()
-        .await?;
-    Ok(parts
-        .iter()
-        .filter_map(|p| p.trim_matches('\'').parse().ok())
-        .collect())
-}
-
 /// What retention works with.
 #[derive(Clone)]
 pub struct Context {
@@ -88,6 +76,63 @@ pub struct Context {
     pub interval_ms: u64,
     /// Aggregate partitions older than this many days are dropped (0 = kept).
     pub stats_retention_days: u32,
+    /// `SLUICE_CLICKHOUSE_CLUSTER` (empty on a single server) and the database.
+    pub cluster: String,
+    pub database: String,
+}
+
+impl Context {
+    /// The months `table` has rows in, on every shard.
+    async fn partitions(&self, table: &str) -> Result<Vec<u32>, RetentionError> {
+        let parts: Vec<String> = if self.cluster.is_empty() {
+            self.ch
+                .query(
+                    "SELECT DISTINCT partition FROM system.parts \
+                     WHERE database = currentDatabase() AND table = ? AND active",
+                )
+                .bind(table)
+                .fetch_all()
+                .await?
+        } else {
+            // One replica of each shard: replicas hold the same parts.
+            self.ch
+                .query(&format!(
+                    "SELECT DISTINCT partition FROM cluster('{}', system, parts) \
+                     WHERE database = ? AND table = ? AND active",
+                    self.cluster
+                ))
+                .bind(&self.database)
+                .bind(format!("{table}_local"))
+                .fetch_all()
+                .await?
+        };
+        Ok(parts
+            .iter()
+            .filter_map(|p| p.trim_matches('\'').parse().ok())
+            .collect())
+    }
+
+    /// `ALTER TABLE <table> <change>`, on the table that holds the rows.
+    async fn alter(
+        &self,
+        table: &str,
+        change: &str,
+        tenant: Option<&str>,
+    ) -> Result<(), RetentionError> {
+        let target = if self.cluster.is_empty() {
+            table.to_string()
+        } else {
+            format!(
+                "{}.{table}_local ON CLUSTER {}",
+                self.database, self.cluster
+            )
+        };
+        let mut query = self.ch.query(&format!("ALTER TABLE {target} {change}"));
+        if let Some(tenant) = tenant {
+            query = query.bind(tenant);
+        }
+        Ok(query.execute().await?)
+    }
 }
 
 /// One pass over every table, as of UTC day `today`.
@@ -96,7 +141,7 @@ pub async fn run_once(ctx: &Context, today: u16) -> Result<Report, RetentionErro
     let mut cutoffs: BTreeMap<String, u16> = BTreeMap::new();
     for table in RAW_TABLES {
         let mut partial: BTreeMap<String, u16> = BTreeMap::new();
-        for month in partitions(&ctx.ch, table).await? {
+        for month in ctx.partitions(table).await? {
             let (first, last) = month_days(month);
             if last + MIN_RETENTION_DAYS >= today {
                 continue;
@@ -133,9 +178,7 @@ pub async fn run_once(ctx: &Context, today: u16) -> Result<Report, RetentionErro
                 }
             }
             if whole {
-                ctx.ch
-                    .query(&format!("ALTER TABLE {table} DROP PARTITION {month}"))
-                    .execute()
+                ctx.alter(table, &format!("DROP PARTITION {month}"), None)
                     .await?;
                 info!(
                     table,
@@ -159,13 +202,12 @@ pub async fn run_once(ctx: &Context, today: u16) -> Result<Report, RetentionErro
             if expired == 0 {
                 continue;
             }
-            ctx.ch
-                .query(&format!(
-                    "ALTER TABLE {table} DELETE WHERE tenant_id = ? AND date < toDate('{day}')"
-                ))
-                .bind(&tenant)
-                .execute()
-                .await?;
+            ctx.alter(
+                table,
+                &format!("DELETE WHERE tenant_id = ? AND date < toDate('{day}')"),
+                Some(&tenant),
+            )
+            .await?;
             info!(table, %tenant, expired, before = %day, "deleting a tenant's raw rows past its retention");
             report.deleted.push((table.to_string(), tenant, cutoff));
         }
@@ -173,11 +215,9 @@ pub async fn run_once(ctx: &Context, today: u16) -> Result<Report, RetentionErro
     let keep = ctx.stats_retention_days;
     if keep > 0 {
         for table in STATS_TABLES {
-            for month in partitions(&ctx.ch, table).await? {
+            for month in ctx.partitions(table).await? {
                 if u32::from(month_days(month).1) + keep < u32::from(today) {
-                    ctx.ch
-                        .query(&format!("ALTER TABLE {table} DROP PARTITION {month}"))
-                        .execute()
+                    ctx.alter(table, &format!("DROP PARTITION {month}"), None)
                         .await?;
                     report.dropped.push((table.to_string(), month));
                 }

@@ -16,7 +16,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// earlier test may have left a node down).
 async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     let guard = SERIAL.lock().await;
-    tokio::task::spawn_blocking(|| cluster("up")).await.unwrap();
+    tokio::task::spawn_blocking(|| cluster("stores"))
+        .await
+        .unwrap();
     guard
 }
 
@@ -253,7 +255,9 @@ async fn a_redis_master_killed_under_load_fails_over() {
     .await;
 
     // The killed node comes back as a replica.
-    tokio::task::spawn_blocking(|| cluster("up")).await.unwrap();
+    tokio::task::spawn_blocking(|| cluster("stores"))
+        .await
+        .unwrap();
     server.shutdown().await;
 }
 
@@ -422,4 +426,158 @@ async fn clicks_installs_and_stats_on_the_clickhouse_cluster() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     server.shutdown().await;
+}
+
+/// HAProxy in front of the nodes `deploy/cluster.sh nodes` starts (node n on its port + n).
+const BALANCER: &str = "http://127.0.0.1:18300";
+
+fn node_url(n: u16) -> String {
+    format!("http://127.0.0.1:{}", 18300 + n)
+}
+
+/// `deploy/cluster.sh nodes`: starts whichever of the 3 nodes is not running, with this test's
+/// settings (both clusters) plus `extra`, the binary under test, and HAProxy.
+async fn nodes(env: &TestEnv, extra: &[(&str, &str)]) {
+    let mut cmd = std::process::Command::new(project_dir().join("deploy/cluster.sh"));
+    cmd.arg("nodes")
+        .envs(env.env())
+        .env("SLUICE_BIN", sluice_bin())
+        .env("RUST_LOG", "warn")
+        .envs(extra.iter().copied());
+    let status = tokio::task::spawn_blocking(move || cmd.status().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "deploy/cluster.sh nodes failed");
+}
+
+/// The redirects node `n` answered with a 302, from its own metrics.
+async fn redirects_on(n: u16) -> u64 {
+    metric(
+        n,
+        "sluice_http_requests_total{route=\"redirect\",status=\"3xx\"}",
+    )
+    .await
+}
+
+/// Counter `name` (with its labels) on node `n`.
+async fn metric(n: u16, name: &str) -> u64 {
+    let text = http()
+        .get(format!("{}/metrics", node_url(n)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("node {n}: no {name}"))
+}
+
+/// Waits until every node redirects `code` (a link reaches the others through the change feed).
+async fn on_every_node(code: &str) {
+    for n in 1..=3 {
+        eventually(
+            &format!("node {n} knows {code}"),
+            Duration::from_secs(10),
+            || async move {
+                http()
+                    .get(format!("{}/{code}?click_id=warm", node_url(n)))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 302)
+            },
+        )
+        .await;
+    }
+}
+
+/// Three Sluice nodes behind HAProxy on both clusters, write-ahead on: clicks spread over the
+/// nodes are counted exactly; one node SIGKILLed under load loses none of the clicks it
+/// answered (its log is recovered when it restarts) and doubles none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_behind_haproxy_and_one_killed() {
+    let _serial = exclusive().await;
+    let mut env = TestEnv::new();
+    env.redis_url = cluster_url();
+    env.clickhouse_url = cluster_clickhouse_url();
+    env.clickhouse_cluster = "sluice".into();
+    let settings = [
+        ("SLUICE_WRITE_AHEAD", "true"),
+        // Long enough that the killed node still holds seconds of answered clicks.
+        ("SLUICE_FLUSH_PERIOD_MS", "3000"),
+        ("SLUICE_LINK_REFRESH_MS", "100"),
+    ];
+    tokio::task::spawn_blocking(|| cluster("stop-nodes"))
+        .await
+        .unwrap();
+    nodes(&env, &settings).await;
+    let t = env.tenant().await;
+    let link = |code: &str| json!({"id": code, "destination": "https://x.example/"});
+    let (counted, killed) = (unique("counted"), unique("killed"));
+    for code in [&counted, &killed] {
+        let (status, v) = api(
+            reqwest::Method::POST,
+            &format!("{BALANCER}/v1/links"),
+            &t.secret_key,
+            Some(link(code)),
+        )
+        .await;
+        assert_eq!(status, 201, "{v}");
+        on_every_node(code).await;
+    }
+
+    // Exact counts: 3,000 clicks through the balancer, spread over the three nodes.
+    let mut before = Vec::new();
+    for n in 1..=3 {
+        before.push(redirects_on(n).await);
+    }
+    let answered = fire(&format!("{BALANCER}/{counted}"), 3_000, 16, None).await;
+    assert_eq!(answered.len(), 3_000);
+    for (n, before) in (1..=3).zip(before) {
+        let took = redirects_on(n).await - before;
+        assert!(took >= 500, "node {n} took {took} of 3,000");
+    }
+    let filter = format!("link_id = '{counted}' AND partner_click_id != 'warm'");
+    assert_exactly_once(&env, &answered, &filter).await;
+    assert_eq!(
+        env.ch_u64(&format!("SELECT count() FROM clicks WHERE {filter}"))
+            .await,
+        3_000
+    );
+
+    // SIGKILL node 2 under load: the balancer takes it out, the others answer.
+    let url = format!("{BALANCER}/{killed}");
+    let load = tokio::spawn(async move { fire(&url, 8_000, 16, Some(1_000)).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kill_stack_process("cluster/sluice-2/pid");
+    let answered = load.await.unwrap();
+    assert!(
+        answered.len() > 7_000,
+        "only {} of 8,000 answered",
+        answered.len()
+    );
+    let filter = format!("link_id = '{killed}' AND partner_click_id != 'warm'");
+    tokio::time::sleep(Duration::from_secs(4)).await; // the survivors' last flushes
+    let before_restart = env
+        .ch_u64(&format!("SELECT count() FROM clicks WHERE {filter}"))
+        .await;
+    assert!(
+        before_restart < answered.len() as u64,
+        "the killed node's answered clicks wait in its log ({before_restart} stored of {})",
+        answered.len()
+    );
+    // Restarted, it recovers them; nothing is doubled.
+    nodes(&env, &settings).await;
+    let recovered = metric(2, "sluice_clicks_recovered_total").await;
+    assert!(recovered > 0, "node 2 recovered nothing from its log");
+    eprintln!(
+        "{} of 8,000 answered; {before_restart} stored before node 2 restarted, {recovered} recovered from its log",
+        answered.len()
+    );
+    assert_exactly_once(&env, &answered, &filter).await;
+    tokio::task::spawn_blocking(|| cluster("stop-nodes"))
+        .await
+        .unwrap();
 }

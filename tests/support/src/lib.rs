@@ -106,7 +106,8 @@ pub struct TestEnv {
     pub data_dir: PathBuf,
     /// `redis_url()` unless a test sets another (the cluster suite).
     pub redis_url: String,
-    /// `clickhouse_url()` and no cluster unless a test sets others (the cluster suite).
+    /// `clickhouse_url()` and `SLUICE_TEST_CLICKHOUSE_CLUSTER` (none unless set) unless a
+    /// test sets others (the cluster suite).
     pub clickhouse_url: String,
     pub clickhouse_cluster: String,
 }
@@ -120,7 +121,7 @@ impl Default for TestEnv {
             data_dir: std::env::temp_dir().join(format!("sluice-{id}")),
             redis_url: redis_url(),
             clickhouse_url: clickhouse_url(),
-            clickhouse_cluster: String::new(),
+            clickhouse_cluster: std::env::var("SLUICE_TEST_CLICKHOUSE_CLUSTER").unwrap_or_default(),
         }
     }
 }
@@ -230,11 +231,17 @@ impl TestEnv {
         }
     }
 
-    /// Runs SQL against this test's database; returns the body (TSV unless the SQL says).
+    /// Runs SQL against this test's database; returns the body (TSV unless the SQL says). On
+    /// a cluster, an insert returns once its shard has it, as Sluice's own do.
     pub async fn ch(&self, sql: &str) -> String {
+        let sync = if self.clickhouse_cluster.is_empty() {
+            ""
+        } else {
+            "&insert_distributed_sync=1"
+        };
         let resp = reqwest::Client::new()
             .post(format!(
-                "{}/?database={}",
+                "{}/?database={}{sync}",
                 self.clickhouse_url, self.database
             ))
             .body(sql.to_string())
