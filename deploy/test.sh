@@ -26,6 +26,9 @@ SLUICE_TEST_CLUSTER_REDIS_URL="$("$ROOT/deploy/cluster.sh" env | sed -n 's/^expo
 SLUICE_TEST_CLUSTER_CLICKHOUSE_URL="$("$ROOT/deploy/cluster.sh" env | sed -n 's/^export SLUICE_CLICKHOUSE_URL=//p')"
 export SLUICE_TEST_CLUSTER_REDIS_URL SLUICE_TEST_CLUSTER_CLICKHOUSE_URL
 
+# The schema test replays every statement Sluice sent from here on (the servers' query logs).
+export SLUICE_TEST_SINCE="$(date +%s)"
+
 echo "== cargo tests (unit, integration, benches in test mode; tests/cluster on the Redis Cluster)"
 cargo test --all-targets "$@"
 
@@ -38,7 +41,7 @@ SLUICE_TEST_CLICKHOUSE_URL="$SLUICE_TEST_CLUSTER_CLICKHOUSE_URL" SLUICE_TEST_CLI
 echo "== pace, the fixed-rate load tool of loadtest/compare.sh"
 cargo test --release --manifest-path loadtest/pace/Cargo.toml
 
-echo "== schema and the clicks Native block on a current ClickHouse (chdb-core)"
+echo "== schema (both modes), the clicks Native block and every statement sent, on a current ClickHouse (chdb-core)"
 python3 -m pytest -q tests/python
 
 echo "== JavaScript SDK (node's test runner)"

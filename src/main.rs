@@ -1,6 +1,7 @@
 //! The `sluice` command: `serve`, `migrate`, `tenant create`, `key create|list|revoke`,
 //! `links import|export`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -39,7 +40,13 @@ enum Command {
     /// Apply pending migrations and serve redirects and the API.
     Serve,
     /// Apply pending ClickHouse migrations and exit.
-    Migrate,
+    Migrate {
+        /// Print every statement of the schema in the configured mode (one server, or the
+        /// cluster form with SLUICE_CLICKHOUSE_CLUSTER), one per line as JSON strings, and
+        /// apply nothing.
+        #[arg(long)]
+        print: bool,
+    },
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -144,7 +151,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Migrate => {
+        Command::Migrate { print: true } => {
+            let schema = clickhouse::schema(&config.clickhouse);
+            let all = std::iter::once(&schema.database)
+                .chain(&schema.ledger)
+                .chain(schema.migrations.iter().flat_map(|(_, s)| s));
+            let mut out = std::io::stdout().lock();
+            for statement in all {
+                writeln!(out, "{}", serde_json::to_string(statement)?)?;
+            }
+            Ok(())
+        }
+        Command::Migrate { print: false } => {
             let applied = clickhouse::migrate(&config.clickhouse).await?;
             println!("{{\"applied\": {applied}}}");
             Ok(())

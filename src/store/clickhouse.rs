@@ -116,17 +116,11 @@ pub fn statements(sql: &str, on_cluster: &str) -> Vec<String> {
         .collect()
 }
 
-/// Creates the database if missing and applies pending migrations. Returns how many ran.
-pub async fn migrate(cfg: &ClickHouseConfig) -> Result<usize, ChError> {
+/// The schema's statements in the configured mode (one server, or its cluster form): the
+/// database, the migrations ledger, then each migration's. What `migrate` runs, in order, and
+/// what `sluice migrate --print` shows.
+pub fn schema(cfg: &ClickHouseConfig) -> Schema {
     let cluster = on_cluster(cfg);
-    server_client(cfg)
-        .query(&format!(
-            "CREATE DATABASE IF NOT EXISTS {} {cluster}",
-            cfg.database
-        ))
-        .execute()
-        .await?;
-    let ch = client(cfg);
     let in_form = |statement: String| -> Vec<String> {
         if cfg.cluster.is_empty() {
             vec![statement]
@@ -134,19 +128,47 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<usize, ChError> {
             cluster_schema::statements(&statement, &cfg.cluster, &cfg.database)
         }
     };
-    for statement in in_form(format!(
-        "CREATE TABLE IF NOT EXISTS schema_migrations {cluster} (version String, applied_at DateTime) \
-         ENGINE = MergeTree ORDER BY version"
-    )) {
-        ch.query(&statement).execute().await?;
+    Schema {
+        database: format!("CREATE DATABASE IF NOT EXISTS {} {cluster}", cfg.database),
+        ledger: in_form(format!(
+            "CREATE TABLE IF NOT EXISTS schema_migrations {cluster} (version String, applied_at DateTime) \
+             ENGINE = MergeTree ORDER BY version"
+        )),
+        migrations: MIGRATIONS
+            .iter()
+            .map(|(version, sql)| {
+                let statements = statements(sql, &cluster)
+                    .into_iter()
+                    .flat_map(in_form)
+                    .collect();
+                (*version, statements)
+            })
+            .collect(),
+    }
+}
+
+pub struct Schema {
+    pub database: String,
+    pub ledger: Vec<String>,
+    /// (version, its statements), oldest first.
+    pub migrations: Vec<(&'static str, Vec<String>)>,
+}
+
+/// Creates the database if missing and applies pending migrations. Returns how many ran.
+pub async fn migrate(cfg: &ClickHouseConfig) -> Result<usize, ChError> {
+    let schema = schema(cfg);
+    server_client(cfg).query(&schema.database).execute().await?;
+    let ch = client(cfg);
+    for statement in &schema.ledger {
+        ch.query(statement).execute().await?;
     }
     let applied = applied(&ch).await?;
     let mut ran = 0;
-    for (version, sql) in MIGRATIONS {
+    for (version, statements) in schema.migrations {
         if applied.iter().any(|v| v == version) {
             continue;
         }
-        for statement in statements(sql, &cluster).into_iter().flat_map(in_form) {
+        for statement in statements {
             ch.query(&statement)
                 .execute()
                 .await
@@ -156,7 +178,7 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<usize, ChError> {
                 })?;
         }
         ch.query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, now())")
-            .bind(*version)
+            .bind(version)
             .execute()
             .await?;
         info!(version, "applied migration");

@@ -1,10 +1,17 @@
 """Every ClickHouse migration loads on a current engine (chdb-core, ClickHouse 26.x in-process),
-as it does on Debian's 18.16 (which the Rust integration tests run against), and a click row
-round-trips through the table."""
+as it does on Debian's 18.16 (which the Rust integration tests run against), on one server and
+in its cluster form; a click row round-trips through the table; and every statement Sluice sent
+to 18.16 during the Rust suites runs on 26."""
+import json
+import os
 import pathlib
 import re
+import subprocess
+import time
+import urllib.request
 
 import chdb.session
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MIGRATIONS = sorted((ROOT / "clickhouse").glob("[0-9][0-9][0-9][0-9]_*.sql"))
@@ -178,3 +185,93 @@ def test_click_facts_is_filled_on_migration_and_by_inserts(tmp_path):
     )).strip()
     assert found == f"{'01' * 16}\t3:t_15:promo6:spring0:0:0:0:0:0:0:2:s52:GB"
     s.close()
+
+
+# Every statement Sluice sent to the local servers, replayed on ClickHouse 26. The schema
+# comes from the binary itself (`sluice migrate --print`, in each mode); the rest from the
+# query logs of the single server and of the cluster's first node, where the Rust suites
+# (run first by deploy/test.sh) sent their stats, results, click lookups and retention.
+BIN = ROOT / "target/debug/sluice"
+LOCAL_CLUSTER = """<clickhouse><tcp_port>19999</tcp_port><remote_servers><sluice><shard>
+<replica><host>localhost</host><port>19999</port></replica></shard></sluice></remote_servers></clickhouse>"""
+
+
+def schema(cluster: str) -> list[str]:
+    assert BIN.exists(), "build sluice first (`cargo build`; deploy/test.sh runs cargo test first)"
+    env = dict(os.environ, SLUICE_CLICKHOUSE_DATABASE="sluice", SLUICE_CLICKHOUSE_CLUSTER=cluster)
+    out = subprocess.run([BIN, "migrate", "--print"], env=env, capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def local_form(statement: str) -> str:
+    """A cluster-form statement as chdb can run it: one process has no ZooKeeper and no
+    distributed DDL, so replication and ON CLUSTER go; the Distributed tables and the views
+    between `_local` tables stay, over a one-shard cluster of this process. Replication
+    itself is tested on 18.16 with ZooKeeper (tests/cluster)."""
+    statement = statement.replace(" ON CLUSTER sluice", "")
+    return re.sub(r"Replicated(\w*MergeTree)\('[^']*', '\{replica\}'(, )?", r"\1(", statement)
+
+
+def sent(url: str, since: int, schema: list[str]) -> list[str]:
+    """One statement of each shape Sluice sent to `url` since `since` (unix time) and the
+    server ran, its test database renamed `sluice`, other than the schema's own."""
+    def post(sql: str) -> str:
+        request = urllib.request.Request(url, sql.encode(), {"Content-Type": "text/plain"})
+        with urllib.request.urlopen(request) as r:
+            return r.read().decode()
+    post("SYSTEM FLUSH LOGS")
+    rows = post(
+        "SELECT query FROM system.query_log WHERE type = 2 AND is_initial_query "
+        f"AND http_user_agent LIKE 'clickhouse-rs%' AND event_time >= toDateTime({since}) "
+        "FORMAT JSONEachRow"
+    )
+    shapes = {}
+    for line in rows.splitlines():
+        query = re.sub(r"sluice_test_\w+", "sluice", json.loads(line)["query"])
+        if query.startswith(("CREATE ", "DROP ")) or query in schema:
+            continue  # the schema, run from the binary's own
+        shape = re.sub(r"'(?:[^'\\]|\\.)*'|\b\d+\b", "?", query)
+        shape = re.sub(r"\(\?(?:, \?)*\)", "(?)", shape)
+        shapes.setdefault(shape, query)
+    return list(shapes.values())
+
+
+def runnable(query: str) -> str:
+    """An insert whose rows travel in the body (RowBinary, Native, VALUES) as a check of its
+    columns."""
+    m = re.fullmatch(r"INSERT INTO (\S+) \(([^)]*)\) (?:FORMAT \w+|VALUES)", query.strip())
+    return f"SELECT {m[2]} FROM {m[1]} LIMIT 0" if m else query
+
+
+@pytest.mark.parametrize("mode", ["single", "cluster"])
+def test_every_statement_sluice_sent_runs_on_26(tmp_path, mode):
+    since = int(os.environ.get("SLUICE_TEST_SINCE", time.time() - 3600))
+    if mode == "single":
+        url = os.environ.get("SLUICE_TEST_CLICKHOUSE_URL", "http://127.0.0.1:18123")
+        issued = schema("")
+        statements, path = issued, str(tmp_path / "chdb")
+    else:
+        url = os.environ.get("SLUICE_TEST_CLUSTER_CLICKHOUSE_URL", "http://127.0.0.1:18201")
+        issued = schema("sluice")
+        statements = [local_form(s) for s in issued]
+        (tmp_path / "config.xml").write_text(LOCAL_CLUSTER)
+        path = f"{tmp_path / 'chdb'}?config-file={tmp_path / 'config.xml'}"
+    queries = sent(url, since, issued)
+    run = queries if mode == "single" else [local_form(q) for q in queries]
+    # The families the issue names, each seen at least once.
+    for family in ("FROM stats_clicks", "FROM installs", "FROM click_facts", r"system\W+parts", "ALTER TABLE"):
+        assert any(re.search(family, q) for q in queries), f"no statement with {family!r} in the {mode} log"
+    s = chdb.session.Session(path)
+    s.query("CREATE DATABASE IF NOT EXISTS sluice")
+    s.query("USE sluice")
+    for statement in statements:
+        s.query(statement)
+    failed = []
+    for query in run:
+        try:
+            s.query(runnable(query))
+        except Exception as e:  # collect them all, then fail with the list
+            failed.append(f"{query[:300]}\n  -> {str(e)[:300]}")
+    s.close()
+    assert not failed, f"{len(failed)} of {len(queries)} statements fail on 26:\n" + "\n".join(failed)
+    print(f"{mode}: {len(statements)} schema statements and {len(queries)} statement shapes ran on 26")
