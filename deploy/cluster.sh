@@ -154,10 +154,11 @@ redis_urls() { printf 'redis://127.0.0.1:%s,' "${REDIS_PORTS[@]}" | sed 's/,$//'
 node_ready() { curl -fsS "http://127.0.0.1:$((LB_PORT + $1))/readyz" >/dev/null 2>&1; }
 lb_up() { curl -fsS "http://127.0.0.1:$LB_PORT/healthz" >/dev/null 2>&1; }
 
-# Round robin over the nodes, each checked on /readyz every 500 ms (out after 2 failures, back
-# after 2 successes). A request whose connection failed or got no answer (a node killed under
-# it) is retried on another node: redirects are safe to retry, and the API's writes are
-# idempotent by their ids.
+# Round robin over the nodes ready on /readyz (checked every 500 ms: out after 2 failures, back
+# after 2 successes). /readyz fails on every node at once while ClickHouse or Redis is away,
+# and redirects do not need either: then the nodes merely alive (/healthz) take the traffic.
+# A request whose connection failed is retried on another node; one a node may have seen is
+# not (it may have recorded it).
 haproxy_cfg() {
   cat <<CFG
 global
@@ -168,20 +169,25 @@ defaults
   timeout client 30s
   timeout server 30s
   retries 3
-  retry-on conn-failure empty-response
+  retry-on conn-failure
   option redispatch 1
+  default-server inter 500ms fall 2 rise 2
 frontend sluice
   bind 127.0.0.1:$LB_PORT
   option forwardfor
-  default_backend nodes
-backend nodes
-  balance roundrobin
-  option httpchk GET /readyz
-  http-check expect status 200
-  default-server inter 500ms fall 2 rise 2
+  use_backend ready if { nbsrv(ready) gt 0 }
+  default_backend alive
 CFG
-  for n in "${NODES[@]}"; do
-    echo "  server node$n 127.0.0.1:$((LB_PORT + n)) check"
+  local backend check
+  for backend in ready alive; do
+    check=/readyz; [ "$backend" = alive ] && check=/healthz
+    echo "backend $backend"
+    echo "  balance roundrobin"
+    echo "  option httpchk GET $check"
+    echo "  http-check expect status 200"
+    for n in "${NODES[@]}"; do
+      echo "  server node$n 127.0.0.1:$((LB_PORT + n)) check"
+    done
   done
 }
 

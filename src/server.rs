@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::app::App;
 use crate::click::enrich::{Enricher, IpHasher};
@@ -29,6 +29,46 @@ use crate::store::clickhouse;
 use crate::store::redis::Redis;
 
 /// Installs, events and conversions buffered for the flusher: requests at most, and bytes.
+/// How long start-up retries its Redis steps: a Redis Cluster failing over, or Redis starting
+/// beside Sluice, answers errors for seconds, and a process manager restarting Sluice in a
+/// loop meanwhile helps nobody.
+const STARTUP_RETRY: Duration = Duration::from_secs(30);
+
+/// Runs a start-up step until it succeeds or `STARTUP_RETRY` has passed.
+async fn at_startup<T, E, F, Fut>(what: &str, mut step: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match step().await {
+            Ok(value) => return Ok(value),
+            Err(e) if started.elapsed() < STARTUP_RETRY => {
+                warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(what.to_string())),
+        }
+    }
+}
+
+/// Takes the data directory for this process: two nodes sharing one would replay each other's
+/// spill and write-ahead log, and share one delivery consumer name.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("lock");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "data dir {} is in use by another Sluice node (each node needs its own SLUICE_DATA_DIR)",
+            dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
 const ROW_QUEUE_CAPACITY: usize = 65_536;
 const ROW_QUEUE_BYTES: usize = 64 << 20;
 
@@ -51,6 +91,8 @@ fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
 /// A started server; `shutdown` drains it.
 pub struct Server {
     pub addr: SocketAddr,
+    /// Held for the server's life: see `lock_data_dir`.
+    _data_dir_lock: std::fs::File,
     pub app: Arc<App>,
     stop: watch::Sender<bool>,
     serving: Vec<std::thread::JoinHandle<()>>,
@@ -77,9 +119,11 @@ impl Server {
             info!(applied, "clickhouse schema migrated");
         }
         let ch = clickhouse::client(&config.clickhouse);
-        let redis = Redis::connect(&config.redis.url, &config.redis.prefix)
-            .await
-            .with_context(|| format!("connecting to Redis at {}", config.redis.url))?;
+        let redis = at_startup(
+            &format!("connecting to Redis at {}", config.redis.url),
+            || Redis::connect(&config.redis.url, &config.redis.prefix),
+        )
+        .await?;
         let geo = match &config.geoip_path {
             Some(path) => {
                 Some(Arc::new(Geo::open(path).with_context(|| {
@@ -89,15 +133,13 @@ impl Server {
             None => None,
         };
         let ip_key = if config.ip_hash_key.is_empty() {
-            redis
-                .ip_hash_key()
-                .await
-                .context("reading the shared IP hash key")?
+            at_startup("reading the shared IP hash key", || redis.ip_hash_key()).await?
         } else {
             config.ip_hash_key.clone()
         };
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
 
         let ring = Arc::new(Ring::new(config.pipeline.ring_capacity, metrics));
         metrics.ring_capacity.set(ring.capacity() as f64);
@@ -175,9 +217,10 @@ impl Server {
             wal,
             ip_hasher,
         });
-        let at = link_sync::start(&app.redis, &app.links, app.metrics)
-            .await
-            .context("loading links from Redis")?;
+        let at = at_startup("loading links from Redis", || {
+            link_sync::start(&app.redis, &app.links, app.metrics)
+        })
+        .await?;
         info!(
             links = app.links.len(),
             version = at.version,
@@ -212,10 +255,10 @@ impl Server {
             .with_context(|| format!("binding {}", app.config.listen))?;
         let addr = listeners[0].local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        app.redis
-            .ensure_delivery_group()
-            .await
-            .context("creating the delivery stream in Redis")?;
+        at_startup("creating the delivery stream in Redis", || {
+            app.redis.ensure_delivery_group()
+        })
+        .await?;
         let delivery = tokio::spawn(crate::delivery::worker::run(
             app.delivery.clone(),
             node_id(&app.config.data_dir)?,
@@ -269,6 +312,7 @@ impl Server {
             upkeep,
             fingerprint_writer,
             flusher,
+            _data_dir_lock: data_dir_lock,
         })
     }
 

@@ -29,7 +29,9 @@ async fn keys_are_listed_created_and_revoked_on_every_node() {
     let mut config = env.config();
     config.limits.keys = 4;
     let one = sluice::server::Server::start(config.clone()).await.unwrap();
-    let two = sluice::server::Server::start(config).await.unwrap();
+    let two = sluice::server::Server::start(another_node(config, "two"))
+        .await
+        .unwrap();
     let (b1, b2) = (base(&one), base(&two));
     let t = env.tenant().await;
     let other = env.tenant().await;

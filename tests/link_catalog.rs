@@ -151,7 +151,9 @@ async fn bulk_creates_the_valid_links_and_names_each_refused_one() {
     assert_eq!(status, 400, "{answer}");
     let mut config = env.config();
     config.limits.links = 5;
-    let limited = sluice::server::Server::start(config).await.unwrap();
+    let limited = sluice::server::Server::start(another_node(config, "limited"))
+        .await
+        .unwrap();
     let (status, answer) = bulk(
         &sluice_testkit::base(&limited),
         key,
@@ -519,7 +521,9 @@ async fn deleted_and_paused_links_stop_on_every_node() {
     let mut config = env.config();
     config.link_feed_length = 10;
     let node_a = sluice::server::Server::start(config.clone()).await.unwrap();
-    let node_b = sluice::server::Server::start(config).await.unwrap();
+    let node_b = sluice::server::Server::start(another_node(config, "b"))
+        .await
+        .unwrap();
     let t = env.tenant().await;
     let key = &t.secret_key;
     let links = numbered("s", 50, "https://x.example/");

@@ -304,7 +304,9 @@ async fn changes_reach_other_nodes_within_a_second() {
     let mut config = env.config();
     config.link_refresh_ms = 250; // the production default
     let node_a = sluice::server::Server::start(config.clone()).await.unwrap();
-    let node_b = sluice::server::Server::start(config).await.unwrap();
+    let node_b = sluice::server::Server::start(another_node(config, "b"))
+        .await
+        .unwrap();
     let t = env.tenant().await;
     let code = unique("spread");
     let on_b = format!("{}/{code}", base(&node_b));

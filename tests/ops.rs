@@ -236,3 +236,23 @@ fn thread_policies(pid: u32) -> Vec<(String, u32)> {
         })
         .collect()
 }
+
+/// Two nodes on one data directory would replay each other's spill and log: the second is
+/// refused, naming the directory; once the first has stopped, it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_serves_one_node_at_a_time() {
+    let env = TestEnv::new();
+    let first = env.start().await;
+    let refused = sluice::server::Server::start(env.config())
+        .await
+        .err()
+        .expect("a second node on the same data dir is refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("in use by another Sluice node")
+            && message.contains(&env.data_dir.display().to_string()),
+        "{message}"
+    );
+    first.shutdown().await;
+    env.start().await.shutdown().await;
+}

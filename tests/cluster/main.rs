@@ -123,7 +123,7 @@ async fn a_redis_master_killed_under_load_fails_over() {
     env.redis_url = cluster_url();
     let mut config = env.config();
     config.delivery.allow_private_targets = true;
-    let server = sluice::server::Server::start(config).await.unwrap();
+    let server = sluice::server::Server::start(config.clone()).await.unwrap();
     let b = base(&server);
     let t = env.tenant().await;
     // Every stored event is delivered to a webhook: deliveries are queued through the kill.
@@ -155,6 +155,10 @@ async fn a_redis_master_killed_under_load_fails_over() {
     let port = master_of(&format!("{}:{{t:{}}}:tenant", env.prefix, t.tenant_id)).await;
     kill_stack_process(&format!("cluster/redis-{port}/pid"));
     let killed = Instant::now();
+    // A node starting meanwhile waits the failover out instead of failing.
+    let starting = tokio::spawn(sluice::server::Server::start(another_node(
+        config, "second",
+    )));
 
     // The same batches sent again and again through the failover: each answer is a success
     // or a 503 within 10 s, never anything else, and each event is stored once.
@@ -254,6 +258,12 @@ async fn a_redis_master_killed_under_load_fails_over() {
         json!({"id": unique("after"), "destination": "https://y.example/"}),
     )
     .await;
+
+    let second = starting
+        .await
+        .unwrap()
+        .expect("a node started during the failover");
+    second.shutdown().await;
 
     // The killed node comes back as a replica.
     tokio::task::spawn_blocking(|| cluster("stores"))
@@ -548,6 +558,42 @@ async fn three_nodes_behind_haproxy_and_one_killed() {
             .await,
         3_000
     );
+
+    // ClickHouse away for every node (the one they all write to is killed): /readyz fails
+    // everywhere, and the balancer sends redirects to the nodes merely alive; the clicks spill
+    // and are replayed once it is back.
+    let away = unique("away");
+    let (status, v) = api(
+        reqwest::Method::POST,
+        &format!("{BALANCER}/v1/links"),
+        &t.secret_key,
+        Some(link(&away)),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    on_every_node(&away).await;
+    kill_stack_process("cluster/ch-1/pid");
+    eventually("every node not ready", Duration::from_secs(10), || async {
+        let mut ready = 0;
+        for n in 1..=3 {
+            ready += (http().get(format!("{}/readyz", node_url(n))).send().await)
+                .is_ok_and(|r| r.status() == 200) as u8;
+        }
+        ready == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the balancer's checks see it too
+    let answered = fire(&format!("{BALANCER}/{away}"), 1_000, 8, None).await;
+    assert_eq!(
+        answered.len(),
+        1_000,
+        "redirects answered while ClickHouse is away"
+    );
+    tokio::task::spawn_blocking(|| cluster("stores"))
+        .await
+        .unwrap();
+    let filter = format!("link_id = '{away}' AND partner_click_id != 'warm'");
+    assert_exactly_once(&env, &answered, &filter).await;
 
     // SIGKILL node 2 under load: the balancer takes it out, the others answer. The nodes
     // restarted with a flush period longer than the test, so every answered click is still in

@@ -275,6 +275,13 @@ impl TestEnv {
     }
 }
 
+/// `config` for another node of the same deployment: its own data directory (each node locks
+/// its own), inside the test's so it goes with it.
+pub fn another_node(mut config: Config, name: &str) -> Config {
+    config.data_dir = config.data_dir.join(name);
+    config
+}
+
 /// A test's slice is removed when the test ends, passed or failed: its database dropped and
 /// its data directory deleted. Synchronous (a drop cannot await): one HTTP request to
 /// ClickHouse over a plain socket.
