@@ -278,6 +278,15 @@ fn cluster_clickhouse_url() -> String {
         .unwrap_or_else(|_| "http://127.0.0.1:18201".into())
 }
 
+/// A test's slice of both clusters.
+fn cluster_env() -> TestEnv {
+    let mut env = TestEnv::new();
+    env.redis_url = cluster_url();
+    env.clickhouse_url = cluster_clickhouse_url();
+    env.clickhouse_cluster = "sluice".into();
+    env
+}
+
 /// `sql` on ClickHouse node `n` (1–4) of the local cluster, in `database`.
 async fn on_node(n: u16, database: &str, sql: &str) -> u64 {
     let base = cluster_clickhouse_url();
@@ -311,10 +320,7 @@ async fn on_node(n: u16, database: &str, sql: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_installs_and_stats_on_the_clickhouse_cluster() {
     let _serial = exclusive().await;
-    let mut env = TestEnv::new();
-    env.redis_url = cluster_url();
-    env.clickhouse_url = cluster_clickhouse_url();
-    env.clickhouse_cluster = "sluice".into();
+    let env = cluster_env();
     let server = env.start().await;
     let b = base(&server);
     let t = env.tenant().await;
@@ -464,26 +470,10 @@ async fn nodes(env: &TestEnv, extra: &[(&str, &str)]) {
 /// The redirects node `n` answered with a 302, from its own metrics.
 async fn redirects_on(n: u16) -> u64 {
     metric(
-        n,
+        &node_url(n),
         "sluice_http_requests_total{route=\"redirect\",status=\"3xx\"}",
     )
-    .await
-}
-
-/// Counter `name` (with its labels) on node `n`.
-async fn metric(n: u16, name: &str) -> u64 {
-    let text = http()
-        .get(format!("{}/metrics", node_url(n)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("node {n}: no {name}"))
+    .await as u64
 }
 
 /// Waits until every node redirects `code` (a link reaches the others through the change feed).
@@ -510,10 +500,7 @@ async fn on_every_node(code: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_behind_haproxy_and_one_killed() {
     let _serial = exclusive().await;
-    let mut env = TestEnv::new();
-    env.redis_url = cluster_url();
-    env.clickhouse_url = cluster_clickhouse_url();
-    env.clickhouse_cluster = "sluice".into();
+    let env = cluster_env();
     let settings = |flush_period_ms: &'static str| {
         [
             ("SLUICE_WRITE_AHEAD", "true"),
@@ -623,7 +610,7 @@ async fn three_nodes_behind_haproxy_and_one_killed() {
     // Restarted, it recovers its log; stopped, the others flush what they hold; nothing is
     // lost or doubled.
     nodes(&env, &settings("60000")).await;
-    let recovered = metric(2, "sluice_clicks_recovered_total").await;
+    let recovered = metric(&node_url(2), "sluice_clicks_recovered_total").await as u64;
     assert!(recovered > 0, "node 2 recovered nothing from its log");
     stop_nodes().await;
     eprintln!(
@@ -641,10 +628,7 @@ async fn three_nodes_behind_haproxy_and_one_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_nodes_killed_under_load_catch_up() {
     let _serial = exclusive().await;
-    let mut env = TestEnv::new();
-    env.redis_url = cluster_url();
-    env.clickhouse_url = cluster_clickhouse_url();
-    env.clickhouse_cluster = "sluice".into();
+    let env = cluster_env();
     let server = env.start().await;
     let t = env.tenant().await;
     let local = "SELECT count() FROM clicks_local";
@@ -689,24 +673,15 @@ async fn clickhouse_nodes_killed_under_load_catch_up() {
         let shards =
             on_node(1, &env.database, local).await + on_node(3, &env.database, local).await;
         assert_eq!(shards, total, "each click on one shard once");
-        let metrics = http()
-            .get(format!("{}/metrics", base(&server)))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        eprintln!(
-            "through node {killed}'s kill: {}",
-            metrics
-                .lines()
-                .filter(|l| l.starts_with("sluice_clickhouse_errors_total")
-                    || l.starts_with("sluice_clicks_spilled_total")
-                    || l.starts_with("sluice_clicks_replayed_total"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let mut seen = Vec::new();
+        for series in [
+            "sluice_clickhouse_errors_total",
+            "sluice_clicks_spilled_total",
+            "sluice_clicks_replayed_total",
+        ] {
+            seen.push(format!("{series} {}", metric(&base(&server), series).await));
+        }
+        eprintln!("through node {killed}'s kill: {}", seen.join(", "));
     }
     server.shutdown().await;
 }
