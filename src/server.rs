@@ -28,7 +28,6 @@ use crate::store::click_lookup::ClickLookup;
 use crate::store::clickhouse;
 use crate::store::redis::Redis;
 
-/// Installs, events and conversions buffered for the flusher: requests at most, and bytes.
 /// How long start-up retries its Redis steps: a Redis Cluster failing over, or Redis starting
 /// beside Sluice, answers errors for seconds, and a process manager restarting Sluice in a
 /// loop meanwhile helps nobody.
@@ -69,6 +68,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Installs, events and conversions buffered for the flusher: requests at most, and bytes.
 const ROW_QUEUE_CAPACITY: usize = 65_536;
 const ROW_QUEUE_BYTES: usize = 64 << 20;
 

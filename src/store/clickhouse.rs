@@ -74,7 +74,11 @@ pub fn client(cfg: &ClickHouseConfig) -> Client {
     }
     // An insert into a Distributed table returns once its shard has the block, not when the
     // node has queued it: an acknowledged batch is stored, and its batch-id check sees it.
+    // Inserts and reads go to each shard's first healthy replica (`remote_servers` order), so
+    // a read sees what was just written rather than a replica still fetching it; the other
+    // replica takes both over when the first is down.
     c.with_setting("insert_distributed_sync", "1")
+        .with_setting("load_balancing", "in_order")
 }
 
 fn server_client(cfg: &ClickHouseConfig) -> Client {

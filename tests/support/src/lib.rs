@@ -232,12 +232,13 @@ impl TestEnv {
     }
 
     /// Runs SQL against this test's database; returns the body (TSV unless the SQL says). On
-    /// a cluster, an insert returns once its shard has it, as Sluice's own do.
+    /// a cluster, with Sluice's settings: an insert returns once its shard has it, and reads
+    /// and inserts go to each shard's first healthy replica.
     pub async fn ch(&self, sql: &str) -> String {
         let sync = if self.clickhouse_cluster.is_empty() {
             ""
         } else {
-            "&insert_distributed_sync=1"
+            "&insert_distributed_sync=1&load_balancing=in_order"
         };
         let resp = reqwest::Client::new()
             .post(format!(
