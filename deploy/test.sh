@@ -29,7 +29,7 @@ export SLUICE_TEST_CLUSTER_REDIS_URL SLUICE_TEST_CLUSTER_CLICKHOUSE_URL
 # The schema test replays every statement Sluice sent from here on (the servers' query logs).
 export SLUICE_TEST_SINCE="$(date +%s)"
 
-echo "== cargo tests (unit, integration, benches in test mode; tests/cluster on the Redis Cluster)"
+echo "== cargo tests (unit, integration, benches in test mode, tests/cluster on the local cluster)"
 cargo test --all-targets "$@"
 
 echo "== the flows again, on the Redis Cluster and the ClickHouse cluster"
