@@ -361,3 +361,85 @@ async fn changes_reach_other_nodes_within_a_second() {
     node_a.shutdown().await;
     node_b.shutdown().await;
 }
+
+/// What a QR code image says, read back with a QR decoder (SVG rasterized first).
+fn decode_qr(image: image::DynamicImage) -> String {
+    let gray = image.to_luma8();
+    let mut prepared = rqrr::PreparedImage::prepare(gray);
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the image");
+    grids[0].decode().expect("a readable QR code").1
+}
+
+fn rasterize_svg(svg: &[u8]) -> image::DynamicImage {
+    let tree = resvg::usvg::Tree::from_data(svg, &resvg::usvg::Options::default()).unwrap();
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
+    pixmap.fill(resvg::tiny_skia::Color::WHITE);
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
+    let rgba = image::RgbaImage::from_raw(size.width(), size.height(), pixmap.take()).unwrap();
+    image::DynamicImage::ImageRgba8(rgba)
+}
+
+/// A link's QR code, as SVG and PNG, decodes back to the link's public URL; bad parameters are
+/// named; another tenant's link is not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_links_qr_code_reads_back_as_its_url() {
+    let env = TestEnv::new();
+    let mut config = env.config();
+    config.public_url = "https://go.example.com".into();
+    let server = sluice::server::Server::start(config).await.unwrap();
+    let (b, t, other) = (base(&server), env.tenant().await, env.tenant().await);
+    let code = unique("qr");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/"}),
+    )
+    .await;
+    let want = format!("https://go.example.com/{code}");
+    let get = |query: &str, key: &str| {
+        http()
+            .get(format!("{b}/v1/links/{code}/qr{query}"))
+            .bearer_auth(key)
+            .send()
+    };
+
+    let svg = get("", &t.secret_key).await.unwrap();
+    assert_eq!(svg.status(), 200);
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    let image = rasterize_svg(&svg.bytes().await.unwrap());
+    assert!(image.width() >= 256, "{}", image.width());
+    assert_eq!(decode_qr(image), want);
+
+    let png = get("?format=png&size=512", &t.secret_key).await.unwrap();
+    assert_eq!(png.status(), 200);
+    assert_eq!(png.headers()["content-type"], "image/png");
+    let image = image::load_from_memory(&png.bytes().await.unwrap()).unwrap();
+    assert!(image.width() >= 512 && image.width() == image.height());
+    assert_eq!(decode_qr(image), want);
+
+    for (query, field) in [
+        ("?format=gif", "format"),
+        ("?size=10", "size"),
+        ("?size=x", "size"),
+    ] {
+        let resp = get(query, &t.secret_key).await.unwrap();
+        assert_eq!(resp.status(), 400, "{query}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["details"]["field"], field, "{query}: {v}");
+    }
+    assert_eq!(get("", &other.secret_key).await.unwrap().status(), 404);
+    let missing = http()
+        .get(format!("{b}/v1/links/nope-{code}/qr"))
+        .bearer_auth(&t.secret_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    server.shutdown().await;
+}

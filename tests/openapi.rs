@@ -90,6 +90,7 @@ fn every_route_is_documented() {
         ("patch", "/v1/links/{id}"),
         ("delete", "/v1/links/{id}"),
         ("get", "/v1/links/{id}/stats"),
+        ("get", "/v1/links/{id}/qr"),
         ("get", "/v1/keys"),
         ("post", "/v1/keys"),
         ("delete", "/v1/keys/{id}"),

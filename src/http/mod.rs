@@ -151,6 +151,11 @@ fn link_stats_id(path: &str) -> Option<&str> {
     path.strip_prefix("/v1/links/")?.strip_suffix("/stats")
 }
 
+/// The `{id}` of `/v1/links/{id}/qr`, likewise.
+fn link_qr_id(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/links/")?.strip_suffix("/qr")
+}
+
 /// The client endpoints web apps call from their own origins (with a publishable key, no
 /// cookies), so they answer CORS preflights and carry `Access-Control-Allow-Origin: *`.
 const CORS_PATHS: [&str; 3] = [
@@ -423,6 +428,16 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
             };
             let (parts, body) = req.into_parts();
             answer(api::keys::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await)
+        }
+        _ if link_qr_id(path).is_some() => {
+            let id = link_qr_id(path).unwrap_or_default();
+            if method != Method::GET {
+                return wrong_method();
+            }
+            if id.is_empty() || id.contains('/') {
+                return not_found();
+            }
+            answer(api::links::qr(app, id, req.headers(), req.uri().query()).await)
         }
         _ if under(path, "/v1/links") => {
             let Some(id) = item(path, "/v1/links").map(|id| id.map(str::to_string)) else {

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod csv;
+pub mod qr;
 pub mod sync;
 pub mod table;
 pub mod template;

@@ -1,21 +1,25 @@
-//! `POST|GET /v1/links`, `POST /v1/links/bulk`, `GET|PATCH|DELETE /v1/links/{id}` (secret
-//! key), over the link use cases (`link::catalog`).
+//! `POST|GET /v1/links`, `POST /v1/links/bulk`, `GET|PATCH|DELETE /v1/links/{id}`,
+//! `GET /v1/links/{id}/qr` (secret key), over the link use cases (`link::catalog`, `link::qr`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hyper::body::Incoming;
+use hyper::header::{HeaderMap, CONTENT_TYPE};
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::{decode, page_limit, parse_json, query_params, read_batch, read_json, Decode};
+use super::{
+    decode, page_limit, parse_json, public_base, query_params, read_batch, read_json, Decode,
+};
 use crate::app::App;
 use crate::error::FieldError;
 use crate::http::auth::require_secret;
 use crate::http::error::{empty_response, json_response, ApiError, Body};
 use crate::link::catalog::{self, NewLink, BULK_MAX, PAGE_DEFAULT, PAGE_MAX};
+use crate::link::qr;
 use crate::link::Link;
 use crate::store::redis::valid_cursor;
 
@@ -74,6 +78,35 @@ pub async fn handle(
         _ => return Err(ApiError::method_not_allowed()),
     };
     Ok(json_response(status, &view(&link)))
+}
+
+/// `GET /v1/links/{id}/qr?format=svg|png&size=`: a QR code of the link's public URL.
+pub async fn qr(
+    app: &App,
+    id: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let caller = require_secret(app, headers).await?;
+    let params = query_params(query);
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (format, size) = qr::params(param("format"), param("size"))?;
+    let link = catalog::get(&app.redis, &caller.tenant_id, id).await?;
+    let image = qr::render(
+        &format!("{}/{}", public_base(app, headers), link.id),
+        format,
+        size,
+    )?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, format.content_type())
+        .body(Body::new(image.into()))
+        .expect("a valid response"))
 }
 
 /// A bulk body's links, each parsed on its own so that one bad link is reported by index

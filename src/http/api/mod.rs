@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::app::App;
 use crate::conversions::{BodyError, MAX_ITEMS};
 use crate::error::FieldError;
 
@@ -189,6 +190,20 @@ pub fn page_limit(value: &str, max: usize) -> Result<usize, FieldError> {
 }
 
 /// Query parameters, form-decoded (`+` is a space); later duplicates are kept after earlier.
+/// The public origin of Sluice's URLs (webhook URLs, a link's QR code): `public_url` when
+/// configured, else the request's own host.
+pub fn public_base(app: &App, headers: &HeaderMap) -> String {
+    if !app.config.public_url.is_empty() {
+        return app.config.public_url.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
 pub fn query_params(query: Option<&str>) -> Vec<(String, String)> {
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(&s.replace('+', " "))

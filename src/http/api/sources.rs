@@ -4,11 +4,11 @@
 //! bound install, and stored before the answer.
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HOST};
+use hyper::header::HeaderMap;
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::{as_object, body_error, read_batch, read_json};
+use super::{as_object, body_error, public_base, read_batch, read_json};
 use crate::app::App;
 use crate::click::ClickId;
 use crate::conversions::conversion;
@@ -59,20 +59,6 @@ pub async fn handle(
         _ => return Err(ApiError::method_not_allowed()),
     };
     Ok(json_response(status, &answer))
-}
-
-/// The public origin webhook URLs are given under: `public_url` when configured, else the
-/// request's own host.
-fn public_base(app: &App, headers: &HeaderMap) -> String {
-    if !app.config.public_url.is_empty() {
-        return app.config.public_url.trim_end_matches('/').to_string();
-    }
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or("localhost");
-    format!("http://{host}")
 }
 
 /// A source as the API shows it: its webhook URL only with the `token` just made (on
