@@ -176,7 +176,18 @@ async function links(cursor) {
   });
 }
 
+// A link's QR code as an object URL: an <img> cannot send the key, so it is fetched here.
+async function qrImage(id, format) {
+  const resp = await fetch(`/v1/links/${encodeURIComponent(id)}/qr?format=${format}&size=512`, {
+    headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY)}` },
+  });
+  if (!resp.ok) throw new Error(`QR code: HTTP ${resp.status}`);
+  return URL.createObjectURL(await resp.blob());
+}
+
 function linkDetail(id) {
+  // Once per visit to the page, not at every poll.
+  const qr = Promise.all([qrImage(id, "svg"), qrImage(id, "png")]);
   const render = async () => {
     const [s, link, results] = await Promise.all([
       api("GET", `/v1/links/${encodeURIComponent(id)}/stats?${rangeQuery()}`),
@@ -184,12 +195,15 @@ function linkDetail(id) {
       api("GET", "/v1/attribution/results?limit=1000"),
     ]);
     const recent = results.results.filter((r) => r.link_id === id).slice(0, 20);
+    const [svg, png] = await qr;
     main.innerHTML = `${rangePicker()}<div class="card"><h1>${esc(id)}</h1><p><code>${esc(location.origin)}/${esc(id)}</code> → <code>${esc(link.destination)}</code></p>
       <div class="grid"><div class="metric"><div class="value" data-metric="click_count">${fmt(s.click_count)}</div><div class="label">clicks</div></div>
       <div class="metric"><div class="value" data-metric="install_count">${fmt(s.install_count)}</div><div class="label">installs</div></div>
       <div class="metric"><div class="value">${pct(s.conversion_rate)}</div><div class="label">installs / clicks</div></div>
       <div class="metric"><div class="value">${esc(revenue(s.conversions))}</div><div class="label">revenue</div></div></div></div>
-      <div class="card"><h2>Recent matched installs</h2>${table(["installed_at", "install_id", "match_type", "ctit_seconds", "country"], recent, "recent")}</div>`;
+      <div class="card"><h2>Recent matched installs</h2>${table(["installed_at", "install_id", "match_type", "ctit_seconds", "country"], recent, "recent")}</div>
+      <div class="card" id="qr"><h2>QR code</h2><img alt="QR code of ${esc(id)}" src="${svg}" width="192" height="192">
+      <p><a download="${esc(id)}.png" href="${png}">Download PNG</a> <a download="${esc(id)}.svg" href="${svg}">Download SVG</a></p></div>`;
     wireRange(() => show(render));
   };
   return render;

@@ -27,10 +27,11 @@ pub fn asset(path: &str) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // `blob:` images: the link page's QR code, fetched with the key and shown from memory.
     h.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; frame-ancestors 'none'",
         ),
     );
     h.insert(

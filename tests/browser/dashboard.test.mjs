@@ -105,6 +105,12 @@ test("a link created in the dashboard redirects, and its click shows up", async 
     if (clicks < 1) await sleep(500);
   }
   assert.equal(clicks, 1);
+  // Its QR code is shown, and downloads as a PNG.
+  await page.waitForFunction(() => document.querySelector("#qr img")?.naturalWidth > 0);
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click('#qr a[download$=".png"]')]);
+  assert.equal(download.suggestedFilename(), `${code}.png`);
+  const png = fs.readFileSync(await download.path());
+  assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], "a PNG");
   await page.screenshot({ path: path.join(SCREENSHOTS, "link.png"), fullPage: true });
   await page.close();
 });
