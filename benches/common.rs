@@ -29,6 +29,7 @@ pub fn live_link_named(id: &str) -> Arc<LiveLink> {
             android_destination: None,
             fallback_url: None,
             paused: false,
+            expires_at: None,
             created_at: String::new(),
             updated_at: String::new(),
             deleted_at: None,

@@ -430,6 +430,7 @@ fn json_value() -> impl Strategy<Value = Value> {
             "source",
             "medium",
             "paused",
+            "expires_at",
             "partner_id",
             "install_id",
             "platform",

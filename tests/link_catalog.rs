@@ -306,10 +306,12 @@ async fn csv_import_and_export_round_trip() {
     ])
     .await;
     let mut rows: Vec<&str> = exported.lines().collect();
-    assert_eq!(rows.remove(0), "id,destination,campaign,source,medium,partner_id,ios_destination,android_destination,fallback_url,paused");
+    assert_eq!(rows.remove(0), "id,destination,campaign,source,medium,partner_id,ios_destination,android_destination,fallback_url,paused,expires_at");
     assert_eq!(rows.len(), 3, "{exported}");
     assert!(
-        rows.contains(&"csv-b,https://b.example/,\"with, comma\",,,,https://apps.example/b,,,true"),
+        rows.contains(
+            &"csv-b,https://b.example/,\"with, comma\",,,,https://apps.example/b,,,true,"
+        ),
         "{exported}"
     );
 
@@ -359,7 +361,7 @@ fn tempdir(env: &TestEnv) -> std::path::PathBuf {
 /// What a follower's table holds for `code`: its destination's start, or "gone", or absent.
 fn seen(table: &LinkTable, code: &str) -> Option<String> {
     let live = table.get(code)?;
-    if live.is_gone() {
+    if live.is_gone(sluice::time::now_ms()) {
         return Some("gone".into());
     }
     let mut out = Vec::new();

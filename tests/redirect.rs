@@ -333,3 +333,83 @@ async fn one_connection_carries_redirects_and_other_requests() {
     assert_eq!(rows, 7);
     assert_eq!(server.shutdown().await.lost_rows, 0);
 }
+
+/// `expires_at`: before it the link redirects and counts; from it on the link answers as a
+/// paused one (410, or its fallback), counting nothing; cleared, it redirects again. A time
+/// that is not RFC 3339 is refused, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_expires_at_its_time() {
+    let env = TestEnv::new();
+    let server = env.start().await;
+    let t = env.tenant().await;
+    let c = http();
+    let b = base(&server);
+    let status = |url: String| {
+        let c = c.clone();
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    };
+    let at = sluice::time::rfc3339_from_ms;
+
+    // Expires in 2 s: one click before, none after.
+    let code = unique("expiring");
+    let expires = sluice::time::now_ms() + 2_000;
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/", "expires_at": at(expires)}),
+    )
+    .await;
+    assert_eq!(status(format!("{b}/{code}")).await, 302);
+    tokio::time::sleep(Duration::from_millis(
+        (expires + 50).saturating_sub(sluice::time::now_ms()),
+    ))
+    .await;
+    assert_eq!(status(format!("{b}/{code}")).await, 410);
+    let clicks = format!("SELECT count() FROM clicks WHERE link_id = '{code}'");
+    assert_eq!(env.wait_for(&clicks, 1, Duration::from_secs(10)).await, 1);
+
+    // Cleared: it redirects again.
+    let (s, v) = api(
+        reqwest::Method::PATCH,
+        &format!("{b}/v1/links/{code}"),
+        &t.secret_key,
+        Some(json!({"expires_at": null})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v.get("expires_at").is_none(), "{v}");
+    eventually(
+        "the cleared expiry applies",
+        Duration::from_secs(5),
+        || async { status(format!("{b}/{code}")).await == 302 },
+    )
+    .await;
+
+    // Expired, with a fallback: 302 to the fallback.
+    let code = unique("expired");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/", "fallback_url": "https://shop.example/over",
+               "expires_at": at(sluice::time::now_ms() - 1_000)}),
+    )
+    .await;
+    let resp = c.get(format!("{b}/{code}")).send().await.unwrap();
+    assert_eq!(location(&resp), "https://shop.example/over");
+
+    for bad in ["tomorrow", "2027-13-01T00:00:00Z", ""] {
+        let (s, v) = api(
+            reqwest::Method::POST,
+            &format!("{b}/v1/links"),
+            &t.secret_key,
+            Some(json!({"destination": "https://x.example/", "expires_at": bad})),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["details"]["field"].as_str()),
+            (400, Some("expires_at")),
+            "{bad}: {v}"
+        );
+    }
+    server.shutdown().await;
+}

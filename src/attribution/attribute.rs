@@ -417,7 +417,7 @@ fn record(
 /// The link's destination for the platform, expanded with the click's values.
 fn target_url(links: &LinkTable, f: &ClickFacts, platform: InstallPlatform) -> Option<String> {
     let live = links.get(&f.link_id)?;
-    if live.is_gone() {
+    if live.is_gone(crate::time::now_ms()) {
         return None;
     }
     let template = match platform {

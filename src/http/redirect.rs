@@ -241,7 +241,7 @@ where
         return (Answer::NotFound, None);
     };
     let params = parse_query(visit.query);
-    if live.is_gone() {
+    if live.is_gone(visit.now_ms) {
         return (gone(&live, &params), None);
     }
     let ua = visit.user_agent;

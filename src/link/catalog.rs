@@ -63,6 +63,7 @@ pub struct NewLink {
     fallback_url: Option<String>,
     #[serde(default)]
     paused: bool,
+    expires_at: Option<String>,
 }
 
 /// A `PATCH /v1/links/{id}` body. Absent = unchanged; `null` = cleared (for the optional
@@ -83,6 +84,8 @@ pub struct LinkPatch {
     #[serde(default, deserialize_with = "nullable")]
     fallback_url: Option<Option<String>>,
     paused: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    expires_at: Option<Option<String>>,
 }
 
 fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -104,6 +107,7 @@ impl NewLink {
             android_destination: self.android_destination,
             fallback_url: self.fallback_url,
             paused: self.paused,
+            expires_at: self.expires_at,
             created_at: now.clone(),
             updated_at: now,
             deleted_at: None,
@@ -129,6 +133,7 @@ impl LinkPatch {
         set(&mut link.android_destination, self.android_destination);
         set(&mut link.fallback_url, self.fallback_url);
         set(&mut link.paused, self.paused);
+        set(&mut link.expires_at, self.expires_at);
     }
 }
 
@@ -341,6 +346,14 @@ fn validate(link: &Link) -> Result<(), FieldError> {
     ] {
         if let Some(url) = value {
             Template::parse(url).map_err(|e| FieldError::new(field, e.to_string()))?;
+        }
+    }
+    if let Some(at) = &link.expires_at {
+        if time::parse_rfc3339(at).is_none() {
+            return Err(FieldError::new(
+                "expires_at",
+                "must be an RFC 3339 time, e.g. 2027-01-31T23:59:59Z",
+            ));
         }
     }
     for (field, value) in [

@@ -10,7 +10,7 @@ use crate::error::FieldError;
 
 /// The columns export writes, in order (import accepts any order and any subset with
 /// `destination`).
-pub const COLUMNS: [&str; 10] = [
+pub const COLUMNS: [&str; 11] = [
     "id",
     "destination",
     "campaign",
@@ -21,6 +21,7 @@ pub const COLUMNS: [&str; 10] = [
     "android_destination",
     "fallback_url",
     "paused",
+    "expires_at",
 ];
 
 /// Each row of `input` as a link body, or why it is not one (the field named). Fails only
@@ -84,5 +85,6 @@ pub fn write<W: Write>(writer: &mut csv::Writer<W>, link: &Link) -> csv::Result<
         opt(&link.android_destination),
         opt(&link.fallback_url),
         link.paused.to_string(),
+        opt(&link.expires_at),
     ])
 }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use ahash::AHashSet;
 use serde::{Deserialize, Serialize};
 
+use crate::time;
+
 pub use table::LinkTable;
 pub use template::{Template, TemplateError};
 
@@ -50,6 +52,9 @@ pub struct Link {
     pub fallback_url: Option<String>,
     #[serde(default)]
     pub paused: bool,
+    /// RFC 3339; from then on the link answers as a paused one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     /// Deleted links stay in the global table (their code keeps answering 410 and can never
@@ -66,7 +71,7 @@ pub struct LiveLink {
     pub id: Box<str>,
     pub labels: Arc<Labels>,
     pub destination: Template,
-    /// Most links have no platform destinations and no fallback: one null pointer for them.
+    /// Most links have no platform destinations, fallback or expiry: one null pointer for them.
     alternates: Option<Box<Alternates>>,
     gone: bool,
 }
@@ -87,6 +92,8 @@ struct Alternates {
     ios: Option<Template>,
     android: Option<Template>,
     fallback: Option<Template>,
+    /// When the link expires (ms since the epoch).
+    expires_ms: Option<u64>,
 }
 
 impl LiveLink {
@@ -96,10 +103,12 @@ impl LiveLink {
             ios: opt(&link.ios_destination)?,
             android: opt(&link.android_destination)?,
             fallback: opt(&link.fallback_url)?,
+            expires_ms: link.expires_at.as_deref().and_then(time::parse_rfc3339),
         };
         let any = alternates.ios.is_some()
             || alternates.android.is_some()
-            || alternates.fallback.is_some();
+            || alternates.fallback.is_some()
+            || alternates.expires_ms.is_some();
         Ok(LiveLink {
             id: link.id.as_str().into(),
             labels: labels.intern(Labels {
@@ -115,9 +124,14 @@ impl LiveLink {
         })
     }
 
-    /// Paused and deleted links answer 410 (or their fallback) and record no click.
-    pub fn is_gone(&self) -> bool {
+    /// Paused, deleted and expired links answer 410 (or their fallback) and record no click.
+    pub fn is_gone(&self, now_ms: u64) -> bool {
         self.gone
+            || self
+                .alternates
+                .as_ref()
+                .and_then(|a| a.expires_ms)
+                .is_some_and(|expires| now_ms >= expires)
     }
 
     pub fn ios(&self) -> Option<&Template> {

@@ -374,6 +374,7 @@ pub(crate) mod tests {
                 android_destination: None,
                 fallback_url: None,
                 paused: false,
+                expires_at: None,
                 created_at: String::new(),
                 updated_at: String::new(),
                 deleted_at: None,
