@@ -146,14 +146,20 @@ fn item<'a>(path: &'a str, prefix: &str) -> Option<Option<&'a str>> {
     (!id.is_empty() && !id.contains('/')).then_some(Some(id))
 }
 
-/// The `{id}` of `/v1/links/{id}/stats` (possibly empty or holding `/`: the caller says 404).
-fn link_stats_id(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/links/")?.strip_suffix("/stats")
+/// A link's sub-resource: `/v1/links/{id}/stats` or `/v1/links/{id}/qr`, with its `{id}`
+/// (possibly empty or holding `/`: the caller says 404).
+#[derive(Clone, Copy, PartialEq)]
+enum LinkView {
+    Stats,
+    Qr,
 }
 
-/// The `{id}` of `/v1/links/{id}/qr`, likewise.
-fn link_qr_id(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/links/")?.strip_suffix("/qr")
+fn link_view(path: &str) -> Option<(&str, LinkView)> {
+    let rest = path.strip_prefix("/v1/links/")?;
+    if let Some(id) = rest.strip_suffix("/stats") {
+        return Some((id, LinkView::Stats));
+    }
+    Some((rest.strip_suffix("/qr")?, LinkView::Qr))
 }
 
 /// The client endpoints web apps call from their own origins (with a publishable key, no
@@ -177,7 +183,11 @@ fn route_of(path: &str) -> Route {
         | "/v1/attribution/config" => Route::Attribution,
         "/v1/attribution/results" => Route::Stats,
         "/v1/events" => Route::Events,
-        _ if api("/v1/attribution/stats") || link_stats_id(path).is_some() => Route::Stats,
+        _ if api("/v1/attribution/stats")
+            || link_view(path).is_some_and(|(_, view)| view == LinkView::Stats) =>
+        {
+            Route::Stats
+        }
         _ if api("/v1/attribution/reports") || api("/v1/partners") || api("/v1/webhooks") => {
             Route::Delivery
         }
@@ -363,15 +373,21 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
             }
             answer(api::results::results(app, req.headers(), req.uri().query()).await)
         }
-        _ if link_stats_id(path).is_some() => {
-            let id = link_stats_id(path).unwrap_or_default();
+        _ if link_view(path).is_some() => {
+            let Some((id, view)) = link_view(path) else {
+                return not_found();
+            };
             if method != Method::GET {
                 return wrong_method();
             }
             if id.is_empty() || id.contains('/') {
                 return not_found();
             }
-            answer(api::stats::link_stats(app, id, req.headers(), req.uri().query()).await)
+            let (headers, query) = (req.headers(), req.uri().query());
+            answer(match view {
+                LinkView::Stats => api::stats::link_stats(app, id, headers, query).await,
+                LinkView::Qr => api::links::qr(app, id, headers, query).await,
+            })
         }
         "/v1/events" => {
             if method != Method::POST {
@@ -428,16 +444,6 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
             };
             let (parts, body) = req.into_parts();
             answer(api::keys::handle(app, &parts.method, id.as_deref(), &parts.headers, body).await)
-        }
-        _ if link_qr_id(path).is_some() => {
-            let id = link_qr_id(path).unwrap_or_default();
-            if method != Method::GET {
-                return wrong_method();
-            }
-            if id.is_empty() || id.contains('/') {
-                return not_found();
-            }
-            answer(api::links::qr(app, id, req.headers(), req.uri().query()).await)
         }
         _ if under(path, "/v1/links") => {
             let Some(id) = item(path, "/v1/links").map(|id| id.map(str::to_string)) else {
