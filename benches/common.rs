@@ -30,6 +30,8 @@ pub fn live_link_named(id: &str) -> Arc<LiveLink> {
             fallback_url: None,
             paused: false,
             expires_at: None,
+            rules: Vec::new(),
+            split: None,
             created_at: String::new(),
             updated_at: String::new(),
             deleted_at: None,
@@ -53,6 +55,7 @@ pub fn click(link: &Arc<LiveLink>, ip: IpAddr) -> Click {
         platform: Platform::Ios,
         head: false,
         wal_segment: 0,
+        variant: None,
     }
 }
 

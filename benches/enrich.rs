@@ -106,6 +106,7 @@ fn benches(c: &mut Criterion) {
                     medium: &link.labels.medium,
                     subs: ["banner", "", "", "", ""],
                     country: "",
+                    variant: "",
                 },
                 &mut out,
             );

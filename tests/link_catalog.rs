@@ -250,12 +250,13 @@ async fn csv_import_and_export_round_trip() {
     let file = dir.join("links.csv");
     std::fs::write(
         &file,
-        "id,destination,campaign,source,medium,ios_destination,paused\n\
-         csv-a,https://a.example/?c={click_id},spring,fb,cpc,,false\n\
-         csv-b,https://b.example/,\"with, comma\",,,https://apps.example/b,true\n\
-         csv-c,not a url,,,,,\n\
-         csv-d,https://d.example/,,,,,maybe\n\
-         ,https://generated.example/,,,,,\n",
+        "id,destination,campaign,source,medium,ios_destination,paused,rules\n\
+         csv-a,https://a.example/?c={click_id},spring,fb,cpc,,false,\"[{\"\"when\"\":{\"\"country\"\":[\"\"DE\"\"]},\"\"destination\"\":\"\"https://de.example/\"\"}]\"\n\
+         csv-b,https://b.example/,\"with, comma\",,,https://apps.example/b,true,\n\
+         csv-c,not a url,,,,,,\n\
+         csv-d,https://d.example/,,,,,maybe,\n\
+         csv-e,https://e.example/,,,,,,\"[{\"\"when\"\":{\"\"country\"\":[]},\"\"destination\"\":\"\"https://e.example/\"\"}]\"\n\
+         ,https://generated.example/,,,,,,\n",
     )
     .unwrap();
     let run = |args: Vec<String>| {
@@ -292,7 +293,8 @@ async fn csv_import_and_export_round_trip() {
         vec![
             json!({"line": 4, "field": "destination", "message": "must be an absolute http(s) URL"}),
             json!({"line": 5, "field": "paused", "message": "must be true or false"}),
-            json!({"created": 3, "failed": 2}),
+            json!({"line": 6, "field": "rules[0].when.country", "message": "must not be empty (leave the condition out to accept any value)"}),
+            json!({"created": 3, "failed": 3}),
         ]
     );
     // Imported on another process: on this node once the feed brings it.
@@ -306,11 +308,17 @@ async fn csv_import_and_export_round_trip() {
     ])
     .await;
     let mut rows: Vec<&str> = exported.lines().collect();
-    assert_eq!(rows.remove(0), "id,destination,campaign,source,medium,partner_id,ios_destination,android_destination,fallback_url,paused,expires_at");
+    assert_eq!(rows.remove(0), "id,destination,campaign,source,medium,partner_id,ios_destination,android_destination,fallback_url,paused,expires_at,rules,split");
     assert_eq!(rows.len(), 3, "{exported}");
     assert!(
         rows.contains(
-            &"csv-b,https://b.example/,\"with, comma\",,,,https://apps.example/b,,,true,"
+            &"csv-b,https://b.example/,\"with, comma\",,,,https://apps.example/b,,,true,,,"
+        ),
+        "{exported}"
+    );
+    assert!(
+        rows.contains(
+            &"csv-a,https://a.example/?c={click_id},spring,fb,cpc,,,,,false,,\"[{\"\"when\"\":{\"\"country\"\":[\"\"DE\"\"]},\"\"destination\"\":\"\"https://de.example/\"\"}]\","
         ),
         "{exported}"
     );
@@ -349,6 +357,16 @@ async fn csv_import_and_export_round_trip() {
         .collect();
     campaigns.sort();
     assert_eq!(campaigns, vec!["", "spring", "with, comma"]);
+    let spring = page["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["campaign"] == "spring")
+        .unwrap();
+    assert_eq!(
+        spring["rules"],
+        json!([{"when": {"country": ["DE"]}, "destination": "https://de.example/"}])
+    );
     server.shutdown().await;
 }
 
@@ -374,6 +392,7 @@ fn seen(table: &LinkTable, code: &str) -> Option<String> {
         medium: "",
         subs: [""; 5],
         country: "",
+        variant: "",
     };
     live.destination.expand(&values, &mut out);
     Some(String::from_utf8(out).unwrap())

@@ -438,6 +438,7 @@ fn target_url(links: &LinkTable, f: &ClickFacts, platform: InstallPlatform) -> O
             medium: &f.medium,
             subs: [&f.subs[0], &f.subs[1], &f.subs[2], &f.subs[3], &f.subs[4]],
             country: &f.country,
+            variant: "",
         },
         &mut out,
     );

@@ -81,6 +81,37 @@ pub fn classify(ua: &str) -> Agent {
     }
 }
 
+/// The OS family routing rules name (`link::routing::OS_FAMILIES`) for woothee's OS name.
+pub fn os_family(os: &str) -> &'static str {
+    match os {
+        "Android" => "android",
+        "Mac OSX" | "Mac OS Classic" => "macos",
+        "ChromeOS" => "chromeos",
+        "Linux" => "linux",
+        os if os.starts_with("iP") || os == "iOS" => "ios",
+        os if os.starts_with("Windows") => "windows",
+        _ => "other",
+    }
+}
+
+/// `mobile`, `tablet` or `desktop` (routing's device classes), or empty for anything else
+/// (crawlers, appliances, unknown agents). woothee calls tablets smartphones: an iPad, or an
+/// Android agent without `Mobile`, is a tablet.
+pub fn device_class(ua: &str, category: &str) -> &'static str {
+    match category {
+        "smartphone" | "mobilephone" => {
+            let android_tablet = ua.contains("Android") && !ua.contains("Mobile");
+            if ua.contains("iPad") || ua.contains("Tablet") || android_tablet {
+                "tablet"
+            } else {
+                "mobile"
+            }
+        }
+        "pc" => "desktop",
+        _ => "",
+    }
+}
+
 fn static_category(c: &str) -> &'static str {
     match c {
         "pc" => "pc",
@@ -127,6 +158,26 @@ mod tests {
             assert_eq!(a.device, device, "device of {ua}");
             assert_eq!(a.is_bot, bot, "bot flag of {ua}");
             assert_eq!(a.is_unfurler, unfurler, "unfurler flag of {ua}");
+        }
+    }
+
+    #[test]
+    fn families_and_device_classes() {
+        // (ua, os family, device class)
+        let cases = [
+            ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1", "ios", "mobile"),
+            ("Mozilla/5.0 (iPad; CPU OS 16_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.1 Mobile/15E148 Safari/604.1", "ios", "tablet"),
+            ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36", "android", "mobile"),
+            ("Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", "android", "tablet"),
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", "windows", "desktop"),
+            ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15", "macos", "desktop"),
+            ("Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0", "linux", "desktop"),
+            ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "other", ""),
+        ];
+        for (ua, family, device) in cases {
+            let a = classify(ua);
+            assert_eq!(os_family(&a.os), family, "os family of {ua}");
+            assert_eq!(device_class(ua, a.device), device, "device class of {ua}");
         }
     }
 

@@ -14,6 +14,7 @@ use memchr::memmem::Finder;
 
 pub use id::ClickId;
 
+use crate::link::routing::VariantAt;
 use crate::link::LiveLink;
 
 /// Device platform, decided on the hot path from the user agent because it picks the
@@ -68,6 +69,8 @@ pub struct Click {
     pub head: bool,
     /// The write-ahead segment holding this click (0: not written ahead).
     pub wal_segment: u64,
+    /// The split variant it got (resolved against `link`, the compiled link it went through).
+    pub variant: Option<VariantAt>,
 }
 
 /// The texts a click carries: user agent, referrer, partner click id and sub1–sub5, in one

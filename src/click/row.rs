@@ -12,7 +12,13 @@ use super::Click;
 /// The column list sent with every insert; its order is the encoding order below.
 pub const COLUMNS: &str = "date, ts_ms, click_id, tenant_id, link_id, campaign, source, medium, \
     partner_click_id, sub1, sub2, sub3, sub4, sub5, ip_hash, country, region, city, browser, os, \
-    os_version, device, platform, referrer, is_bot, is_preview, batch_id";
+    os_version, device, platform, referrer, is_bot, is_preview, variant, batch_id";
+
+/// The columns of batches spilled before clicks carried their split variant (replayed as
+/// they are; the column takes its default).
+pub const COLUMNS_BEFORE_VARIANT: &str = "date, ts_ms, click_id, tenant_id, link_id, campaign, \
+    source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, ip_hash, country, region, \
+    city, browser, os, os_version, device, platform, referrer, is_bot, is_preview, batch_id";
 
 /// What the row said about the click, for counting without re-reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +46,8 @@ pub struct Captured<'a> {
     pub platform: &'a str,
     pub referrer: &'a str,
     pub head: bool,
+    /// The split variant the click got; empty when none.
+    pub variant: &'a str,
 }
 
 impl<'a> Captured<'a> {
@@ -61,12 +69,13 @@ impl<'a> Captured<'a> {
             platform: click.platform.as_str(),
             referrer: click.texts.referrer(),
             head: click.head,
+            variant: click.variant.map_or("", |at| link.variant_id(at)),
         }
     }
 }
 
 /// Name and ClickHouse type of each column, in `COLUMNS` order.
-const NATIVE: [(&str, &str); 27] = [
+const NATIVE: [(&str, &str); 28] = [
     ("date", "Date"),
     ("ts_ms", "UInt64"),
     ("click_id", "FixedString(16)"),
@@ -93,6 +102,7 @@ const NATIVE: [(&str, &str); 27] = [
     ("referrer", "String"),
     ("is_bot", "UInt8"),
     ("is_preview", "UInt8"),
+    ("variant", "String"),
     ("batch_id", "UInt64"),
 ];
 const DATE: usize = 0;
@@ -132,7 +142,7 @@ impl Columns {
     pub fn push(&mut self, c: &Captured<'_>, agent: &Agent) -> Flags {
         let is_preview = c.head || agent.is_unfurler;
         let is_bot = !is_preview && agent.is_bot;
-        let [date, ts_ms, click_id, tenant_id, link_id, campaign, source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, ip_hash, country, region, city, browser, os, os_version, device, platform, referrer, bot, preview, _batch_id] =
+        let [date, ts_ms, click_id, tenant_id, link_id, campaign, source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, ip_hash, country, region, city, browser, os, os_version, device, platform, referrer, bot, preview, variant, _batch_id] =
             &mut self.cols;
         put_u16(date, (c.ts_ms / crate::time::MS_PER_DAY) as u16);
         put_u64(ts_ms, c.ts_ms);
@@ -158,6 +168,7 @@ impl Columns {
             (device, agent.device),
             (platform, c.platform),
             (referrer, c.referrer),
+            (variant, c.variant),
         ];
         let mut bytes = 2 + 8 + 16 + 8 + 1 + 1 + 8;
         for (col, s) in strings {
@@ -437,6 +448,7 @@ pub(crate) fn sample() -> Captured<'static> {
         platform: "ios",
         referrer: "",
         head: false,
+        variant: "b",
     }
 }
 
@@ -567,6 +579,7 @@ mod tests {
             ("referrer", &format!("|{long}")),
             ("is_bot", "0|0"),
             ("is_preview", "1|0"),
+            ("variant", "b|b"),
             ("batch_id", "7|7"),
         ];
         for (name, want) in expected {

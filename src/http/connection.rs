@@ -226,6 +226,7 @@ fn answer(
     }
     let mut user_agent: &[u8] = &[];
     let mut referrer = None;
+    let mut accept_language = None;
     let mut forwarded = [&[][..]; MAX_FORWARDED_FOR];
     let mut forwarded_len = 0;
     let mut close = stopping;
@@ -235,6 +236,8 @@ fn answer(
             user_agent = h.value;
         } else if name.eq_ignore_ascii_case(b"referer") {
             referrer = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"accept-language") {
+            accept_language = Some(h.value);
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             if forwarded_len == MAX_FORWARDED_FOR {
                 return Step::Other;
@@ -260,6 +263,7 @@ fn answer(
             query,
             user_agent,
             referrer,
+            accept_language,
             forwarded_for: forwarded[..forwarded_len].iter().copied(),
             peer,
             head,

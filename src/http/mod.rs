@@ -9,6 +9,7 @@ pub mod error;
 pub mod ops;
 pub mod rate_limit;
 pub mod redirect;
+pub mod visitor;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, REFERER, USER_AGENT};
+use hyper::header::{HeaderName, HeaderValue, ACCEPT_LANGUAGE, REFERER, USER_AGENT};
 use hyper::server::conn::http1;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioTimer;
@@ -293,6 +294,7 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
                 query: req.uri().query(),
                 user_agent: headers.get(USER_AGENT).map_or(&[], |v| v.as_bytes()),
                 referrer: headers.get(REFERER).map(|v| v.as_bytes()),
+                accept_language: headers.get(ACCEPT_LANGUAGE).map(|v| v.as_bytes()),
                 forwarded_for: headers
                     .get_all(&X_FORWARDED_FOR)
                     .iter()

@@ -14,10 +14,12 @@ use percent_encoding::percent_decode_str;
 
 use super::client_ip::client_ip;
 use super::error::Body;
+use super::visitor::Seen;
 use crate::app::App;
 use crate::click::geo::Place;
 use crate::click::row::Captured;
 use crate::click::{Click, ClickId, Platform, Texts};
+use crate::link::routing::{VariantAt, Visitor};
 use crate::link::template::Values;
 use crate::link::LiveLink;
 use crate::pipeline::ring;
@@ -40,6 +42,7 @@ pub struct Visit<'a, F> {
     pub query: Option<&'a str>,
     pub user_agent: &'a [u8],
     pub referrer: Option<&'a [u8]>,
+    pub accept_language: Option<&'a [u8]>,
     /// The `X-Forwarded-For` header values, in order.
     pub forwarded_for: F,
     pub peer: SocketAddr,
@@ -154,7 +157,13 @@ pub struct ClickParams<'q> {
 
 impl ClickParams<'_> {
     /// The macro values of a click on `link` carrying these parameters.
-    fn values<'a>(&'a self, link: &'a LiveLink, click_id: &'a str, country: &'a str) -> Values<'a> {
+    fn values<'a>(
+        &'a self,
+        link: &'a LiveLink,
+        click_id: &'a str,
+        country: &'a str,
+        variant: Option<VariantAt>,
+    ) -> Values<'a> {
         let s = &self.subs;
         Values {
             click_id,
@@ -165,6 +174,7 @@ impl ClickParams<'_> {
             medium: &link.labels.medium,
             subs: [&s[0], &s[1], &s[2], &s[3], &s[4]],
             country,
+            variant: variant.map_or("", |at| link.variant_id(at)),
         }
     }
 }
@@ -249,15 +259,31 @@ where
     let ip = client_ip(visit.peer.ip(), visit.forwarded_for, &app.trusted_proxies);
     let ts_ms = visit.now_ms;
     let id = ClickId::new(ts_ms);
-    let template = match platform {
-        Platform::Ios => live.ios(),
-        Platform::Android => live.android(),
-        Platform::Other => None,
-    }
-    .unwrap_or(&live.destination);
-    let country = match (&app.geo, template.uses_country()) {
-        (Some(geo), true) => geo.lookup(ip).country,
-        _ => "",
+    let seen = Seen::new(
+        app,
+        ip,
+        platform,
+        ua,
+        visit.accept_language,
+        visit.query,
+        ts_ms,
+    );
+    let (template, variant) = match live.routing().and_then(|r| r.route(&seen)) {
+        Some(route) => (route.template, route.variant),
+        None => (
+            match platform {
+                Platform::Ios => live.ios(),
+                Platform::Android => live.android(),
+                Platform::Other => None,
+            }
+            .unwrap_or(&live.destination),
+            None,
+        ),
+    };
+    let country = if template.uses_country() {
+        seen.country()
+    } else {
+        ""
     };
     let click_id = id.to_hyphenated();
     let mut location = visit.location;
@@ -268,6 +294,7 @@ where
             &live,
             std::str::from_utf8(&click_id).expect("hex is ascii"),
             country,
+            variant,
         ),
         &mut location,
     );
@@ -286,6 +313,7 @@ where
         platform,
         head: visit.head,
         wal_segment: 0,
+        variant,
     };
     (answer, Some(click))
 }
@@ -322,7 +350,7 @@ fn gone(live: &Arc<LiveLink>, params: &ClickParams) -> Answer {
         return Answer::Gone;
     };
     let mut location = Vec::with_capacity(128);
-    fallback.expand(&params.values(live, "", ""), &mut location);
+    fallback.expand(&params.values(live, "", "", None), &mut location);
     Answer::found(location)
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use ahash::AHashSet;
 use serde::{Deserialize, Deserializer};
 
-use super::{is_reserved, valid_code, Link, LinkTable, Template, MAX_FIELD_LEN};
+use super::routing::{Rule, Variant};
+use super::{is_reserved, valid_code, Link, LinkTable, Routing, Template, MAX_FIELD_LEN};
 use crate::error::{Error, FieldError, ItemError};
 use crate::store::redis::{Put, Redis};
 use crate::time;
@@ -64,6 +65,9 @@ pub struct NewLink {
     #[serde(default)]
     paused: bool,
     expires_at: Option<String>,
+    #[serde(default)]
+    rules: Vec<Rule>,
+    split: Option<Vec<Variant>>,
 }
 
 /// A `PATCH /v1/links/{id}` body. Absent = unchanged; `null` = cleared (for the optional
@@ -86,10 +90,17 @@ pub struct LinkPatch {
     paused: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
     expires_at: Option<Option<String>>,
+    /// `[]` or `null` removes every rule.
+    #[serde(default, deserialize_with = "nullable")]
+    rules: Option<Option<Vec<Rule>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    split: Option<Option<Vec<Variant>>>,
 }
 
-fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl NewLink {
@@ -108,6 +119,8 @@ impl NewLink {
             fallback_url: self.fallback_url,
             paused: self.paused,
             expires_at: self.expires_at,
+            rules: self.rules,
+            split: self.split,
             created_at: now.clone(),
             updated_at: now,
             deleted_at: None,
@@ -134,6 +147,8 @@ impl LinkPatch {
         set(&mut link.fallback_url, self.fallback_url);
         set(&mut link.paused, self.paused);
         set(&mut link.expires_at, self.expires_at);
+        set(&mut link.rules, self.rules.map(Option::unwrap_or_default));
+        set(&mut link.split, self.split);
     }
 }
 
@@ -348,6 +363,7 @@ fn validate(link: &Link) -> Result<(), FieldError> {
             Template::parse(url).map_err(|e| FieldError::new(field, e.to_string()))?;
         }
     }
+    Routing::compile(&link.rules, link.split.as_deref(), &link.id)?;
     if let Some(at) = &link.expires_at {
         if time::parse_rfc3339(at).is_none() {
             return Err(FieldError::new(

@@ -1,6 +1,6 @@
 //! Links as CSV (`sluice links import|export`): a header row naming link fields, one link a
-//! row. An empty cell is an absent field. Export writes exactly the fields import reads, so a
-//! catalog moves between installations unchanged.
+//! row. An empty cell is an absent field; `rules` and `split` cells hold their JSON. Export
+//! writes exactly the fields import reads, so a catalog moves between installations unchanged.
 
 use std::io::{Read, Write};
 
@@ -10,7 +10,7 @@ use crate::error::FieldError;
 
 /// The columns export writes, in order (import accepts any order and any subset with
 /// `destination`).
-pub const COLUMNS: [&str; 11] = [
+pub const COLUMNS: [&str; 13] = [
     "id",
     "destination",
     "campaign",
@@ -22,6 +22,8 @@ pub const COLUMNS: [&str; 11] = [
     "fallback_url",
     "paused",
     "expires_at",
+    "rules",
+    "split",
 ];
 
 /// Each row of `input` as a link body, or why it is not one (the field named). Fails only
@@ -52,6 +54,8 @@ fn row(header: &csv::StringRecord, record: &csv::StringRecord) -> Result<NewLink
                 "false" => false.into(),
                 _ => return Err(FieldError::new("paused", "must be true or false")),
             },
+            "rules" | "split" => serde_json::from_str(cell)
+                .map_err(|e| FieldError::new(name, format!("must be JSON: {e}")))?,
             _ => cell.into(),
         };
         object.insert(name.to_string(), value);
@@ -74,6 +78,7 @@ pub fn writer<W: Write>(output: W) -> csv::Result<csv::Writer<W>> {
 /// Writes one link as a row under `COLUMNS`.
 pub fn write<W: Write>(writer: &mut csv::Writer<W>, link: &Link) -> csv::Result<()> {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let json = |v: serde_json::Result<String>| v.expect("a link serializes");
     writer.write_record([
         link.id.clone(),
         link.destination.clone(),
@@ -86,5 +91,13 @@ pub fn write<W: Write>(writer: &mut csv::Writer<W>, link: &Link) -> csv::Result<
         opt(&link.fallback_url),
         link.paused.to_string(),
         opt(&link.expires_at),
+        match link.rules.is_empty() {
+            true => String::new(),
+            false => json(serde_json::to_string(&link.rules)),
+        },
+        link.split
+            .as_ref()
+            .map(|s| json(serde_json::to_string(s)))
+            .unwrap_or_default(),
     ])
 }

@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod csv;
 pub mod qr;
+pub mod routing;
 pub mod sync;
 pub mod table;
 pub mod template;
@@ -12,8 +13,10 @@ use std::sync::Arc;
 use ahash::AHashSet;
 use serde::{Deserialize, Serialize};
 
+use crate::error::FieldError;
 use crate::time;
 
+pub use routing::Routing;
 pub use table::LinkTable;
 pub use template::{Template, TemplateError};
 
@@ -55,6 +58,12 @@ pub struct Link {
     /// RFC 3339; from then on the link answers as a paused one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Ordered, first match wins (SPEC "Routing").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<routing::Rule>,
+    /// A split test for the clicks no rule takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Vec<routing::Variant>>,
     pub created_at: String,
     pub updated_at: String,
     /// Deleted links stay in the global table (their code keeps answering 410 and can never
@@ -71,7 +80,8 @@ pub struct LiveLink {
     pub id: Box<str>,
     pub labels: Arc<Labels>,
     pub destination: Template,
-    /// Most links have no platform destinations, fallback or expiry: one null pointer for them.
+    /// Most links have no platform destinations, fallback, expiry or routing: one null
+    /// pointer for them.
     alternates: Option<Box<Alternates>>,
     gone: bool,
 }
@@ -94,21 +104,30 @@ struct Alternates {
     fallback: Option<Template>,
     /// When the link expires (ms since the epoch).
     expires_ms: Option<u64>,
+    routing: Option<Routing>,
 }
 
 impl LiveLink {
-    pub fn compile(link: &Link, labels: &Interner) -> Result<LiveLink, TemplateError> {
-        let opt = |s: &Option<String>| s.as_deref().map(Template::parse).transpose();
+    /// The link compiled, or the first field that does not (what validation refuses).
+    pub fn compile(link: &Link, labels: &Interner) -> Result<LiveLink, FieldError> {
+        let template = |field: &str, url: &str| {
+            Template::parse(url).map_err(|e| FieldError::new(field, e.to_string()))
+        };
+        let opt = |field: &str, url: &Option<String>| {
+            url.as_deref().map(|url| template(field, url)).transpose()
+        };
         let alternates = Alternates {
-            ios: opt(&link.ios_destination)?,
-            android: opt(&link.android_destination)?,
-            fallback: opt(&link.fallback_url)?,
+            ios: opt("ios_destination", &link.ios_destination)?,
+            android: opt("android_destination", &link.android_destination)?,
+            fallback: opt("fallback_url", &link.fallback_url)?,
             expires_ms: link.expires_at.as_deref().and_then(time::parse_rfc3339),
+            routing: Routing::compile(&link.rules, link.split.as_deref(), &link.id)?,
         };
         let any = alternates.ios.is_some()
             || alternates.android.is_some()
             || alternates.fallback.is_some()
-            || alternates.expires_ms.is_some();
+            || alternates.expires_ms.is_some()
+            || alternates.routing.is_some();
         Ok(LiveLink {
             id: link.id.as_str().into(),
             labels: labels.intern(Labels {
@@ -118,7 +137,7 @@ impl LiveLink {
                 medium: link.medium.as_str().into(),
                 partner_id: link.partner_id.as_deref().map(Into::into),
             }),
-            destination: Template::parse(&link.destination)?,
+            destination: template("destination", &link.destination)?,
             alternates: any.then(|| Box::new(alternates)),
             gone: link.paused || link.deleted_at.is_some(),
         })
@@ -144,6 +163,15 @@ impl LiveLink {
 
     pub fn fallback(&self) -> Option<&Template> {
         self.alternates.as_ref()?.fallback.as_ref()
+    }
+
+    pub fn routing(&self) -> Option<&Routing> {
+        self.alternates.as_ref()?.routing.as_ref()
+    }
+
+    /// The id of the variant a click on this (compiled) link got.
+    pub fn variant_id(&self, at: routing::VariantAt) -> &str {
+        self.routing().map_or("", |r| r.variant_id(at))
     }
 }
 

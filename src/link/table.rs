@@ -142,7 +142,12 @@ pub fn put(map: &Map, labels: &Interner, link: &Link) {
             }
         },
         Err(error) => {
-            warn!(code = link.id, %error, "skipping link that does not compile");
+            warn!(
+                code = link.id,
+                field = error.field,
+                error = error.message,
+                "skipping link that does not compile"
+            );
             map.remove(link.id.as_str());
         }
     }

@@ -21,6 +21,7 @@ pub enum Macro {
     Medium,
     Sub(u8),
     Country,
+    Variant,
 }
 
 impl Macro {
@@ -38,6 +39,7 @@ impl Macro {
             "sub4" => Macro::Sub(3),
             "sub5" => Macro::Sub(4),
             "country" => Macro::Country,
+            "variant" => Macro::Variant,
             _ => return None,
         })
     }
@@ -77,6 +79,8 @@ pub struct Values<'a> {
     pub medium: &'a str,
     pub subs: [&'a str; 5],
     pub country: &'a str,
+    /// The split variant's id; empty when no split chose the destination.
+    pub variant: &'a str,
 }
 
 impl Template {
@@ -141,6 +145,7 @@ impl Template {
                 Macro::Medium => v.medium,
                 Macro::Sub(i) => v.subs[i as usize],
                 Macro::Country => v.country,
+                Macro::Variant => v.variant,
             };
             if unreserved(value) {
                 out.extend_from_slice(value.as_bytes());
@@ -193,6 +198,7 @@ mod tests {
             medium: "cpc",
             subs: ["a+b", "ü", "", "100%", "x?y#z"],
             country: "GB",
+            variant: "b",
         }
     }
 
@@ -234,6 +240,7 @@ mod tests {
                 "https://x.io/?a=a%2Bb&b=%C3%BC&c=&d=100%25&e=x%3Fy%23z",
             ),
             ("https://x.io/{link_id}/{country}", "https://x.io/spring/GB"),
+            ("https://x.io/?v={variant}", "https://x.io/?v=b"),
             ("https://x.io/café?q={sub3}", "https://x.io/caf%C3%A9?q="),
         ];
         for (template, want) in cases {
@@ -288,7 +295,7 @@ mod tests {
                 let v = Values {
                     click_id: &values[0], partner_click_id: &values[1], link_id: &values[2],
                     campaign: &values[3], source: &values[4], medium: &values[5],
-                    subs: [&values[6], &values[7], "", "", ""], country: &values[0],
+                    subs: [&values[6], &values[7], "", "", ""], country: &values[0], variant: &values[1],
                 };
                 let mut out = Vec::new();
                 t.expand(&v, &mut out);

@@ -29,8 +29,11 @@ pub enum BatchKind {
     Installs = 2,
     Events = 3,
     Conversions = 4,
+    /// Clicks as a `Native` block without the `variant` column: what versions before
+    /// routing spilled.
+    ClicksBeforeVariant = 5,
     /// Clicks as a `Native` block.
-    Clicks = 5,
+    Clicks = 6,
 }
 
 impl BatchKind {
@@ -47,14 +50,17 @@ impl BatchKind {
             2 => BatchKind::Installs,
             3 => BatchKind::Events,
             4 => BatchKind::Conversions,
-            5 => BatchKind::Clicks,
+            5 => BatchKind::ClicksBeforeVariant,
+            6 => BatchKind::Clicks,
             _ => return None,
         })
     }
 
     pub fn table(self) -> &'static str {
         match self {
-            BatchKind::Clicks | BatchKind::ClicksRowBinary => "clicks",
+            BatchKind::Clicks | BatchKind::ClicksBeforeVariant | BatchKind::ClicksRowBinary => {
+                "clicks"
+            }
             BatchKind::Installs => "installs",
             BatchKind::Events => "events",
             BatchKind::Conversions => "conversions",
@@ -64,7 +70,10 @@ impl BatchKind {
     /// The columns a row holds, in order (the last is always `batch_id`).
     pub fn columns(self) -> &'static str {
         match self {
-            BatchKind::Clicks | BatchKind::ClicksRowBinary => row::COLUMNS,
+            BatchKind::Clicks => row::COLUMNS,
+            BatchKind::ClicksBeforeVariant | BatchKind::ClicksRowBinary => {
+                row::COLUMNS_BEFORE_VARIANT
+            }
             BatchKind::Installs => crate::attribution::install::COLUMNS,
             BatchKind::Events => crate::conversions::event::COLUMNS,
             BatchKind::Conversions => crate::conversions::conversion::COLUMNS,
@@ -74,7 +83,7 @@ impl BatchKind {
     /// The ClickHouse input format of its data.
     pub fn format(self) -> &'static str {
         match self {
-            BatchKind::Clicks => "Native",
+            BatchKind::Clicks | BatchKind::ClicksBeforeVariant => "Native",
             _ => "RowBinary",
         }
     }
@@ -335,6 +344,7 @@ mod tests {
         // (kind, table, format)
         let cases = [
             (BatchKind::Clicks, "clicks", "Native"),
+            (BatchKind::ClicksBeforeVariant, "clicks", "Native"),
             (BatchKind::ClicksRowBinary, "clicks", "RowBinary"),
             (BatchKind::Installs, "installs", "RowBinary"),
             (BatchKind::Events, "events", "RowBinary"),
@@ -346,7 +356,9 @@ mod tests {
             assert!(kind.columns().ends_with("batch_id"), "{kind:?}");
         }
         assert_eq!(BatchKind::from_u8(0), None);
-        assert_eq!(BatchKind::from_u8(6), None);
+        assert_eq!(BatchKind::from_u8(7), None);
+        assert!(BatchKind::Clicks.columns().contains("variant"));
+        assert!(!BatchKind::ClicksBeforeVariant.columns().contains("variant"));
     }
 
     #[test]

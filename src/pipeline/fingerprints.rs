@@ -375,6 +375,8 @@ pub(crate) mod tests {
                 fallback_url: None,
                 paused: false,
                 expires_at: None,
+                rules: Vec::new(),
+                split: None,
                 created_at: String::new(),
                 updated_at: String::new(),
                 deleted_at: None,
@@ -391,6 +393,7 @@ pub(crate) mod tests {
             platform,
             head: false,
             wal_segment: 0,
+            variant: None,
         }
     }
 

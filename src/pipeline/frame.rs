@@ -111,6 +111,10 @@ impl<'a> Fields<'a> {
         std::str::from_utf8(self.bytes(n)?).map_err(|_| DecodeError::Payload)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     pub fn rest(self) -> &'a [u8] {
         self.buf
     }

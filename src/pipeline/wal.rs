@@ -273,6 +273,7 @@ pub fn encode_record(c: &Captured<'_>, out: &mut Vec<u8>) {
         c.user_agent,
         c.platform,
         c.referrer,
+        c.variant,
     ] {
         frame::put_str(out, s);
     }
@@ -291,6 +292,8 @@ pub fn decode_payload(payload: &[u8]) -> Result<Captured<'_>, DecodeError> {
     }
     let [tenant_id, link_id, campaign, source, medium, partner_click_id, s1, s2, s3, s4, s5, country, region, city, user_agent, platform, referrer] =
         strs;
+    // Records written before clicks carried a variant end here.
+    let variant = if f.is_empty() { "" } else { f.str()? };
     Ok(Captured {
         id,
         ts_ms,
@@ -311,6 +314,7 @@ pub fn decode_payload(payload: &[u8]) -> Result<Captured<'_>, DecodeError> {
         platform,
         referrer,
         head,
+        variant,
     })
 }
 
@@ -353,6 +357,16 @@ mod tests {
         encode_record(&c, &mut buf);
         let torn = buf.len() - 5;
         let all: Vec<_> = records(&buf[..torn]).collect();
-        assert_eq!(all, vec![c]);
+        assert_eq!(all, vec![c.clone()]);
+        // A record written before clicks carried a variant (it ends at the referrer) reads
+        // back with none.
+        let without = Captured {
+            variant: "",
+            ..c.clone()
+        };
+        let mut record = Vec::new();
+        encode_record(&without, &mut record);
+        let old_payload = &record[frame::HEADER..record.len() - 4];
+        assert_eq!(decode_payload(old_payload).unwrap(), without);
     }
 }

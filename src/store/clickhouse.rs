@@ -41,6 +41,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_click_facts",
         include_str!("../../clickhouse/0007_click_facts.sql"),
     ),
+    (
+        "0008_click_variant",
+        include_str!("../../clickhouse/0008_click_variant.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

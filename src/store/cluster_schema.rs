@@ -10,7 +10,8 @@
 //!   rows (a view on a `Distributed` table would see only the inserts of the node it is on);
 //!   names are qualified with the database, which `ON CLUSTER` statements do not carry to
 //!   the other nodes;
-//! - `DROP TABLE` drops both halves; `INSERT … SELECT` goes through the `Distributed` tables.
+//! - `DROP TABLE` drops both halves, `ALTER TABLE` changes both (the `Distributed` table
+//!   names the columns it reads); `INSERT … SELECT` goes through the `Distributed` tables.
 
 /// The cluster form of one migration statement (`{on_cluster}` already filled in).
 pub fn statements(statement: &str, cluster: &str, database: &str) -> Vec<String> {
@@ -25,6 +26,10 @@ pub fn statements(statement: &str, cluster: &str, database: &str) -> Vec<String>
         ["DROP", "TABLE", "IF", "EXISTS", table, rest @ ..] => vec![
             statement.to_string(),
             format!("DROP TABLE IF EXISTS {table}_local {}", rest.join(" ")),
+        ],
+        ["ALTER", "TABLE", table, rest @ ..] => vec![
+            format!("ALTER TABLE {table}_local {}", rest.join(" ")),
+            statement.to_string(),
         ],
         _ => vec![statement.to_string()],
     }
@@ -146,6 +151,13 @@ mod tests {
             (
                 "DROP TABLE IF EXISTS old ON CLUSTER c",
                 &["DROP TABLE IF EXISTS old ON CLUSTER c", "DROP TABLE IF EXISTS old_local ON CLUSTER c"],
+            ),
+            (
+                "ALTER TABLE clicks ON CLUSTER c ADD COLUMN v String DEFAULT ''",
+                &[
+                    "ALTER TABLE clicks_local ON CLUSTER c ADD COLUMN v String DEFAULT ''",
+                    "ALTER TABLE clicks ON CLUSTER c ADD COLUMN v String DEFAULT ''",
+                ],
             ),
             (
                 "INSERT INTO a SELECT k FROM b",

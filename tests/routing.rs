@@ -1,0 +1,344 @@
+//! Routing on a real server (SPEC "Routing"): rules by each kind of fact a visitor carries,
+//! first match wins, split tests that keep each visitor and store its variant, the `{country}`
+//! and `{variant}` macros, bad rule bodies named by field, and one tenant's link out of
+//! another's reach.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use sluice_testkit::*;
+
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
+const ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36";
+const WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+const MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15";
+
+/// Addresses of MaxMind's test database: a US (Washington) one, a GB (England) one.
+const US_WA: &str = "216.160.83.56";
+const GB: &str = "81.2.69.160";
+
+async fn visit(
+    c: &reqwest::Client,
+    url: &str,
+    ip: &str,
+    ua: &str,
+    language: Option<&str>,
+) -> String {
+    let mut req = c
+        .get(url)
+        .header("x-forwarded-for", ip)
+        .header("user-agent", ua);
+    if let Some(language) = language {
+        req = req.header("accept-language", language);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 302, "{url}");
+    resp.headers()["location"].to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_route_each_visitor_and_splits_are_stored() {
+    let env = TestEnv::new();
+    let server = env.start().await;
+    let t = env.tenant().await;
+    let c = http();
+    let b = base(&server);
+    let code = unique("routed");
+    let split = json!([
+        {"id": "a", "destination": "https://a.example/?v={variant}", "weight": 50},
+        {"id": "b", "destination": "https://b.example/?v={variant}", "weight": 30},
+        {"id": "c", "destination": "https://c.example/?v={variant}", "weight": 20},
+    ]);
+    let link = create_link(
+        &server,
+        &t.secret_key,
+        json!({
+            "id": code,
+            "destination": "https://default.example/",
+            "ios_destination": "https://apps.apple.com/app/id1",
+            "rules": [
+                {"when": {"country": ["US"], "platform": ["ios"]}, "destination": "https://us-ios.example/?c={country}"},
+                {"when": {"language": ["de"]}, "destination": "https://de.example/"},
+                {"when": {"ip_cidr": ["10.9.0.0/16"]}, "destination": "https://office.example/"},
+                {"when": {"query": {"tier": ["gold"]}}, "destination": "https://gold.example/"},
+                {"when": {"device": ["desktop"], "os": ["windows"]}, "destination": "https://windows.example/"},
+                {"when": {"region": ["GB-ENG"], "browser": ["Chrome"]}, "destination": "https://england.example/{country}/{variant}"},
+                {"when": {"platform": ["android"], "hours_utc": "0-24", "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+                 "split": [
+                    {"id": "x", "destination": "https://x.example/?v={variant}&c={country}", "weight": 1},
+                    {"id": "y", "destination": "https://y.example/?v={variant}&c={country}", "weight": 1},
+                 ]},
+            ],
+            "split": split,
+        }),
+    )
+    .await;
+    assert_eq!(link["rules"].as_array().unwrap().len(), 7, "{link}");
+    assert_eq!(link["split"], split);
+    let url = format!("{b}/{code}");
+
+    // (ip, user agent, Accept-Language, query, where it goes)
+    let cases = [
+        (US_WA, IPHONE, None, "", "https://us-ios.example/?c=US"),
+        // Not the US: the iPhone takes no rule; the link's split, not its iOS destination.
+        (
+            "10.1.1.1",
+            IPHONE,
+            Some("de-AT,de;q=0.9,en;q=0.8"),
+            "",
+            "https://de.example/",
+        ),
+        (
+            "10.9.3.4",
+            MAC,
+            Some("en-GB"),
+            "",
+            "https://office.example/",
+        ),
+        (
+            "10.1.1.1",
+            MAC,
+            None,
+            "?tier=gold&x=1",
+            "https://gold.example/",
+        ),
+        ("10.1.1.1", MAC, None, "?tier=silver", ""),
+        ("10.1.1.1", WINDOWS, None, "", "https://windows.example/"),
+        // England on a Mac with Chrome? The Mac's browser is Safari: no.
+        (GB, MAC, None, "", ""),
+    ];
+    for (ip, ua, language, query, want) in cases {
+        let got = visit(&c, &format!("{url}{query}"), ip, ua, language).await;
+        if want.is_empty() {
+            assert!(
+                [
+                    "https://a.example/?v=a",
+                    "https://b.example/?v=b",
+                    "https://c.example/?v=c"
+                ]
+                .contains(&got.as_str()),
+                "{ip} {ua} {query}: {got} (the link's split)"
+            );
+        } else {
+            assert_eq!(got, want, "{ip} {ua} {language:?} {query}");
+        }
+    }
+    // An Android visitor in England on Chrome: the region rule comes first, with its macros
+    // (no split there: `{variant}` is empty).
+    assert_eq!(
+        visit(&c, &url, GB, ANDROID, None).await,
+        "https://england.example/GB/"
+    );
+    // Elsewhere, the Android rule's split, with both macros.
+    let android = visit(&c, &url, US_WA, ANDROID, None).await;
+    assert!(
+        ["https://x.example/?v=x&c=US", "https://y.example/?v=y&c=US"].contains(&android.as_str()),
+        "{android}"
+    );
+
+    // A returning visitor keeps its variant; 200 visitors spread over all three.
+    let mut first = HashMap::new();
+    for round in 0..3 {
+        for i in 0..200 {
+            let ip = format!("10.{}.{}.7", 100 + i / 250, i % 250);
+            let got = visit(&c, &url, &ip, MAC, None).await;
+            if round == 0 {
+                first.insert(ip, got);
+            } else {
+                assert_eq!(first[&ip], got, "{ip} changed variant");
+            }
+        }
+    }
+    let seen: HashSet<_> = first.values().collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+
+    // Each click stores its variant; clicks no split chose store none.
+    let human = 7 + 2 + 600;
+    let stored = env
+        .wait_for(
+            &format!("SELECT count() FROM clicks WHERE link_id = '{code}'"),
+            human,
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(stored, human);
+    let by_variant = env
+        .ch(&format!(
+            "SELECT variant, count() FROM clicks WHERE link_id = '{code}' GROUP BY variant ORDER BY variant FORMAT CSV"
+        ))
+        .await;
+    let counted: HashMap<String, u64> = by_variant
+        .lines()
+        .map(|l| {
+            let (v, n) = l.split_once(',').unwrap();
+            (v.trim_matches('"').to_string(), n.parse().unwrap())
+        })
+        .collect();
+    let split_clicks: u64 = ["a", "b", "c"]
+        .iter()
+        .map(|v| counted.get(*v).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(split_clicks, 600 + 2, "{by_variant}");
+    assert_eq!(counted.get("").copied(), Some(6), "{by_variant}");
+    assert_eq!(
+        counted.get("x").copied().unwrap_or(0) + counted.get("y").copied().unwrap_or(0),
+        1,
+        "{by_variant}"
+    );
+
+    // A weight change re-buckets: some returning visitors move.
+    let (s, v) = api(
+        Method::PATCH,
+        &format!("{b}/v1/links/{code}"),
+        &t.secret_key,
+        Some(json!({"split": [
+            {"id": "a", "destination": "https://a.example/?v={variant}", "weight": 20},
+            {"id": "b", "destination": "https://b.example/?v={variant}", "weight": 30},
+            {"id": "c", "destination": "https://c.example/?v={variant}", "weight": 50},
+        ]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let mut moved = 0;
+    for (ip, before) in &first {
+        moved += usize::from(visit(&c, &url, ip, MAC, None).await != *before);
+    }
+    assert!(moved > 40, "only {moved} of 200 visitors moved");
+
+    // Rules cleared: the link's own destinations again (its split stays until cleared too).
+    let (s, v) = api(
+        Method::PATCH,
+        &format!("{b}/v1/links/{code}"),
+        &t.secret_key,
+        Some(json!({"rules": [], "split": null})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v.get("rules").is_none() && v.get("split").is_none(), "{v}");
+    assert_eq!(
+        visit(&c, &url, US_WA, IPHONE, None).await,
+        "https://apps.apple.com/app/id1"
+    );
+    assert_eq!(
+        visit(&c, &url, US_WA, MAC, None).await,
+        "https://default.example/"
+    );
+
+    // Another tenant reaches none of it.
+    let other = env.tenant().await;
+    let (s, _) = api(
+        Method::PATCH,
+        &format!("{b}/v1/links/{code}"),
+        &other.secret_key,
+        Some(json!({"rules": [{"when": {}, "destination": "https://evil.example/"}]})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        visit(&c, &url, US_WA, MAC, None).await,
+        "https://default.example/"
+    );
+    server.shutdown().await;
+}
+
+/// Bad rule bodies answer 400 naming the field, and store nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rules_are_named_by_field() {
+    let env = TestEnv::new();
+    let server = env.start().await;
+    let t = env.tenant().await;
+    let b = base(&server);
+    let dest = "https://x.example/";
+    let variants = |n: usize, weight: u32| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| json!({"id": format!("v{i}"), "destination": dest, "weight": weight}))
+            .collect()
+    };
+    let cases = [
+        (
+            json!({"rules": [{"when": {"colour": ["red"]}, "destination": dest}]}),
+            "rules[0].when.colour",
+        ),
+        (
+            json!({"rules": [{"when": {"country": []}, "destination": dest}]}),
+            "rules[0].when.country",
+        ),
+        (
+            json!({"rules": [{"when": {"ip_cidr": ["10.0.0.0/40"]}, "destination": dest}]}),
+            "rules[0].when.ip_cidr[0]",
+        ),
+        (
+            json!({"rules": [{"when": {"hours_utc": "20-30"}, "destination": dest}]}),
+            "rules[0].when.hours_utc",
+        ),
+        (json!({"rules": [{"when": {}}]}), "rules[0].destination"),
+        (json!({"split": variants(2, 0)}), "split"),
+        (json!({"split": variants(17, 1)}), "split"),
+        (
+            json!({"rules": [{"when": {}, "split": variants(1, 1)}]}),
+            "rules[0].split",
+        ),
+        (
+            json!({"split": [{"id": "a", "destination": dest, "weight": -1}, {"id": "b", "destination": dest, "weight": 1}]}),
+            "split[0].weight",
+        ),
+    ];
+    for (extra, field) in cases {
+        let code = unique("bad");
+        let mut body = json!({"id": code, "destination": dest});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (s, v) = api(
+            Method::POST,
+            &format!("{b}/v1/links"),
+            &t.secret_key,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["details"]["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {v}"
+        );
+        let (s, _) = api(
+            Method::GET,
+            &format!("{b}/v1/links/{code}"),
+            &t.secret_key,
+            None,
+        )
+        .await;
+        assert_eq!(s, 404, "nothing stored for {body}");
+    }
+    // On PATCH too, and the link is left as it was.
+    let code = unique("kept");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": dest}),
+    )
+    .await;
+    let (s, v) = api(
+        Method::PATCH,
+        &format!("{b}/v1/links/{code}"),
+        &t.secret_key,
+        Some(json!({"rules": [{"when": {"weekdays": ["someday"]}, "destination": dest}]})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["details"]["field"].as_str()),
+        (400, Some("rules[0].when.weekdays[0]")),
+        "{v}"
+    );
+    let (_, v) = api(
+        Method::GET,
+        &format!("{b}/v1/links/{code}"),
+        &t.secret_key,
+        None,
+    )
+    .await;
+    assert!(v.get("rules").is_none(), "{v}");
+    server.shutdown().await;
+}
