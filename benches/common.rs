@@ -32,6 +32,7 @@ pub fn live_link_named(id: &str) -> Arc<LiveLink> {
             expires_at: None,
             rules: Vec::new(),
             split: None,
+            click_cap: None,
             created_at: String::new(),
             updated_at: String::new(),
             deleted_at: None,

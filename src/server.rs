@@ -230,7 +230,10 @@ impl Server {
             let app = app.clone();
             tokio::spawn(async move {
                 let interval = Duration::from_millis(app.config.link_refresh_ms);
-                link_sync::follow(app.redis.clone(), &app.links, app.metrics, at, interval).await
+                let caps = link_sync::share_caps(app.redis.clone(), &app.links, app.metrics);
+                let follow =
+                    link_sync::follow(app.redis.clone(), &app.links, app.metrics, at, interval);
+                tokio::join!(follow, caps);
             })
         };
 

@@ -308,17 +308,17 @@ async fn csv_import_and_export_round_trip() {
     ])
     .await;
     let mut rows: Vec<&str> = exported.lines().collect();
-    assert_eq!(rows.remove(0), "id,destination,campaign,source,medium,partner_id,ios_destination,android_destination,fallback_url,paused,expires_at,rules,split");
+    assert_eq!(rows.remove(0), "id,destination,campaign,source,medium,partner_id,ios_destination,android_destination,fallback_url,paused,expires_at,rules,split,click_cap");
     assert_eq!(rows.len(), 3, "{exported}");
     assert!(
         rows.contains(
-            &"csv-b,https://b.example/,\"with, comma\",,,,https://apps.example/b,,,true,,,"
+            &"csv-b,https://b.example/,\"with, comma\",,,,https://apps.example/b,,,true,,,,"
         ),
         "{exported}"
     );
     assert!(
         rows.contains(
-            &"csv-a,https://a.example/?c={click_id},spring,fb,cpc,,,,,false,,\"[{\"\"when\"\":{\"\"country\"\":[\"\"DE\"\"]},\"\"destination\"\":\"\"https://de.example/\"\"}]\","
+            &"csv-a,https://a.example/?c={click_id},spring,fb,cpc,,,,,false,,\"[{\"\"when\"\":{\"\"country\"\":[\"\"DE\"\"]},\"\"destination\"\":\"\"https://de.example/\"\"}]\",,"
         ),
         "{exported}"
     );

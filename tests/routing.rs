@@ -342,3 +342,171 @@ async fn bad_rules_are_named_by_field() {
     assert!(v.get("rules").is_none(), "{v}");
     server.shutdown().await;
 }
+
+/// `click_cap`: human clicks on any node count toward it (bots and previews do not); the
+/// click that reaches it is answered, later ones get 410 (or the fallback) on every node; a
+/// raised cap keeps the count; a daily cap; bad caps named by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_caps_hold_across_nodes() {
+    let env = TestEnv::new();
+    let config = env.config();
+    let node_a = sluice::server::Server::start(config.clone()).await.unwrap();
+    let node_b = sluice::server::Server::start(another_node(config, "b"))
+        .await
+        .unwrap();
+    let t = env.tenant().await;
+    let c = http();
+    let (a, b) = (base(&node_a), base(&node_b));
+    let code = unique("capped");
+    create_link(
+        &node_a,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/", "click_cap": {"total": 4}}),
+    )
+    .await;
+    let get = |base: String, ua: &'static str| {
+        let (c, code) = (c.clone(), code.clone());
+        async move {
+            let resp = c
+                .get(format!("{base}/{code}"))
+                .header("user-agent", ua)
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }
+    };
+    // HEAD is a preview: it probes the link without counting.
+    let probe = |base: String| {
+        let (c, code) = (c.clone(), code.clone());
+        async move {
+            c.head(format!("{base}/{code}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    const BOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    eventually("node b has the link", Duration::from_secs(5), || async {
+        probe(b.clone()).await == 302
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(a.clone(), BOT).await, 302);
+    }
+    assert_eq!(get(a.clone(), MAC).await, 302);
+    assert_eq!(get(a.clone(), MAC).await, 302);
+    assert_eq!(get(b.clone(), MAC).await, 302);
+    assert_eq!(probe(b.clone()).await, 302, "3 of 4");
+    assert_eq!(
+        get(b.clone(), MAC).await,
+        302,
+        "the 4th human click is answered"
+    );
+    for node in [&a, &b] {
+        eventually(
+            "both nodes stop the link",
+            Duration::from_secs(5),
+            || async { probe(node.clone()).await == 410 },
+        )
+        .await;
+        assert_eq!(get(node.clone(), MAC).await, 410);
+    }
+    let human = format!(
+        "SELECT count() FROM clicks WHERE link_id = '{code}' AND is_bot = 0 AND is_preview = 0"
+    );
+    assert_eq!(env.wait_for(&human, 4, Duration::from_secs(10)).await, 4);
+
+    // Raised, it answers again, the count kept: 2 more, then stopped again.
+    let (s, v) = api(
+        Method::PATCH,
+        &format!("{a}/v1/links/{code}"),
+        &t.secret_key,
+        Some(json!({"click_cap": {"total": 6}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["click_cap"], json!({"total": 6}));
+    for node in [&a, &b] {
+        eventually("the raised cap applies", Duration::from_secs(5), || async {
+            probe(node.clone()).await == 302
+        })
+        .await;
+        assert_eq!(get(node.clone(), MAC).await, 302);
+    }
+    for node in [&a, &b] {
+        eventually("stopped at 6", Duration::from_secs(5), || async {
+            probe(node.clone()).await == 410
+        })
+        .await;
+    }
+    assert_eq!(env.wait_for(&human, 6, Duration::from_secs(10)).await, 6);
+
+    // A daily cap with a fallback.
+    let daily = unique("daily");
+    create_link(
+        &node_a,
+        &t.secret_key,
+        json!({"id": daily, "destination": "https://x.example/", "fallback_url": "https://over.example/",
+               "click_cap": {"daily": 1}}),
+    )
+    .await;
+    let location = |base: String| {
+        let (c, daily) = (c.clone(), daily.clone());
+        async move {
+            let resp = c
+                .get(format!("{base}/{daily}"))
+                .header("user-agent", MAC)
+                .send()
+                .await
+                .unwrap();
+            resp.headers()["location"].to_str().unwrap().to_string()
+        }
+    };
+    eventually(
+        "node b has the daily link",
+        Duration::from_secs(5),
+        || async {
+            c.head(format!("{b}/{daily}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 302
+        },
+    )
+    .await;
+    assert_eq!(location(b.clone()).await, "https://x.example/");
+    for node in [&a, &b] {
+        eventually(
+            "the daily cap sends to the fallback",
+            Duration::from_secs(5),
+            || async { location(node.clone()).await == "https://over.example/" },
+        )
+        .await;
+    }
+
+    for (cap, field) in [
+        (json!({}), "click_cap"),
+        (json!({"total": 0}), "click_cap.total"),
+        (json!({"daily": -1}), "click_cap.daily"),
+        (json!({"weekly": 5}), "click_cap.weekly"),
+    ] {
+        let (s, v) = api(
+            Method::POST,
+            &format!("{a}/v1/links"),
+            &t.secret_key,
+            Some(json!({"destination": "https://x.example/", "click_cap": cap})),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["details"]["field"].as_str()),
+            (400, Some(field)),
+            "{cap}: {v}"
+        );
+    }
+    node_b.shutdown().await;
+    node_a.shutdown().await;
+}

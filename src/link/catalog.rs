@@ -8,6 +8,7 @@ use std::time::Duration;
 use ahash::AHashSet;
 use serde::{Deserialize, Deserializer};
 
+use super::cap::ClickCap;
 use super::routing::{Rule, Variant};
 use super::{is_reserved, valid_code, Link, LinkTable, Routing, Template, MAX_FIELD_LEN};
 use crate::error::{Error, FieldError, ItemError};
@@ -68,6 +69,7 @@ pub struct NewLink {
     #[serde(default)]
     rules: Vec<Rule>,
     split: Option<Vec<Variant>>,
+    click_cap: Option<ClickCap>,
 }
 
 /// A `PATCH /v1/links/{id}` body. Absent = unchanged; `null` = cleared (for the optional
@@ -95,6 +97,8 @@ pub struct LinkPatch {
     rules: Option<Option<Vec<Rule>>>,
     #[serde(default, deserialize_with = "nullable")]
     split: Option<Option<Vec<Variant>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    click_cap: Option<Option<ClickCap>>,
 }
 
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -121,6 +125,7 @@ impl NewLink {
             expires_at: self.expires_at,
             rules: self.rules,
             split: self.split,
+            click_cap: self.click_cap,
             created_at: now.clone(),
             updated_at: now,
             deleted_at: None,
@@ -149,6 +154,7 @@ impl LinkPatch {
         set(&mut link.expires_at, self.expires_at);
         set(&mut link.rules, self.rules.map(Option::unwrap_or_default));
         set(&mut link.split, self.split);
+        set(&mut link.click_cap, self.click_cap);
     }
 }
 
@@ -364,6 +370,9 @@ fn validate(link: &Link) -> Result<(), FieldError> {
         }
     }
     Routing::compile(&link.rules, link.split.as_deref(), &link.id)?;
+    if let Some(cap) = &link.click_cap {
+        cap.validate()?;
+    }
     if let Some(at) = &link.expires_at {
         if time::parse_rfc3339(at).is_none() {
             return Err(FieldError::new(

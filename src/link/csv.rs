@@ -1,5 +1,6 @@
 //! Links as CSV (`sluice links import|export`): a header row naming link fields, one link a
-//! row. An empty cell is an absent field; `rules` and `split` cells hold their JSON. Export
+//! row. An empty cell is an absent field; `rules`, `split` and `click_cap` cells hold their
+//! JSON. Export
 //! writes exactly the fields import reads, so a catalog moves between installations unchanged.
 
 use std::io::{Read, Write};
@@ -10,7 +11,7 @@ use crate::error::FieldError;
 
 /// The columns export writes, in order (import accepts any order and any subset with
 /// `destination`).
-pub const COLUMNS: [&str; 13] = [
+pub const COLUMNS: [&str; 14] = [
     "id",
     "destination",
     "campaign",
@@ -24,6 +25,7 @@ pub const COLUMNS: [&str; 13] = [
     "expires_at",
     "rules",
     "split",
+    "click_cap",
 ];
 
 /// Each row of `input` as a link body, or why it is not one (the field named). Fails only
@@ -54,7 +56,7 @@ fn row(header: &csv::StringRecord, record: &csv::StringRecord) -> Result<NewLink
                 "false" => false.into(),
                 _ => return Err(FieldError::new("paused", "must be true or false")),
             },
-            "rules" | "split" => serde_json::from_str(cell)
+            "rules" | "split" | "click_cap" => serde_json::from_str(cell)
                 .map_err(|e| FieldError::new(name, format!("must be JSON: {e}")))?,
             _ => cell.into(),
         };
@@ -98,6 +100,9 @@ pub fn write<W: Write>(writer: &mut csv::Writer<W>, link: &Link) -> csv::Result<
         link.split
             .as_ref()
             .map(|s| json(serde_json::to_string(s)))
+            .unwrap_or_default(),
+        link.click_cap
+            .map(|c| json(serde_json::to_string(&c)))
             .unwrap_or_default(),
     ])
 }

@@ -1,5 +1,6 @@
 //! Tracking links: the stored entity, its validation, and the compiled form the redirect uses.
 
+pub mod cap;
 pub mod catalog;
 pub mod csv;
 pub mod qr;
@@ -64,6 +65,9 @@ pub struct Link {
     /// A split test for the clicks no rule takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<Vec<routing::Variant>>,
+    /// Past it (in human clicks) the link answers as a paused one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub click_cap: Option<cap::ClickCap>,
     pub created_at: String,
     pub updated_at: String,
     /// Deleted links stay in the global table (their code keeps answering 410 and can never
@@ -105,6 +109,7 @@ struct Alternates {
     /// When the link expires (ms since the epoch).
     expires_ms: Option<u64>,
     routing: Option<Routing>,
+    cap: Option<cap::Cap>,
 }
 
 impl LiveLink {
@@ -122,12 +127,17 @@ impl LiveLink {
             fallback: opt("fallback_url", &link.fallback_url)?,
             expires_ms: link.expires_at.as_deref().and_then(time::parse_rfc3339),
             routing: Routing::compile(&link.rules, link.split.as_deref(), &link.id)?,
+            cap: link.click_cap.map(|limits| cap::Cap {
+                limits,
+                counter: labels.counters.of(&link.id),
+            }),
         };
         let any = alternates.ios.is_some()
             || alternates.android.is_some()
             || alternates.fallback.is_some()
             || alternates.expires_ms.is_some()
-            || alternates.routing.is_some();
+            || alternates.routing.is_some()
+            || alternates.cap.is_some();
         Ok(LiveLink {
             id: link.id.as_str().into(),
             labels: labels.intern(Labels {
@@ -143,14 +153,19 @@ impl LiveLink {
         })
     }
 
-    /// Paused, deleted and expired links answer 410 (or their fallback) and record no click.
+    /// Paused, deleted, expired and capped links answer 410 (or their fallback) and record
+    /// no click.
     pub fn is_gone(&self, now_ms: u64) -> bool {
         self.gone
-            || self
-                .alternates
-                .as_ref()
-                .and_then(|a| a.expires_ms)
-                .is_some_and(|expires| now_ms >= expires)
+            || self.alternates.as_ref().is_some_and(|a| {
+                a.expires_ms.is_some_and(|expires| now_ms >= expires)
+                    || a.cap.as_ref().is_some_and(|cap| cap.reached(now_ms))
+            })
+    }
+
+    /// The link's click cap, which counts its human clicks.
+    pub fn cap(&self) -> Option<&cap::Cap> {
+        self.alternates.as_ref()?.cap.as_ref()
     }
 
     pub fn ios(&self) -> Option<&Template> {
@@ -175,14 +190,18 @@ impl LiveLink {
     }
 }
 
-/// One shared copy of each distinct `Labels` the live links have. Labels no link uses any
-/// more are dropped by `prune` (after a full catalog load).
+/// What compiled links share: one copy of each distinct `Labels` the live links have, and
+/// each capped link's click counter (kept while the link is recompiled). What no link uses
+/// any more is dropped by `prune` (after a full catalog load).
 #[derive(Default)]
-pub struct Interner(parking_lot::Mutex<AHashSet<Arc<Labels>>>);
+pub struct Interner {
+    labels: parking_lot::Mutex<AHashSet<Arc<Labels>>>,
+    pub counters: cap::Counters,
+}
 
 impl Interner {
     pub fn intern(&self, labels: Labels) -> Arc<Labels> {
-        let mut set = self.0.lock();
+        let mut set = self.labels.lock();
         if let Some(shared) = set.get(&labels) {
             return shared.clone();
         }
@@ -192,7 +211,8 @@ impl Interner {
     }
 
     pub fn prune(&self) {
-        self.0.lock().retain(|l| Arc::strong_count(l) > 1);
+        self.labels.lock().retain(|l| Arc::strong_count(l) > 1);
+        self.counters.prune();
     }
 }
 

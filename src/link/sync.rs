@@ -12,12 +12,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::table::{new_map, put, LinkTable};
-use super::Link;
+use super::{cap, Link};
 use crate::metrics::Metrics;
 use crate::store::redis::{FeedHead, Redis, RedisError};
+use crate::time;
 
 /// Feed entries read (and links fetched) per round trip.
 const FEED_BATCH: usize = 10_000;
@@ -181,6 +182,35 @@ pub async fn follow(
                     failing = true;
                     warn!(%error, "link table refresh failing; serving the last table");
                 }
+            }
+        }
+    }
+}
+
+/// Shares this node's counts of capped links' clicks every `cap::TICK` and learns the
+/// deployment's (see `cap`). Runs for the life of the process.
+pub async fn share_caps(redis: Redis, table: &LinkTable, metrics: &Metrics) {
+    let mut tick = tokio::time::interval(cap::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = time::now_ms();
+        let due = table.labels().counters.due(now);
+        if due.is_empty() {
+            continue;
+        }
+        let day = cap::day_of(now);
+        let clicks: Vec<(&str, u64)> = due.iter().map(|d| (&*d.link_id, d.clicks)).collect();
+        match redis.add_capped_clicks(day, &clicks).await {
+            Ok(counts) => {
+                for (d, (total, today)) in due.iter().zip(counts) {
+                    d.learned(total, today, day, now);
+                }
+            }
+            Err(error) => {
+                metrics.click_cap_share_errors.increment(1);
+                debug!(%error, "sharing click-cap counts failed; retrying next tick");
+                due.iter().for_each(cap::Due::put_back);
             }
         }
     }

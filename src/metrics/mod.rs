@@ -67,6 +67,7 @@ pub struct Metrics {
     pub redis_errors: Counter,
     pub link_table_size: Gauge,
     pub link_refresh_errors: Counter,
+    pub click_cap_share_errors: Counter,
     pub link_changes_applied: Counter,
     pub link_catalog_loads: Counter,
     pub link_catalog_version: Gauge,
@@ -159,6 +160,7 @@ pub fn init() -> &'static Metrics {
             redis_errors: metrics::counter!("sluice_redis_errors_total"),
             link_table_size: metrics::gauge!("sluice_link_table_links"),
             link_refresh_errors: metrics::counter!("sluice_link_refresh_errors_total"),
+            click_cap_share_errors: metrics::counter!("sluice_click_cap_share_errors_total"),
             link_changes_applied: metrics::counter!("sluice_link_changes_applied_total"),
             link_catalog_loads: metrics::counter!("sluice_link_catalog_loads_total"),
             link_catalog_version: metrics::gauge!("sluice_link_catalog_version"),
@@ -266,6 +268,10 @@ fn describe() {
     describe_counter!(
         "sluice_link_refresh_errors_total",
         "Failed link table refreshes"
+    );
+    describe_counter!(
+        "sluice_click_cap_share_errors_total",
+        "Failed attempts to share click-cap counts with the other nodes (retried every tick)"
     );
     describe_counter!(
         "sluice_link_changes_applied_total",

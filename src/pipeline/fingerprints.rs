@@ -377,6 +377,7 @@ pub(crate) mod tests {
                 expires_at: None,
                 rules: Vec::new(),
                 split: None,
+                click_cap: None,
                 created_at: String::new(),
                 updated_at: String::new(),
                 deleted_at: None,

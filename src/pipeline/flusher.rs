@@ -146,6 +146,11 @@ fn encode_loop(
                 let captured =
                     Captured::of(&click, enricher.ip_hash(click.ip), enricher.place(click.ip));
                 let flags = clicks.push_click(&captured, &agent);
+                let human = !flags.is_bot && !flags.is_preview;
+                // A capped link counts its human clicks, known as such only here.
+                if let (true, Some(cap)) = (human, click.link.cap()) {
+                    cap.count();
+                }
                 if click.wal_segment != 0 {
                     match clicks.wal.last_mut() {
                         Some((seq, n)) if *seq == click.wal_segment => *n += 1,
@@ -153,7 +158,7 @@ fn encode_loop(
                     }
                 }
                 if cfg.fingerprints.is_some() {
-                    let (ip_hash, human) = (captured.ip_hash, !flags.is_bot && !flags.is_preview);
+                    let ip_hash = captured.ip_hash;
                     let country = Fingerprint::country_code(captured.place.country);
                     fingerprints.extend(Fingerprint::of(
                         click,

@@ -312,6 +312,25 @@ impl Redis {
         Ok(())
     }
 
+    /// Adds each capped link's clicks counted on this node to the shared counts; answers
+    /// each link's counts after it (all time, and on UTC day `day`).
+    pub async fn add_capped_clicks(
+        &self,
+        day: u32,
+        clicks: &[(&str, u64)],
+    ) -> Result<Vec<(u64, u64)>, RedisError> {
+        let (total, daily) = (self.capped_clicks_key(), self.capped_clicks_day_key(day));
+        let mut pipe = redis::pipe();
+        for (link, n) in clicks {
+            pipe.hincr(&total, *link, *n).hincr(&daily, *link, *n);
+        }
+        // A day's counts outlive it by a day, for nodes whose clock is behind.
+        pipe.expire(&daily, 2 * 86_400).ignore();
+        let mut c = self.conn.clone();
+        let counts: Vec<u64> = pipe.query_async(&mut c).await?;
+        Ok(counts.chunks(2).map(|pair| (pair[0], pair[1])).collect())
+    }
+
     fn decode_link(&self, code: &str, raw: &str) -> Result<Link, RedisError> {
         serde_json::from_str(raw).map_err(|source| RedisError::Corrupt {
             key: format!("{}[{code}]", self.catalog_key()),

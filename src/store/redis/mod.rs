@@ -252,6 +252,16 @@ impl Redis {
         format!("{}:{{links}}:feed", self.prefix)
     }
 
+    /// Capped links' human clicks: a hash of link id → count, all time, and one per UTC day.
+    /// One slot for all: a node sends its counts in one round trip a tick.
+    fn capped_clicks_key(&self) -> String {
+        format!("{}:{{caps}}:total", self.prefix)
+    }
+
+    fn capped_clicks_day_key(&self, day: u32) -> String {
+        format!("{}:{{caps}}:day:{day}", self.prefix)
+    }
+
     fn tenant_links_key(&self, tenant: &str) -> String {
         format!("{}:{{t:{tenant}}}:links:index", self.prefix)
     }
