@@ -30,6 +30,7 @@ pub struct App {
     pub limits: RateLimiter,
     /// Stats answers, per tenant and query, for `stats_cache_ms`.
     pub stats_cache: Cache<Ask, Arc<serde_json::Value>>,
+    pub breakdown_cache: Cache<crate::stats::breakdown::Breakdown, Arc<serde_json::Value>>,
     pub redis: Redis,
     pub ch: ::clickhouse::Client,
     /// Click-id lookups for installs, batched.
@@ -96,6 +97,7 @@ impl App {
         crate::stats::answers::Context {
             ch: &self.ch,
             cache: &self.stats_cache,
+            breakdowns: &self.breakdown_cache,
             metrics: self.metrics,
         }
     }

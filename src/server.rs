@@ -204,6 +204,7 @@ impl Server {
             trusted_proxies: config.trusted_proxies.clone(),
             limits: RateLimiter::new(&config.rate_limit),
             stats_cache: Cache::new(Duration::from_millis(config.stats_cache_ms)),
+            breakdown_cache: Cache::new(Duration::from_millis(config.stats_cache_ms)),
             config,
             links: LinkTable::default(),
             ring,

@@ -79,6 +79,7 @@ fn every_route_is_documented() {
         ("get", "/v1/attribution/stats/by-campaign"),
         ("get", "/v1/attribution/stats/by-source"),
         ("get", "/v1/attribution/stats/timeseries"),
+        ("get", "/v1/attribution/stats/breakdown"),
         ("get", "/v1/attribution/results"),
         ("post", "/v1/attribution/reports"),
         ("post", "/v1/attribution/reports/test"),

@@ -188,6 +188,36 @@ async fn rules_route_each_visitor_and_splits_are_stored() {
         "{by_variant}"
     );
 
+    // The variant breakdown of the link says the same.
+    eventually(
+        "the variant breakdown counts every click",
+        Duration::from_secs(10),
+        || async {
+            let (_, v) = api(
+                Method::GET,
+                &format!("{b}/v1/attribution/stats/breakdown?by=variant&link={code}"),
+                &t.secret_key,
+                None,
+            )
+            .await;
+            let rows: HashMap<String, u64> = v["rows"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            (
+                                r["key"].as_str().unwrap().to_string(),
+                                r["clicks"].as_u64().unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            rows == counted
+        },
+    )
+    .await;
+
     // A weight change re-buckets: some returning visitors move.
     let (s, v) = api(
         Method::PATCH,

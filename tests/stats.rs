@@ -821,3 +821,225 @@ async fn results_page_every_install_once_while_inserts_continue() {
         assert_eq!(v["error"]["details"]["field"], field);
     }
 }
+
+/// Breakdowns against plain aggregates over the raw tables: random clicks and installs with
+/// every dimension filled, each dimension asked over two ranges, with and without a filter,
+/// and cut to a limit (the first rows of the full answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breakdowns_agree_with_plain_aggregates_over_the_raw_tables() {
+    let ctx = Ctx::new().await;
+    let t = ctx.tenant.tenant_id.clone();
+    let today = today();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    let pick = |rng: &mut rand::rngs::StdRng, from: &[&str]| {
+        from[rng.random_range(0..from.len())].to_string()
+    };
+    let day = |rng: &mut rand::rngs::StdRng| today - rng.random_range(0..40u16);
+    let (links, campaigns, countries, subs) = (
+        ["la", "lb", "lc"],
+        ["spring", "fall"],
+        ["US", "DE", "GB", ""],
+        ["s1", "s2", "s3", ""],
+    );
+    let mut clicks = Vec::new();
+    for _ in 0..600 {
+        let d = day(&mut rng);
+        let country = pick(&mut rng, &countries);
+        clicks.push(format!(
+            "(toDate('{}'), '{t}', '{}', '{}', 'fb', {}, '{country}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', {}, {})",
+            sluice::time::date_string(d),
+            pick(&mut rng, &links),
+            pick(&mut rng, &campaigns),
+            rng.random_range(0..80u64),
+            if country.is_empty() { String::new() } else { pick(&mut rng, &["CA", "BY", ""]) },
+            pick(&mut rng, &["Springfield", "Berlin", ""]),
+            pick(&mut rng, &["ios", "android", "other"]),
+            pick(&mut rng, &["iPhone", "iPad", "Android", "Windows 10"]),
+            pick(&mut rng, &["Safari", "Chrome"]),
+            pick(&mut rng, &["smartphone", "pc", "UNKNOWN"]),
+            pick(&mut rng, &["https://news.example/a?b", "http://t.co/x", ""]),
+            pick(&mut rng, &["a", "b", ""]),
+            pick(&mut rng, &subs),
+            u8::from(rng.random_bool(0.1)),
+            u8::from(rng.random_bool(0.1)),
+        ));
+    }
+    insert_raw(&ctx.env, "clicks", "date, tenant_id, link_id, campaign, source, ip_hash, country, region, city, platform, os, browser, device, referrer, variant, sub1, is_bot, is_preview", &clicks).await;
+    let mut installs = Vec::new();
+    for n in 0..150 {
+        let d = day(&mut rng);
+        installs.push(format!(
+            "(toDate('{}'), '{t}', 'i{n}', '{}', '{}', '{}', 'fb', '{}', '{}', '{}')",
+            sluice::time::date_string(d),
+            pick(&mut rng, &["click_id", "fingerprint", "organic"]),
+            pick(&mut rng, &links),
+            pick(&mut rng, &campaigns),
+            pick(&mut rng, &countries),
+            pick(&mut rng, &["ios", "android", "web"]),
+            pick(&mut rng, &subs),
+        ));
+    }
+    insert_raw(&ctx.env, "installs", "date, tenant_id, install_id, match_type, link_id, campaign, source, country, platform, sub1", &installs).await;
+    let d = sluice::time::date_string(today);
+    insert_raw(
+        &ctx.env,
+        "conversions",
+        "date, tenant_id, type, amount_cents, currency, attributed, link_id",
+        &[
+            format!("(toDate('{d}'), '{t}', 'purchase', 100, 'USD', 1, 'la')"),
+            format!("(toDate('{d}'), '{t}', 'purchase', 200, 'USD', 1, 'la')"),
+            format!("(toDate('{d}'), '{t}', 'purchase', 999, 'USD', 0, 'la')"),
+            format!("(toDate('{d}'), '{t}', 'signup', 0, '', 1, 'lb')"),
+        ],
+    )
+    .await;
+    let by_link = ctx
+        .ok("/v1/attribution/stats/breakdown?by=link&window=7d")
+        .await;
+    let conversions = |link: &str| {
+        by_link["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == link)
+            .map(|r| r["conversions"].clone())
+    };
+    assert_eq!(
+        conversions("la"),
+        Some(json!([{"type": "purchase", "count": 2, "sum_cents": 300, "currency": "USD"}])),
+        "{by_link}"
+    );
+    assert_eq!(
+        conversions("lb"),
+        Some(json!([{"type": "signup", "count": 1}])),
+        "{by_link}"
+    );
+    // The key of each dimension over the raw tables (installs: where the row has it).
+    let keys = [
+        ("country", "country", Some("country")),
+        ("region", "if(region = '', '', concat(country, '-', region))", None),
+        ("city", "city", None),
+        ("platform", "platform", Some("platform")),
+        ("os", "os", None),
+        ("browser", "browser", None),
+        ("device", "multiIf(os = 'iPad', 'tablet', device IN ('smartphone', 'mobilephone'), 'mobile', device = 'pc', 'desktop', 'other')", None),
+        ("referrer_host", "domain(referrer)", None),
+        ("variant", "variant", None),
+        ("link", "link_id", Some("link_id")),
+        ("sub1", "sub1", Some("sub1")),
+    ];
+    for range in [
+        "window=30d",
+        &format!(
+            "from={}&to={}",
+            sluice::time::date_string(today - 39),
+            sluice::time::date_string(today - 10)
+        ),
+    ] {
+        for (filter, sql_filter) in [
+            ("", String::new()),
+            (
+                "&campaign=spring&link=lb",
+                " AND campaign = 'spring' AND link_id = 'lb'".to_string(),
+            ),
+        ] {
+            for (dim, click_key, install_key) in keys {
+                let v = ctx
+                    .ok(&format!(
+                        "/v1/attribution/stats/breakdown?by={dim}&{range}{filter}&limit=1000"
+                    ))
+                    .await;
+                assert_eq!(v["by"], dim);
+                let scope = format!(
+                    "tenant_id = '{t}' AND date >= toDate('{}') AND date <= toDate('{}'){sql_filter}",
+                    v["from"].as_str().unwrap(),
+                    v["to"].as_str().unwrap()
+                );
+                let mut want: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
+                for line in ctx.env.ch(&format!(
+                    "SELECT {click_key} AS k, count(), uniqHLL12(ip_hash) FROM clicks WHERE {scope} AND is_bot = 0 AND is_preview = 0 GROUP BY k FORMAT TSV"
+                )).await.lines() {
+                    let f: Vec<&str> = line.split('\t').collect();
+                    let e = want.entry(f[0].to_string()).or_default();
+                    (e.0, e.1) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+                }
+                if let Some(install_key) = install_key {
+                    for line in ctx.env.ch(&format!(
+                        "SELECT {install_key} AS k, count(), countIf(match_type != 'organic') FROM installs WHERE {scope} GROUP BY k FORMAT TSV"
+                    )).await.lines() {
+                        let f: Vec<&str> = line.split('\t').collect();
+                        let e = want.entry(f[0].to_string()).or_default();
+                        (e.2, e.3) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+                    }
+                }
+                let rows = v["rows"].as_array().unwrap();
+                let got: BTreeMap<String, (u64, u64, u64, u64)> = rows
+                    .iter()
+                    .map(|r| {
+                        let n = |f: &str| r[f].as_u64().unwrap();
+                        (
+                            r["key"].as_str().unwrap().to_string(),
+                            (
+                                n("clicks"),
+                                n("unique_clicks"),
+                                n("installs"),
+                                n("attributed_installs"),
+                            ),
+                        )
+                    })
+                    .collect();
+                assert_eq!(got, want, "{dim} {range}{filter}");
+                // Most clicks first, then installs, then key.
+                let order: Vec<(std::cmp::Reverse<u64>, std::cmp::Reverse<u64>, String)> = rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            std::cmp::Reverse(r["clicks"].as_u64().unwrap()),
+                            std::cmp::Reverse(r["installs"].as_u64().unwrap()),
+                            r["key"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+                assert!(order.windows(2).all(|w| w[0] <= w[1]), "{dim} order: {v}");
+                let cut = ctx
+                    .ok(&format!(
+                        "/v1/attribution/stats/breakdown?by={dim}&{range}{filter}&limit=2"
+                    ))
+                    .await;
+                assert_eq!(
+                    cut["rows"].as_array().unwrap()[..],
+                    rows[..rows.len().min(2)],
+                    "{dim} limit 2"
+                );
+            }
+        }
+    }
+    // Bad parameters are named; another tenant sees none of it.
+    for (query, field) in [
+        ("", "by"),
+        ("by=campaign", "by"),
+        ("by=os&limit=0", "limit"),
+        ("by=os&window=1y", "window"),
+    ] {
+        let (status, v) = ctx
+            .get(&format!("/v1/attribution/stats/breakdown?{query}"))
+            .await;
+        assert_eq!(
+            (status, v["error"]["details"]["field"].as_str()),
+            (400, Some(field)),
+            "{query}: {v}"
+        );
+    }
+    let other = ctx.env.tenant().await;
+    let (status, v) = ctx
+        .get_as(
+            "/v1/attribution/stats/breakdown?by=country&window=30d",
+            &other.secret_key,
+        )
+        .await;
+    assert_eq!(
+        (status, v["rows"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::breakdown::{self, Breakdown};
 use super::cache::Cache;
 use super::query::{self, Ask, QUERIES_PER_ANSWER};
 use super::{answer, Group, Range};
@@ -17,6 +18,7 @@ use crate::time;
 pub struct Context<'a> {
     pub ch: &'a ::clickhouse::Client,
     pub cache: &'a Cache<Ask, Arc<Value>>,
+    pub breakdowns: &'a Cache<Breakdown, Arc<Value>>,
     pub metrics: &'static Metrics,
 }
 
@@ -40,6 +42,17 @@ pub async fn figures(ctx: &Context<'_>, ask: Ask) -> Result<Arc<Value>, Error> {
             ctx.metrics.stats_queries.increment(QUERIES_PER_ANSWER);
             let groups = query::figures(ctx.ch, &ask).await?;
             Ok::<_, Error>(Arc::new(answer(group, &ask.range, groups)))
+        })
+        .await
+}
+
+/// A breakdown's rows (cached like the other stats answers).
+pub async fn breakdown(ctx: &Context<'_>, question: Breakdown) -> Result<Arc<Value>, Error> {
+    ctx.breakdowns
+        .get(&question, || async {
+            ctx.metrics.stats_queries.increment(1);
+            let rows = breakdown::rows(ctx.ch, &question).await?;
+            Ok::<_, Error>(Arc::new(breakdown::answer(&question, rows)))
         })
         .await
 }

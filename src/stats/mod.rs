@@ -4,6 +4,7 @@
 //! tenant and query for a second with one ClickHouse computation per interval (`cache.rs`).
 
 pub mod answers;
+pub mod breakdown;
 pub mod cache;
 pub mod query;
 
@@ -123,6 +124,25 @@ pub enum Group {
     Day,
 }
 
+/// (type, currency) → (count, summed amount); currency empty for conversions without one.
+pub type Conversions = BTreeMap<(String, String), (u64, i64)>;
+
+/// Conversions as every stats answer lists them: `[{type, count, sum_cents?, currency?}]`.
+pub fn conversions_json(conversions: &Conversions) -> Value {
+    Value::Array(
+        conversions
+            .iter()
+            .map(|((kind, currency), (count, sum))| {
+                if currency.is_empty() {
+                    json!({ "type": kind, "count": count })
+                } else {
+                    json!({ "type": kind, "count": count, "sum_cents": sum, "currency": currency })
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Every figure of one stats row.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Figures {
@@ -132,8 +152,7 @@ pub struct Figures {
     pub preview_clicks: u64,
     /// Installs by match type.
     pub installs: BTreeMap<MatchType, u64>,
-    /// (type, currency) → (count, summed amount); currency empty for conversions without one.
-    pub conversions: BTreeMap<(String, String), (u64, i64)>,
+    pub conversions: Conversions,
     /// Events by name.
     pub events: BTreeMap<String, u64>,
 }
@@ -145,21 +164,6 @@ impl Figures {
 
     pub fn organic_installs(&self) -> u64 {
         self.installs.get(&MatchType::Organic).copied().unwrap_or(0)
-    }
-
-    pub fn conversions_json(&self) -> Value {
-        Value::Array(
-            self.conversions
-                .iter()
-                .map(|((kind, currency), (count, sum))| {
-                    if currency.is_empty() {
-                        json!({ "type": kind, "count": count })
-                    } else {
-                        json!({ "type": kind, "count": count, "sum_cents": sum, "currency": currency })
-                    }
-                })
-                .collect(),
-        )
     }
 
     /// The figures as the stats endpoints answer them.
@@ -175,7 +179,7 @@ impl Figures {
         out.insert("attributed_installs".into(), json!(installs - organic));
         out.insert("organic_installs".into(), json!(organic));
         out.insert("installs_by_match_type".into(), json!(self.installs));
-        out.insert("conversions".into(), self.conversions_json());
+        out.insert("conversions".into(), conversions_json(&self.conversions));
         out.insert(
             "events".into(),
             Value::Array(

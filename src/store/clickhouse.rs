@@ -45,6 +45,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_click_variant",
         include_str!("../../clickhouse/0008_click_variant.sql"),
     ),
+    (
+        "0009_breakdowns",
+        include_str!("../../clickhouse/0009_breakdowns.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! Stats endpoints (secret key): `GET /v1/attribution/stats[/by-campaign|/by-source|
-//! /timeseries]` and `GET /v1/links/{id}/stats`, over the stats use case (`stats::answers`).
+//! /timeseries|/breakdown]` and `GET /v1/links/{id}/stats`, over the stats use case
+//! (`stats::answers`).
 
 use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
@@ -10,6 +11,7 @@ use crate::http::auth::require_secret;
 use crate::http::error::{json_response, ApiError, Body};
 use crate::link::catalog;
 use crate::stats::answers::{self, range};
+use crate::stats::breakdown::Breakdown;
 use crate::stats::query::Ask;
 use crate::stats::Group;
 
@@ -41,4 +43,22 @@ pub async fn link_stats(
     let range = range(&query_params(query))?;
     let figures = answers::link(&app.stats(), caller.tenant_id, id, range).await?;
     Ok(json_response(StatusCode::OK, &figures))
+}
+
+pub async fn breakdown(
+    app: &App,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let caller = require_secret(app, headers).await?;
+    let params = query_params(query);
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let question = Breakdown::parse(caller.tenant_id, range(&params)?, get)?;
+    let rows = answers::breakdown(&app.stats(), question).await?;
+    Ok(json_response(StatusCode::OK, rows.as_ref()))
 }
