@@ -181,13 +181,19 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<usize, ChError> {
             continue;
         }
         for statement in statements {
-            ch.query(&statement)
-                .execute()
-                .await
-                .map_err(|source| ChError::Migration {
+            match ch.query(&statement).execute().await {
+                // 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column added by an earlier,
+                // interrupted run of this migration is there already.
+                Err(e)
+                    if statement.contains("ADD COLUMN") && e.to_string().contains("Code: 44,") =>
+                {
+                    info!(version, "column already added by an earlier run");
+                }
+                result => result.map_err(|source| ChError::Migration {
                     version: version.to_string(),
                     source,
-                })?;
+                })?,
+            }
         }
         ch.query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, now())")
             .bind(version)

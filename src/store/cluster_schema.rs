@@ -10,8 +10,10 @@
 //!   rows (a view on a `Distributed` table would see only the inserts of the node it is on);
 //!   names are qualified with the database, which `ON CLUSTER` statements do not carry to
 //!   the other nodes;
-//! - `DROP TABLE` drops both halves, `ALTER TABLE` changes both (the `Distributed` table
-//!   names the columns it reads); `INSERT … SELECT` goes through the `Distributed` tables.
+//! - `DROP TABLE` drops both halves; `ALTER TABLE` changes the local table, and the
+//!   `Distributed` table is made again over it (it names the columns it reads, and 18.16
+//!   refuses `ALTER … ON CLUSTER` on a table that is not replicated); `INSERT … SELECT` goes
+//!   through the `Distributed` tables.
 
 /// The cluster form of one migration statement (`{on_cluster}` already filled in).
 pub fn statements(statement: &str, cluster: &str, database: &str) -> Vec<String> {
@@ -29,7 +31,8 @@ pub fn statements(statement: &str, cluster: &str, database: &str) -> Vec<String>
         ],
         ["ALTER", "TABLE", table, rest @ ..] => vec![
             format!("ALTER TABLE {table}_local {}", rest.join(" ")),
-            statement.to_string(),
+            format!("DROP TABLE IF EXISTS {table} ON CLUSTER {cluster}"),
+            distributed(table, cluster, database),
         ],
         _ => vec![statement.to_string()],
     }
@@ -59,16 +62,23 @@ fn table_statements(statement: &str, table: &str, cluster: &str, database: &str)
         &named[..at],
         &named[rest_at..]
     );
-    let key = if statement.contains("batch_id UInt64") {
+    vec![replicated, distributed(table, cluster, database)]
+}
+
+/// The fact tables: each row carries its flush batch's id, and a batch goes to one shard.
+const BY_BATCH: [&str; 4] = ["clicks", "installs", "events", "conversions"];
+
+/// The `Distributed` table `table` over its local tables.
+fn distributed(table: &str, cluster: &str, database: &str) -> String {
+    let key = if BY_BATCH.contains(&table) {
         "batch_id"
     } else {
         "rand()"
     };
-    let distributed = format!(
-        "CREATE TABLE IF NOT EXISTS {table} ON CLUSTER {cluster} AS {database}.{local} \
-         ENGINE = Distributed({cluster}, {database}, {local}, {key})"
-    );
-    vec![replicated, distributed]
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} ON CLUSTER {cluster} AS {database}.{table}_local \
+         ENGINE = Distributed({cluster}, {database}, {table}_local, {key})"
+    )
 }
 
 /// The index of the `)` closing the `(` at `open`.
@@ -156,7 +166,8 @@ mod tests {
                 "ALTER TABLE clicks ON CLUSTER c ADD COLUMN v String DEFAULT ''",
                 &[
                     "ALTER TABLE clicks_local ON CLUSTER c ADD COLUMN v String DEFAULT ''",
-                    "ALTER TABLE clicks ON CLUSTER c ADD COLUMN v String DEFAULT ''",
+                    "DROP TABLE IF EXISTS clicks ON CLUSTER c",
+                    "CREATE TABLE IF NOT EXISTS clicks ON CLUSTER c AS db.clicks_local ENGINE = Distributed(c, db, clicks_local, batch_id)",
                 ],
             ),
             (
