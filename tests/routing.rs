@@ -540,3 +540,124 @@ async fn click_caps_hold_across_nodes() {
     node_b.shutdown().await;
     node_a.shutdown().await;
 }
+
+/// A split variant follows its click: the install matched by click id stores it, a deferred
+/// deep link goes to the variant's destination, and the install and its user's conversion are
+/// counted under the variant, the country, the platform and sub1 in breakdowns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variant_follows_its_install_and_conversions() {
+    let env = TestEnv::new();
+    let server = env.start().await;
+    let t = env.tenant().await;
+    let c = http();
+    let b = base(&server);
+    let code = unique("splitapp");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/",
+        "split": [
+            {"id": "red", "destination": "https://red.example/?c={click_id}", "weight": 1},
+            {"id": "blue", "destination": "https://blue.example/?c={click_id}", "weight": 1},
+        ]}),
+    )
+    .await;
+    // Clicks from England (MaxMind's test address) with sub1, until both variants are seen.
+    let mut clicks: HashMap<String, String> = HashMap::new();
+    let mut n = 0;
+    while clicks.len() < 2 {
+        n += 1;
+        let ua = format!("{ANDROID} n{n}");
+        let loc = visit(&c, &format!("{b}/{code}?sub1=s-{n}"), GB, &ua, None).await;
+        let variant = if loc.starts_with("https://red.example/") {
+            "red"
+        } else {
+            "blue"
+        };
+        clicks
+            .entry(variant.to_string())
+            .or_insert(loc[loc.len() - 36..].to_string());
+        assert!(n < 64, "never saw both variants");
+    }
+    let red_click = sluice::click::ClickId::parse(&clicks["red"]).unwrap();
+    env.wait_for_click(red_click.0).await;
+    // The deferred check for the red click answers the red destination.
+    let resp = c
+        .post(format!("{b}/v1/attribution/deferred"))
+        .bearer_auth(&t.publishable_key)
+        .json(&json!({"install_id": "i-red", "platform": "android", "click_id": clicks["red"]}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        v["target"]["url"],
+        format!("https://red.example/?c={}", clicks["red"]),
+        "{v}"
+    );
+    let (s, v) = api(
+        Method::PUT,
+        &format!("{b}/v1/attribution/link"),
+        &t.publishable_key,
+        Some(json!({"install_id": "i-red", "user_id": "u-red"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let hook = default_webhook_url(&b, &t.secret_key).await;
+    let resp = c
+        .post(&hook)
+        .json(&json!({"user_id": "u-red", "type": "purchase", "amount_cents": 499, "currency": "USD"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(
+        env.wait_for(
+            "SELECT count() FROM installs WHERE variant = 'red'",
+            1,
+            Duration::from_secs(10)
+        )
+        .await,
+        1
+    );
+    // Every dimension the install and conversion carry counts them under the red click's value.
+    let sub1 = clicks_sub1(&env, &clicks["red"]).await;
+    for (dim, key) in [
+        ("variant", "red"),
+        ("country", "GB"),
+        ("platform", "android"),
+        ("sub1", sub1.as_str()),
+        ("link", code.as_str()),
+    ] {
+        eventually(&format!("the install and conversion under {dim}={key}"), Duration::from_secs(10), || async {
+            let (_, v) = api(
+                Method::GET,
+                &format!("{b}/v1/attribution/stats/breakdown?by={dim}"),
+                &t.secret_key,
+                None,
+            )
+            .await;
+            v["rows"].as_array().is_some_and(|rows| {
+                rows.iter().any(|r| {
+                    r["key"] == key
+                        && r["installs"] == 1
+                        && r["attributed_installs"] == 1
+                        && r["conversions"] == json!([{"type": "purchase", "count": 1, "sum_cents": 499, "currency": "USD"}])
+                })
+            })
+        })
+        .await;
+    }
+    server.shutdown().await;
+}
+
+/// The sub1 a click (by its hyphenated id) was stored with.
+async fn clicks_sub1(env: &TestEnv, click: &str) -> String {
+    env.ch(&format!(
+        "SELECT sub1 FROM clicks WHERE click_id = unhex('{}')",
+        click.replace('-', "")
+    ))
+    .await
+    .trim()
+    .to_string()
+}

@@ -924,7 +924,7 @@ async fn breakdowns_agree_with_plain_aggregates_over_the_raw_tables() {
         ("browser", "browser", None),
         ("device", "multiIf(os = 'iPad', 'tablet', device IN ('smartphone', 'mobilephone'), 'mobile', device = 'pc', 'desktop', 'other')", None),
         ("referrer_host", "domain(referrer)", None),
-        ("variant", "variant", None),
+        ("variant", "variant", Some("variant")),
         ("link", "link_id", Some("link_id")),
         ("sub1", "sub1", Some("sub1")),
     ];

@@ -329,15 +329,21 @@ fn remembered(links: &LinkTable, r: &Report<'_>, a: &Attributed) -> InstallAttri
             subs: f.subs.clone(),
             country: f.country.clone(),
             ctit_seconds: a.ctit_seconds.unwrap_or(0),
+            platform: r.platform.as_str().to_string(),
+            variant: f.variant.clone(),
         },
         None if a.match_type == MatchType::Metadata => InstallAttribution {
             match_type: a.match_type,
             source: r.reported.source.unwrap_or("").to_string(),
             medium: r.reported.medium.unwrap_or("").to_string(),
             campaign: r.reported.campaign.unwrap_or("").to_string(),
+            platform: r.platform.as_str().to_string(),
             ..InstallAttribution::default()
         },
-        None => InstallAttribution::default(),
+        None => InstallAttribution {
+            platform: r.platform.as_str().to_string(),
+            ..InstallAttribution::default()
+        },
     }
 }
 
@@ -414,18 +420,21 @@ fn record(
     ctx.metrics.matches[a.match_type.index()].increment(1);
 }
 
-/// The link's destination for the platform, expanded with the click's values.
+/// The link's destination for the platform (the click's split variant's, when it had one),
+/// expanded with the click's values.
 fn target_url(links: &LinkTable, f: &ClickFacts, platform: InstallPlatform) -> Option<String> {
     let live = links.get(&f.link_id)?;
     if live.is_gone(crate::time::now_ms()) {
         return None;
     }
-    let template = match platform {
-        InstallPlatform::Ios => live.ios(),
-        InstallPlatform::Android => live.android(),
-        InstallPlatform::Web => None,
-    }
-    .unwrap_or(&live.destination);
+    let variant = live.routing().and_then(|r| r.variant(&f.variant));
+    let template = variant
+        .or(match platform {
+            InstallPlatform::Ios => live.ios(),
+            InstallPlatform::Android => live.android(),
+            InstallPlatform::Web => None,
+        })
+        .unwrap_or(&live.destination);
     let click_id = ClickId(f.click_id).to_string();
     let mut out = Vec::with_capacity(256);
     template.expand(
@@ -438,7 +447,7 @@ fn target_url(links: &LinkTable, f: &ClickFacts, platform: InstallPlatform) -> O
             medium: &f.medium,
             subs: [&f.subs[0], &f.subs[1], &f.subs[2], &f.subs[3], &f.subs[4]],
             country: &f.country,
-            variant: "",
+            variant: &f.variant,
         },
         &mut out,
     );

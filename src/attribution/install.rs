@@ -8,7 +8,13 @@ use crate::time;
 
 pub const COLUMNS: &str = "date, ts_ms, received_ms, tenant_id, install_id, platform, match_type, \
     click_id, click_ts_ms, ctit_seconds, link_id, campaign, source, medium, partner_click_id, \
-    sub1, sub2, sub3, sub4, sub5, country, os_version, device_model, app_version, batch_id";
+    sub1, sub2, sub3, sub4, sub5, country, os_version, device_model, app_version, variant, batch_id";
+
+/// The columns of install rows spilled before installs carried their click's variant.
+pub const COLUMNS_BEFORE_VARIANT: &str = "date, ts_ms, received_ms, tenant_id, install_id, \
+    platform, match_type, click_id, click_ts_ms, ctit_seconds, link_id, campaign, source, medium, \
+    partner_click_id, sub1, sub2, sub3, sub4, sub5, country, os_version, device_model, \
+    app_version, batch_id";
 
 /// The attributed click's facts, as the install row and the response carry them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +28,8 @@ pub struct ClickFacts {
     pub partner_click_id: String,
     pub subs: [String; 5],
     pub country: String,
+    /// The split variant the click got; empty when none.
+    pub variant: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +79,7 @@ pub fn encode(r: &InstallRow<'_>, out: &mut Vec<u8>) {
     put_str(out, r.os_version);
     put_str(out, r.device_model);
     put_str(out, r.app_version);
+    put_str(out, &c.variant);
 }
 
 /// What an install was attributed to, remembered in Redis when the install is reported, so
@@ -102,6 +111,12 @@ pub struct InstallAttribution {
     pub country: String,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ctit_seconds: u64,
+    /// The install's platform and its click's split variant: what conversions are broken
+    /// down by, with the country and sub1.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub platform: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub variant: String,
 }
 
 fn is_blank(subs: &[String; 5]) -> bool {
@@ -140,6 +155,15 @@ pub fn encode_attribution(out: &mut Vec<u8>, install_id: &str, a: Option<&Instal
     }
     out.extend_from_slice(&click);
     for v in [&a.link_id, &a.campaign, &a.source, &a.medium, &a.partner_id] {
+        put_str(out, v);
+    }
+}
+
+/// The columns conversions are broken down by, after the attribution columns: `country,
+/// platform, sub1, variant` (empty for an unknown install).
+pub fn encode_dimensions(out: &mut Vec<u8>, a: Option<&InstallAttribution>) {
+    let a = a.cloned().unwrap_or_default();
+    for v in [&a.country, &a.platform, &a.subs[0], &a.variant] {
         put_str(out, v);
     }
 }

@@ -8,14 +8,21 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{bounded_items, currency, is_object, item_fields, string_field, BodyError};
-use crate::attribution::install::{encode_attribution, InstallAttribution};
+use crate::attribution::install::{encode_attribution, encode_dimensions, InstallAttribution};
 use crate::click::row::put_str;
 use crate::error::ItemError;
 use crate::time;
 
 pub const COLUMNS: &str = "date, ts_ms, tenant_id, conversion_id, source_id, user_id, type, \
     amount_cents, currency, idempotency_key, metadata, install_id, attributed, match_type, \
-    click_id, link_id, campaign, source, medium, partner_id, batch_id";
+    click_id, link_id, campaign, source, medium, partner_id, country, platform, sub1, variant, \
+    batch_id";
+
+/// The columns of conversion rows spilled before conversions carried the dimensions they are
+/// broken down by.
+pub const COLUMNS_BEFORE_DIMENSIONS: &str = "date, ts_ms, tenant_id, conversion_id, source_id, \
+    user_id, type, amount_cents, currency, idempotency_key, metadata, install_id, attributed, \
+    match_type, click_id, link_id, campaign, source, medium, partner_id, batch_id";
 
 pub const MAX_USER_ID: usize = 256;
 pub const MAX_TYPE: usize = 64;
@@ -162,6 +169,7 @@ pub fn encode(out: &mut Vec<u8>, c: &Conversion<'_>, cx: &Context<'_>) {
     put_str(out, c.idempotency_key.as_deref().unwrap_or(""));
     put_str(out, c.metadata.unwrap_or(""));
     encode_attribution(out, cx.install_id, cx.attribution);
+    encode_dimensions(out, cx.attribution);
 }
 
 #[cfg(test)]

@@ -241,6 +241,22 @@ impl Routing {
             .map_or("", |(id, _)| id)
     }
 
+    /// The template of the variant `id` (the link's split first, then the rules'), as a
+    /// deferred deep link sends the install where its click went.
+    pub fn variant(&self, id: &str) -> Option<&Template> {
+        let splits = self
+            .split
+            .iter()
+            .chain(self.rules.iter().filter_map(|r| match &r.then {
+                Target::Split(split) => Some(split),
+                Target::Go(_) => None,
+            }));
+        splits
+            .flat_map(|s| s.variants.iter())
+            .find(|(v, _)| !id.is_empty() && **v == *id)
+            .map(|(_, t)| t)
+    }
+
     /// Whether any template routing can pick needs the click's country.
     pub fn uses_country(&self) -> bool {
         let split_uses = |s: &Split| s.variants.iter().any(|(_, t)| t.uses_country());

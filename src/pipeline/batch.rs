@@ -26,14 +26,18 @@ use crate::time;
 pub enum BatchKind {
     /// Clicks as RowBinary rows: what versions before the `Native` encoding spilled.
     ClicksRowBinary = 1,
-    Installs = 2,
+    /// Install rows without the `variant` column: what versions before it spilled.
+    InstallsBeforeVariant = 2,
     Events = 3,
-    Conversions = 4,
+    /// Conversion rows without the dimension columns: what versions before them spilled.
+    ConversionsBeforeDimensions = 4,
     /// Clicks as a `Native` block without the `variant` column: what versions before
     /// routing spilled.
     ClicksBeforeVariant = 5,
     /// Clicks as a `Native` block.
     Clicks = 6,
+    Installs = 7,
+    Conversions = 8,
 }
 
 impl BatchKind {
@@ -47,11 +51,13 @@ impl BatchKind {
     pub fn from_u8(n: u8) -> Option<BatchKind> {
         Some(match n {
             1 => BatchKind::ClicksRowBinary,
-            2 => BatchKind::Installs,
+            2 => BatchKind::InstallsBeforeVariant,
             3 => BatchKind::Events,
-            4 => BatchKind::Conversions,
+            4 => BatchKind::ConversionsBeforeDimensions,
             5 => BatchKind::ClicksBeforeVariant,
             6 => BatchKind::Clicks,
+            7 => BatchKind::Installs,
+            8 => BatchKind::Conversions,
             _ => return None,
         })
     }
@@ -61,9 +67,9 @@ impl BatchKind {
             BatchKind::Clicks | BatchKind::ClicksBeforeVariant | BatchKind::ClicksRowBinary => {
                 "clicks"
             }
-            BatchKind::Installs => "installs",
+            BatchKind::Installs | BatchKind::InstallsBeforeVariant => "installs",
             BatchKind::Events => "events",
-            BatchKind::Conversions => "conversions",
+            BatchKind::Conversions | BatchKind::ConversionsBeforeDimensions => "conversions",
         }
     }
 
@@ -75,8 +81,12 @@ impl BatchKind {
                 row::COLUMNS_BEFORE_VARIANT
             }
             BatchKind::Installs => crate::attribution::install::COLUMNS,
+            BatchKind::InstallsBeforeVariant => crate::attribution::install::COLUMNS_BEFORE_VARIANT,
             BatchKind::Events => crate::conversions::event::COLUMNS,
             BatchKind::Conversions => crate::conversions::conversion::COLUMNS,
+            BatchKind::ConversionsBeforeDimensions => {
+                crate::conversions::conversion::COLUMNS_BEFORE_DIMENSIONS
+            }
         }
     }
 
@@ -347,8 +357,14 @@ mod tests {
             (BatchKind::ClicksBeforeVariant, "clicks", "Native"),
             (BatchKind::ClicksRowBinary, "clicks", "RowBinary"),
             (BatchKind::Installs, "installs", "RowBinary"),
+            (BatchKind::InstallsBeforeVariant, "installs", "RowBinary"),
             (BatchKind::Events, "events", "RowBinary"),
             (BatchKind::Conversions, "conversions", "RowBinary"),
+            (
+                BatchKind::ConversionsBeforeDimensions,
+                "conversions",
+                "RowBinary",
+            ),
         ];
         for (kind, table, format) in cases {
             assert_eq!(BatchKind::from_u8(kind as u8), Some(kind));
@@ -356,9 +372,15 @@ mod tests {
             assert!(kind.columns().ends_with("batch_id"), "{kind:?}");
         }
         assert_eq!(BatchKind::from_u8(0), None);
-        assert_eq!(BatchKind::from_u8(7), None);
+        assert_eq!(BatchKind::from_u8(9), None);
         assert!(BatchKind::Clicks.columns().contains("variant"));
         assert!(!BatchKind::ClicksBeforeVariant.columns().contains("variant"));
+        assert!(!BatchKind::InstallsBeforeVariant
+            .columns()
+            .contains("variant"));
+        assert!(!BatchKind::ConversionsBeforeDimensions
+            .columns()
+            .contains("variant"));
     }
 
     #[test]

@@ -106,6 +106,9 @@ struct Facts<'a> {
     u: [&'a str; 5],
     g: &'a str,
     t: u64,
+    /// The split variant; left out when none.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    v: &'a str,
 }
 
 impl Facts<'_> {
@@ -143,6 +146,10 @@ impl Facts<'_> {
         string(out, self.g);
         out.extend_from_slice(b",\"t\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.t).as_bytes());
+        if !self.v.is_empty() {
+            out.extend_from_slice(b",\"v\":");
+            string(out, self.v);
+        }
         out.push(b'}');
     }
 }
@@ -201,6 +208,7 @@ impl Fingerprint {
             u: c.texts.subs(),
             g: self.country(),
             t: c.ts_ms,
+            v: c.variant.map_or("", |at| link.variant_id(at)),
         };
         let mut member = Vec::with_capacity(160);
         let mut id = [0u8; 32];
@@ -228,6 +236,8 @@ pub fn parse_member(member: &str) -> Option<ClickFacts> {
         u: [String; 5],
         g: String,
         t: u64,
+        #[serde(default)]
+        v: String,
     }
     let f: Owned = serde_json::from_str(json).ok()?;
     Some(ClickFacts {
@@ -240,6 +250,7 @@ pub fn parse_member(member: &str) -> Option<ClickFacts> {
         partner_click_id: f.p,
         subs: f.u,
         country: f.g,
+        variant: f.v,
     })
 }
 
@@ -514,14 +525,21 @@ pub(crate) mod tests {
                 u: [c[5], c[6], c[7], c[8], c[9]],
                 g: c[10],
                 t: 1_795_305_600_123,
+                v: "",
             };
-            let mut ours = Vec::new();
-            facts.write(&mut ours);
-            assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                serde_json::to_string(&facts).unwrap(),
-                "{c:?}"
-            );
+            // Without a variant, and with each case's text as one.
+            for facts in [Facts { v: c[1], ..facts }, facts] {
+                let mut ours = Vec::new();
+                facts.write(&mut ours);
+                let json = String::from_utf8(ours).unwrap();
+                assert_eq!(json, serde_json::to_string(&facts).unwrap(), "{c:?}");
+                assert_eq!(
+                    parse_member(&format!("{}|{json}", "ab".repeat(16)))
+                        .unwrap()
+                        .variant,
+                    facts.v
+                );
+            }
         }
     }
 }

@@ -1,9 +1,11 @@
-//! Breakdowns (`GET /v1/attribution/stats/breakdown?by=…`): human clicks, unique clicks and
-//! installs by one dimension's value, most clicks first, from the aggregate tables only —
-//! `breakdown_clicks` / `breakdown_installs` (`clickhouse/0009_breakdowns.sql`), and for the
-//! `link` dimension the stats tables, which also give its conversions. One query answers the
-//! rows: clicks and installs aggregated by key, joined on it (a country can have installs and
-//! no clicks), sorted and cut to `limit` by ClickHouse.
+//! Breakdowns (`GET /v1/attribution/stats/breakdown?by=…`): human clicks, unique clicks,
+//! installs and conversions by one dimension's value, most clicks first, from the aggregate
+//! tables only — `breakdown_clicks`, `breakdown_installs`, `breakdown_conversions`
+//! (`clickhouse/0009_breakdowns.sql`, `0010_variant_facts.sql`), and for the `link` dimension
+//! the stats tables. Installs and conversions exist for the dimensions they carry (`JOINED`).
+//! One query answers the rows: clicks and installs aggregated by key, joined on it (a country
+//! can have installs and no clicks), sorted and cut to `limit` by ClickHouse; a second adds the
+//! conversions of those keys.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +31,10 @@ pub const DIMENSIONS: [&str; 11] = [
     "link",
     "sub1",
 ];
+
+/// The dimensions installs and conversions are broken down by too (the others' rows have
+/// clicks only).
+pub const JOINED: [&str; 5] = ["country", "platform", "variant", "link", "sub1"];
 
 /// Rows a breakdown answers unless asked, and at most.
 pub const LIMIT_DEFAULT: usize = 100;
@@ -135,7 +141,7 @@ pub struct Row {
     pub unique_clicks: u64,
     pub installs: u64,
     pub organic: u64,
-    /// Only for the `link` dimension.
+    /// Filled by a second query, for the `JOINED` dimensions.
     #[serde(skip)]
     pub conversions: Conversions,
 }
@@ -189,12 +195,16 @@ pub async fn rows(ch: &Client, b: &Breakdown) -> Result<Vec<Row>, ChError> {
     q = b.bind(q);
     q = b.bind(q);
     let mut out: Vec<Row> = q.fetch_all().await?;
-    if b.dim == "link" && !out.is_empty() {
+    if JOINED.contains(&b.dim) && !out.is_empty() {
+        let (table, key) = match b.dim {
+            "link" => ("stats_conversions", "link_id"),
+            _ => ("breakdown_conversions", "key"),
+        };
         let placeholders = vec!["?"; out.len()].join(", ");
         let mut q = b.bind(ch.query(&format!(
-            "SELECT link_id AS key, type AS kind, currency, sum(conversions) AS n, \
-             sum(sum_cents) AS sum_cents FROM stats_conversions \
-             WHERE {scope} AND link_id IN ({placeholders}) GROUP BY key, type, currency"
+            "SELECT {key} AS key, type AS kind, currency, sum(conversions) AS n, \
+             sum(sum_cents) AS sum_cents FROM {table} \
+             WHERE {scope} AND {key} IN ({placeholders}) GROUP BY key, type, currency"
         )));
         for row in &out {
             q = q.bind(&row.key);

@@ -49,6 +49,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_breakdowns",
         include_str!("../../clickhouse/0009_breakdowns.sql"),
     ),
+    (
+        "0010_variant_facts",
+        include_str!("../../clickhouse/0010_variant_facts.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -250,8 +254,14 @@ pub async fn click_facts(
     Ok(rows
         .into_iter()
         .filter_map(|r| {
-            let [tenant, link_id, campaign, source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, country] =
-                length_prefixed(&r.facts)?.map(str::to_string);
+            // Rows before migration 0010 have no variant.
+            let [tenant, link_id, campaign, source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, country, variant] =
+                length_prefixed::<13>(&r.facts)
+                    .or_else(|| {
+                        let [a, b, c, d, e, f, g, h, i, j, k, l] = length_prefixed::<12>(&r.facts)?;
+                        Some([a, b, c, d, e, f, g, h, i, j, k, l, ""])
+                    })?
+                    .map(str::to_string);
             let facts = ClickFacts {
                 click_id: r.click_id,
                 ts_ms: ClickId(r.click_id).timestamp_ms(),
@@ -262,13 +272,14 @@ pub async fn click_facts(
                 partner_click_id,
                 subs: [sub1, sub2, sub3, sub4, sub5],
                 country,
+                variant,
             };
             Some((tenant, facts))
         })
         .collect())
 }
 
-/// The `N` fields of a `click_facts.facts` string (migration 0007): each its byte length, ':'
+/// The `N` fields of a `click_facts.facts` string (migrations 0007, 0010): each its byte length, ':'
 /// and its bytes. `None` unless the string is exactly that.
 fn length_prefixed<const N: usize>(mut s: &str) -> Option<[&str; N]> {
     let mut fields = [""; N];
