@@ -1,6 +1,7 @@
 // The Sluice dashboard: a small single-page app over the JSON API, no dependencies. The secret
 // key lives in sessionStorage (this tab only); every view re-polls its data every POLL_MS and
-// shows how fresh it is.
+// shows how fresh it is, except forms (a view answering `false`), which are not redrawn under
+// the user's hands.
 "use strict";
 
 const POLL_MS = 10000;
@@ -49,14 +50,15 @@ setInterval(tick, 1000);
 function show(render) {
   clearTimeout(pollTimer);
   const run = async () => {
+    let again = true;
     try {
-      await render();
+      again = (await render()) !== false;
       lastUpdate = Date.now();
       tick();
     } catch (e) {
       main.insertAdjacentHTML("afterbegin", `<p class="error">${esc(e.message)}</p>`);
     }
-    pollTimer = setTimeout(run, POLL_MS);
+    if (again) pollTimer = setTimeout(run, POLL_MS);
   };
   run();
 }
@@ -149,6 +151,37 @@ function grouped(path, keys) {
   return render;
 }
 
+// Breakdowns: one dimension's table (countries with their flags, shares as bars), and the
+// device, OS and browser panels.
+const DIMENSIONS = ["country", "region", "city", "platform", "os", "browser", "device", "referrer_host", "variant", "link", "sub1"];
+let dimension = "country";
+const flag = (cc) => (/^[A-Z]{2}$/.test(cc) ? String.fromCodePoint(...[...cc].map((c) => 0x1f1a5 + c.charCodeAt(0))) : "");
+function breakdownRows(rows) {
+  const total = rows.reduce((n, r) => n + r.clicks, 0) || 1;
+  return rows.map((r) => ({
+    key: r.key || "(unknown)", clicks: r.clicks, unique_clicks: r.unique_clicks, installs: r.installs,
+    attributed_installs: r.attributed_installs, conversions: r.conversions.reduce((n, c) => n + c.count, 0),
+    revenue: revenue(r.conversions), share: r.clicks / total,
+  }));
+}
+function shareTable(rows, id, label = (k) => esc(k)) {
+  return `<table data-breakdown="${id}"><thead><tr><th>${esc(id)}</th><th class="num">clicks</th><th>share</th></tr></thead><tbody>
+    ${rows.map((r) => `<tr><td>${label(r.key)}</td><td class="num">${fmt(r.clicks)}</td><td><span class="bar" style="width:${(r.share * 120).toFixed(0)}px"></span> ${pct(r.share)}</td></tr>`).join("") || '<tr><td colspan="3" class="muted">nothing yet</td></tr>'}</tbody></table>`;
+}
+async function breakdowns() {
+  const ask = (by, limit) => api("GET", `/v1/attribution/stats/breakdown?by=${by}&limit=${limit}&${rangeQuery()}`);
+  const [main_, device, os, browser] = await Promise.all([ask(dimension, 100), ask("device", 8), ask("os", 8), ask("browser", 8)]);
+  const rows = breakdownRows(main_.rows);
+  const key = dimension === "country" ? (k) => `${flag(k)} ${esc(k)}` : (k) => esc(k);
+  main.innerHTML = `${rangePicker()}<div class="card"><div class="row tabs">${DIMENSIONS.map((d) => `<button class="${d === dimension ? "on" : "secondary"}" data-dim="${d}">${esc(d.replace(/_/g, " "))}</button>`).join("")}</div></div>
+    <div class="card"><h2>By ${esc(dimension.replace(/_/g, " "))}</h2>${table(["key", "clicks", "unique_clicks", "installs", "attributed_installs", "conversions", "revenue"], rows, `breakdown-${dimension}`)}</div>
+    ${dimension === "country" ? `<div class="card" id="world"><h2>World</h2>${shareTable(rows, "country", key)}</div>` : ""}
+    <div class="panels">${[["device", device], ["os", os], ["browser", browser]].map(([d, v]) => `<div class="card" id="panel-${d}"><h2>${d === "os" ? "OS" : d[0].toUpperCase() + d.slice(1)}</h2>${shareTable(breakdownRows(v.rows), d)}</div>`).join("")}</div>`;
+  main.querySelectorAll("[data-dim]").forEach((b) => b.addEventListener("click", () => { dimension = b.dataset.dim; show(breakdowns); }));
+  wireRange(() => show(breakdowns));
+  wireSort(() => show(breakdowns));
+}
+
 // One page of links at a time (a tenant may have millions); "Next page" follows the cursor.
 async function links(cursor) {
   const page = await api("GET", `/v1/links?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
@@ -189,11 +222,17 @@ function linkDetail(id) {
   // Once per visit to the page, not at every poll.
   const qr = Promise.all([qrImage(id, "svg"), qrImage(id, "png")]);
   const render = async () => {
-    const [s, link, results] = await Promise.all([
+    const [s, link, results, variants] = await Promise.all([
       api("GET", `/v1/links/${encodeURIComponent(id)}/stats?${rangeQuery()}`),
       api("GET", `/v1/links/${encodeURIComponent(id)}`),
       api("GET", "/v1/attribution/results?limit=1000"),
+      api("GET", `/v1/attribution/stats/breakdown?by=variant&link=${encodeURIComponent(id)}&${rangeQuery()}`),
     ]);
+    const split = (link.split ?? []).concat(...(link.rules ?? []).map((r) => r.split ?? []));
+    const perVariant = variants.rows.filter((r) => r.key).map((r) => ({
+      variant: r.key, weight: split.find((v) => v.id === r.key)?.weight ?? "", clicks: r.clicks, installs: r.installs,
+      install_rate: r.clicks ? pct(r.installs / r.clicks) : "—", conversions: r.conversions.reduce((n, c) => n + c.count, 0), revenue: revenue(r.conversions),
+    }));
     const recent = results.results.filter((r) => r.link_id === id).slice(0, 20);
     const [svg, png] = await qr;
     main.innerHTML = `${rangePicker()}<div class="card"><h1>${esc(id)}</h1><p><code>${esc(location.origin)}/${esc(id)}</code> → <code>${esc(link.destination)}</code></p>
@@ -201,6 +240,8 @@ function linkDetail(id) {
       <div class="metric"><div class="value" data-metric="install_count">${fmt(s.install_count)}</div><div class="label">installs</div></div>
       <div class="metric"><div class="value">${pct(s.conversion_rate)}</div><div class="label">installs / clicks</div></div>
       <div class="metric"><div class="value">${esc(revenue(s.conversions))}</div><div class="label">revenue</div></div></div></div>
+      <div class="card" id="variants"><h2>Split variants</h2>${split.length || perVariant.length ? table(["variant", "weight", "clicks", "installs", "install_rate", "conversions", "revenue"], perVariant, "variants") : '<p class="muted">No split test on this link.</p>'}
+      <p><a href="#/routing/${encodeURIComponent(id)}">Edit routing: rules, split, cap, expiry</a></p></div>
       <div class="card"><h2>Recent matched installs</h2>${table(["installed_at", "install_id", "match_type", "ctit_seconds", "country"], recent, "recent")}</div>
       <div class="card" id="qr"><h2>QR code</h2><img alt="QR code of ${esc(id)}" src="${svg}" width="192" height="192">
       <p><a download="${esc(id)}.png" href="${png}">Download PNG</a> <a download="${esc(id)}.svg" href="${svg}">Download SVG</a></p></div>`;
@@ -209,19 +250,152 @@ function linkDetail(id) {
   return render;
 }
 
+// The routing editor: rules (conditions → a destination or a split), the link's own split,
+// its click cap and expiry, and a preview the server evaluates against the unsaved draft.
+const CONDITIONS = ["country", "region", "platform", "os", "device", "browser", "language", "ip_cidr", "hours_utc", "weekdays", "query"];
+const list = (s) => s.split(",").map((v) => v.trim()).filter(Boolean);
+// A condition's editor text and back: lists comma-separated; query as name=v1,v2.
+function conditionText(name, value) {
+  if (name === "query") return Object.entries(value).map(([k, v]) => `${k}=${v.join(",")}`).join(" ");
+  return Array.isArray(value) ? value.join(", ") : String(value);
+}
+function conditionValue(name, text) {
+  if (name === "query") {
+    const [k, v = ""] = text.split("=");
+    return { [k.trim()]: list(v) };
+  }
+  if (name === "hours_utc") { const l = list(text); return l.length === 1 ? l[0] : l; }
+  return list(text);
+}
+function routingEditor(id) {
+  let draft = null;
+  const variantRows = (variants, at) => `${variants.map((v, i) => `<div class="row" data-variant="${at}:${i}">
+      <input data-f="id" value="${esc(v.id)}" placeholder="variant id" style="max-width:8rem"><input data-f="destination" value="${esc(v.destination)}" placeholder="https://… destination">
+      <input data-f="weight" type="number" min="0" value="${esc(v.weight)}" style="max-width:6rem"><button type="button" class="secondary" data-drop-variant="${at}:${i}">✕</button></div>`).join("")}
+      <button type="button" class="secondary" data-add-variant="${at}">+ variant</button>`;
+  const render = () => {
+    main.innerHTML = `<form class="card editor" id="routing"><h1>Routing of ${esc(id)}</h1>
+      <p class="muted">Rules are tried in order; the first whose conditions all hold takes the click. Values within a condition are alternatives.</p>
+      ${draft.rules.map((r, i) => `<div class="rule" data-rule="${i}"><div class="row"><strong>Rule ${i + 1}</strong>
+        <button type="button" class="secondary" data-up="${i}">↑</button><button type="button" class="danger" data-drop-rule="${i}">Remove</button></div>
+        ${Object.entries(r.when).map(([name, value]) => `<div class="row" data-cond="${i}:${esc(name)}"><select data-f="name">${CONDITIONS.map((c) => `<option ${c === name ? "selected" : ""}>${c}</option>`).join("")}</select>
+          <input data-f="values" value="${esc(conditionText(name, value))}" placeholder="US, CA"><button type="button" class="secondary" data-drop-cond="${i}:${esc(name)}">✕</button></div>`).join("")}
+        <button type="button" class="secondary" data-add-cond="${i}">+ condition</button>
+        <div class="row"><label><input type="radio" name="then-${i}" value="go" ${r.split ? "" : "checked"} style="width:auto"> destination</label>
+          <label><input type="radio" name="then-${i}" value="split" ${r.split ? "checked" : ""} style="width:auto"> split test</label></div>
+        ${r.split ? variantRows(r.split, i) : `<input data-f="destination" data-rule-dest="${i}" value="${esc(r.destination ?? "")}" placeholder="https://… destination">`}</div>`).join("")}
+      <button type="button" class="secondary" id="add-rule">+ rule</button>
+      <h2>Everyone else</h2><label><input type="checkbox" id="link-split" ${draft.split ? "checked" : ""} style="width:auto"> split test (else the link's destinations)</label>
+      ${draft.split ? variantRows(draft.split, "link") : ""}
+      <h2>Limits</h2><div class="row"><label>total clicks <input id="cap-total" type="number" min="1" value="${esc(draft.click_cap?.total ?? "")}"></label>
+        <label>clicks a day <input id="cap-daily" type="number" min="1" value="${esc(draft.click_cap?.daily ?? "")}"></label>
+        <label>expires at (UTC) <input id="expires" value="${esc(draft.expires_at ?? "")}" placeholder="2027-01-31T23:59:59Z"></label></div>
+      <button id="save-routing">Save</button> <span class="error" id="routing-error"></span></form>
+      <form class="card" id="preview"><h2>Preview</h2><div class="row">
+        <input name="country" placeholder="country (DE)"><input name="region" placeholder="region (DE-BY)">
+        <select name="platform"><option>other</option><option>ios</option><option>android</option></select>
+        <select name="device"><option value="">device</option><option>mobile</option><option>tablet</option><option>desktop</option></select>
+        <select name="os"><option value="">os</option>${["ios", "android", "windows", "macos", "linux", "chromeos", "other"].map((o) => `<option>${o}</option>`).join("")}</select>
+        <input name="browser" placeholder="browser (Chrome)"><input name="language" placeholder="language (de)"><input name="ip" placeholder="IP address">
+        <input name="query" placeholder="query (tier=gold)"><input name="at" placeholder="time, RFC 3339 (now)"><button>Preview</button></div>
+        <p id="preview-answer"></p></form>`;
+    wire();
+  };
+  // Reads the inputs back into the draft (before any change of structure, and to save).
+  const read = () => {
+    main.querySelectorAll("[data-rule]").forEach((el) => {
+      const r = draft.rules[el.dataset.rule];
+      const when = {};
+      el.querySelectorAll("[data-cond]").forEach((c) => {
+        const name = c.querySelector('[data-f="name"]').value;
+        const value = conditionValue(name, c.querySelector('[data-f="values"]').value);
+        when[name] = name === "query" ? { ...(when.query ?? {}), ...value } : value;
+      });
+      r.when = when;
+      const dest = el.querySelector("[data-rule-dest]");
+      if (dest) r.destination = dest.value;
+    });
+    main.querySelectorAll("[data-variant]").forEach((el) => {
+      const [at, i] = el.dataset.variant.split(":");
+      const v = (at === "link" ? draft.split : draft.rules[at].split)[i];
+      v.id = el.querySelector('[data-f="id"]').value;
+      v.destination = el.querySelector('[data-f="destination"]').value;
+      v.weight = Number(el.querySelector('[data-f="weight"]').value);
+    });
+    const total = $("#cap-total").value, daily = $("#cap-daily").value;
+    draft.click_cap = total || daily ? { ...(total ? { total: Number(total) } : {}), ...(daily ? { daily: Number(daily) } : {}) } : null;
+    draft.expires_at = $("#expires").value.trim() || null;
+  };
+  const change = (f) => () => { read(); f(); render(); };
+  const variants = (at) => (at === "link" ? draft.split : draft.rules[at].split);
+  const newVariant = (list) => ({ id: `v${list.length + 1}`, destination: "https://", weight: 1 });
+  const wire = () => {
+    $("#add-rule").addEventListener("click", change(() => draft.rules.push({ when: { country: [] }, destination: "https://" })));
+    main.querySelectorAll("[data-drop-rule]").forEach((b) => b.addEventListener("click", change(() => draft.rules.splice(b.dataset.dropRule, 1))));
+    main.querySelectorAll("[data-up]").forEach((b) => b.addEventListener("click", change(() => {
+      const i = Number(b.dataset.up);
+      if (i > 0) [draft.rules[i - 1], draft.rules[i]] = [draft.rules[i], draft.rules[i - 1]];
+    })));
+    main.querySelectorAll("[data-add-cond]").forEach((b) => b.addEventListener("click", change(() => {
+      const when = draft.rules[b.dataset.addCond].when;
+      const name = CONDITIONS.find((c) => !(c in when));
+      if (name) when[name] = name === "query" ? { "": [] } : [];
+    })));
+    main.querySelectorAll("[data-drop-cond]").forEach((b) => b.addEventListener("click", change(() => {
+      const [i, name] = b.dataset.dropCond.split(":");
+      delete draft.rules[i].when[name];
+    })));
+    main.querySelectorAll('input[type="radio"]').forEach((radio) => radio.addEventListener("change", change(() => {
+      const r = draft.rules[radio.name.slice(5)];
+      if (radio.value === "split") { r.split = [newVariant([]), newVariant([0])]; delete r.destination; } else { r.destination = "https://"; delete r.split; }
+    })));
+    main.querySelectorAll("[data-add-variant]").forEach((b) => b.addEventListener("click", change(() => { const l = variants(b.dataset.addVariant); l.push(newVariant(l)); })));
+    main.querySelectorAll("[data-drop-variant]").forEach((b) => b.addEventListener("click", change(() => {
+      const [at, i] = b.dataset.dropVariant.split(":");
+      variants(at).splice(i, 1);
+    })));
+    $("#link-split").addEventListener("change", change(() => { draft.split = $("#link-split").checked ? [newVariant([]), newVariant([0])] : null; }));
+    $("#routing").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      read();
+      try {
+        await api("PATCH", `/v1/links/${encodeURIComponent(id)}`, { rules: draft.rules, split: draft.split, click_cap: draft.click_cap, expires_at: draft.expires_at });
+        $("#routing-error").textContent = "saved";
+      } catch (e) { $("#routing-error").textContent = e.message; }
+    });
+    $("#preview").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      read();
+      const visitor = Object.fromEntries([...new FormData(ev.target)].filter(([, v]) => v));
+      try {
+        const p = await api("POST", `/v1/links/${encodeURIComponent(id)}/preview`, { visitor, rules: draft.rules, split: draft.split });
+        const who = [visitor.country && `from ${visitor.country}`, `on ${visitor.platform}`, visitor.device, visitor.language && `speaking ${visitor.language}`].filter(Boolean).join(" ");
+        const via = p.rule === null ? (p.variant ? "the link's split" : "the link's own destination") : `rule ${p.rule + 1}`;
+        $("#preview-answer").textContent = `A visitor ${who} goes through ${via}${p.variant ? `, variant ${p.variant}` : ""}, to ${p.destination}${p.gone ? " (but the link is paused or expired: 410 or its fallback)" : ""}`;
+      } catch (e) { $("#preview-answer").textContent = e.message; }
+    });
+  };
+  return async () => {
+    const link = await api("GET", `/v1/links/${encodeURIComponent(id)}`);
+    draft = { rules: link.rules ?? [], split: link.split ?? null, click_cap: link.click_cap ?? null, expires_at: link.expires_at ?? null };
+    render();
+    return false;
+  };
+}
+
 async function webhookSources() {
   const { sources } = await api("GET", "/v1/sources");
   main.innerHTML = `<div class="card"><h2>Conversion sources</h2><p class="muted">POST conversions to a source's URL. It is a secret: shown once, when made; a new one retires the old.</p>
     ${table(["name", "source_type", "webhook_url_hint", "created_at"], sources, "sources")}
     <p>${sources.map((s) => `<button type="button" data-rotate="${esc(s.id)}">New URL for ${esc(s.name)}</button>`).join(" ")}</p>
     <p id="new-url"></p></div>`;
-  clearTimeout(pollTimer); // keep a freshly shown URL on screen
   main.querySelectorAll("[data-rotate]").forEach((button) => button.addEventListener("click", async () => {
     try {
       const source = await api("POST", `/v1/sources/${encodeURIComponent(button.dataset.rotate)}/rotate`);
       $("#new-url").innerHTML = `${esc(source.name)}: <code>${esc(source.webhook_url)}</code> — copy it now, it is not shown again`;
     } catch (e) { $("#new-url").textContent = e.message; }
   }));
+  return false; // keep a freshly shown URL on screen
 }
 
 async function partners() {
@@ -242,7 +416,6 @@ async function settings() {
     <p>Report signing secret: <span id="report-secret">${c.report_signing_secret_set ? "set (shown once, when generated)" : "generated on the first save"}</span>
     <button type="button" id="rotate-secret">Rotate</button></p>
     <button>Save</button><p class="error" id="config-error"></p></form>`;
-  clearTimeout(pollTimer); // don't overwrite a form being edited
   $("#config").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target;
@@ -253,6 +426,7 @@ async function settings() {
   $("#rotate-secret").addEventListener("click", async () => {
     try { showSecret(await api("PATCH", "/v1/attribution/config", { rotate_report_signing_secret: true })); } catch (e) { $("#config-error").textContent = e.message; }
   });
+  return false; // don't redraw a form being edited
 }
 
 // The API shows a report signing secret once, in the answer that generated or rotated it.
@@ -266,6 +440,7 @@ const routes = {
   overview,
   campaigns: grouped("/v1/attribution/stats/by-campaign", ["campaign"]),
   sources: grouped("/v1/attribution/stats/by-source", ["source", "medium"]),
+  breakdowns,
   links,
   "webhook-sources": webhookSources,
   partners,
@@ -277,6 +452,7 @@ function navigate() {
   const [, name, arg] = (location.hash || "#/overview").split("/");
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === `#/${name}`));
   if (name === "link" && arg) return show(linkDetail(decodeURIComponent(arg)));
+  if (name === "routing" && arg) return show(routingEditor(decodeURIComponent(arg)));
   show(routes[name] ?? overview);
 }
 

@@ -130,23 +130,6 @@ print(f"{rps:.0f} {ms('50'):.3f} {ms('99'):.3f} {total - (int(bad.group(1)) if b
 PY
 }
 
-# Waits a flush period, then (≤ 30 s) until ClickHouse is quiet: no merge running and under
-# 3% of a core for a second. Every run starts from the same idle machine: otherwise a Sluice
-# run's last flush and merges ran on into the nginx run after it (0.06–0.54 s of ClickHouse
-# CPU in nginx's 10 s runs, measured), billing Sluice's storing to nginx.
-ch_ticks() { awk '{print $14+$15}' "/proc/$CH_PID/stat"; }
-settle() {
-  local before
-  sleep 1 # Sluice's last batch: sealed within its 1 s flush period
-  for _ in $(seq 1 30); do
-    before="$(ch_ticks)"
-    sleep 1
-    [ $(($(ch_ticks) - before)) -le $(($(getconf CLK_TCK) * 3 / 100)) ] &&
-      [ "$(curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "SELECT count() FROM system.merges")" = 0 ] &&
-      return 0
-  done
-}
-
 # Warm-up, not recorded (WARMUP=0 skips it): each server's first seconds under load are not
 # its steady state. Sluice faults in its buffers and ClickHouse writes the first parts of a
 # table just created (round 1 was the lowest ratio at 64 connections in three runs in a row

@@ -44,6 +44,24 @@ new_link() {
   echo "$code"
 }
 
+# Waits a flush period, then (≤ 30 s) until ClickHouse is quiet: no merge running and under
+# 3% of a core for a second. Every run starts from the same idle machine: otherwise a Sluice
+# run's last flush and merges ran on into the nginx run after it (0.06–0.54 s of ClickHouse
+# CPU in nginx's 10 s runs, measured), billing Sluice's storing to nginx.
+settle() {
+  local before ch_pid
+  ch_pid="$(cat "$ROOT/var/clickhouse/pid")"
+  ch_ticks() { awk '{print $14+$15}' "/proc/$ch_pid/stat"; }
+  sleep 1 # Sluice's last batch: sealed within its 1 s flush period
+  for _ in $(seq 1 30); do
+    before="$(ch_ticks)"
+    sleep 1
+    [ $(($(ch_ticks) - before)) -le $(($(getconf CLK_TCK) * 3 / 100)) ] &&
+      [ "$(curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "SELECT count() FROM system.merges")" = 0 ] &&
+      return 0
+  done
+}
+
 # Waits up to 10 s for the Sluice on port $1 to answer /healthz.
 wait_healthy() {
   for _ in $(seq 1 100); do

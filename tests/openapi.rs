@@ -92,6 +92,7 @@ fn every_route_is_documented() {
         ("delete", "/v1/links/{id}"),
         ("get", "/v1/links/{id}/stats"),
         ("get", "/v1/links/{id}/qr"),
+        ("post", "/v1/links/{id}/preview"),
         ("get", "/v1/keys"),
         ("post", "/v1/keys"),
         ("delete", "/v1/keys/{id}"),

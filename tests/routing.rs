@@ -661,3 +661,141 @@ async fn clicks_sub1(env: &TestEnv, click: &str) -> String {
     .trim()
     .to_string()
 }
+
+/// `POST /v1/links/{id}/preview`: where the stored link, or a draft of its rules and split,
+/// sends a described visitor — the same variant the redirect gives that address and user agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_answer_as_the_redirect_does() {
+    let env = TestEnv::new();
+    let server = env.start().await;
+    let t = env.tenant().await;
+    let c = http();
+    let b = base(&server);
+    let code = unique("preview");
+    create_link(
+        &server,
+        &t.secret_key,
+        json!({"id": code, "destination": "https://x.example/", "ios_destination": "https://apps.example/{click_id}",
+               "rules": [
+                   {"when": {"country": ["DE"]}, "destination": "https://de.example/?c={click_id}&s={sub1}"},
+                   {"when": {"region": ["US-CA"], "hours_utc": "8-20"}, "destination": "https://ca.example/"},
+               ],
+               "split": [
+                   {"id": "a", "destination": "https://a.example/?v={variant}", "weight": 1},
+                   {"id": "b", "destination": "https://b.example/?v={variant}", "weight": 1},
+               ]}),
+    )
+    .await;
+    let preview = |body: serde_json::Value| {
+        let (b, key, code) = (b.clone(), t.secret_key.clone(), code.clone());
+        async move {
+            api(
+                Method::POST,
+                &format!("{b}/v1/links/{code}/preview"),
+                &key,
+                Some(body),
+            )
+            .await
+        }
+    };
+    // (request, rule, variant, destination)
+    let cases = [
+        (
+            json!({"visitor": {"country": "de"}}),
+            json!(0),
+            json!(null),
+            "https://de.example/?c={click_id}&s={sub1}",
+        ),
+        (
+            json!({"visitor": {"country": "US", "region": "US-CA", "at": "2026-12-05T09:00:00Z"}}),
+            json!(1),
+            json!(null),
+            "https://ca.example/",
+        ),
+        (
+            json!({"visitor": {"country": "US", "region": "US-CA", "at": "2026-12-05T21:00:00Z"}, "split": null, "rules": null}),
+            json!(null),
+            json!(null),
+            "https://x.example/",
+        ),
+        (
+            json!({"visitor": {"country": "DE", "platform": "ios"}, "rules": [], "split": null}),
+            json!(null),
+            json!(null),
+            "https://apps.example/{click_id}",
+        ),
+        (
+            json!({"visitor": {"country": "FR"}, "rules": [{"when": {"country": ["FR"]}, "destination": "https://fr.example/"}]}),
+            json!(0),
+            json!(null),
+            "https://fr.example/",
+        ),
+    ];
+    for (body, rule, variant, destination) in cases {
+        let (s, v) = preview(body.clone()).await;
+        assert_eq!(s, 200, "{body}: {v}");
+        assert_eq!(
+            (&v["rule"], &v["variant"], v["destination"].as_str()),
+            (&rule, &variant, Some(destination)),
+            "{body}"
+        );
+        assert_eq!(v["gone"], false);
+    }
+    // A visitor's variant is the one the redirect gives its address and user agent.
+    for i in 1..=20 {
+        let ip = format!("203.0.113.{i}");
+        let (_, v) = preview(json!({"visitor": {"ip": ip, "user_agent": MAC}})).await;
+        let variant = v["variant"].as_str().unwrap().to_string();
+        let got = visit(&c, &format!("{b}/{code}"), &ip, MAC, None).await;
+        assert_eq!(
+            got,
+            format!("https://{variant}.example/?v={variant}"),
+            "{ip}"
+        );
+    }
+    // Bad visitors and drafts are named by field; another tenant's link is not found.
+    for (body, field) in [
+        (
+            json!({"visitor": {"platform": "windows"}}),
+            "visitor.platform",
+        ),
+        (json!({"visitor": {"ip": "nope"}}), "visitor.ip"),
+        (json!({"visitor": {"at": "today"}}), "visitor.at"),
+        (json!({"visitor": {"colour": "red"}}), "visitor.colour"),
+        (
+            json!({"rules": [{"when": {"country": []}, "destination": "https://x.example/"}]}),
+            "rules[0].when.country",
+        ),
+        (
+            json!({"split": [{"id": "a", "destination": "https://x.example/", "weight": 0}, {"id": "b", "destination": "https://x.example/", "weight": 0}]}),
+            "split",
+        ),
+    ] {
+        let (s, v) = preview(body.clone()).await;
+        assert_eq!(
+            (s, v["error"]["details"]["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let other = env.tenant().await;
+    let (s, _) = api(
+        Method::POST,
+        &format!("{b}/v1/links/{code}/preview"),
+        &other.secret_key,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    // A paused link says so.
+    api(
+        Method::PATCH,
+        &format!("{b}/v1/links/{code}"),
+        &t.secret_key,
+        Some(json!({"paused": true})),
+    )
+    .await;
+    let (_, v) = preview(json!({})).await;
+    assert_eq!(v["gone"], true, "{v}");
+    server.shutdown().await;
+}

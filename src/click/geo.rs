@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use ahash::AHashMap;
 use serde::Deserialize;
@@ -63,33 +64,48 @@ impl Geo {
     /// `lookup` through `cache`: many addresses share a record (a city's), and decoding
     /// one is most of a lookup's cost.
     pub fn lookup_cached<'c>(&self, ip: IpAddr, cache: &'c mut PlaceCache) -> Place<'c> {
-        let Ok(found) = self.reader.lookup(ip) else {
-            return Place::default();
-        };
-        let Some(record) = found.offset() else {
-            return Place::default();
-        };
+        match self.cached(ip, cache) {
+            Some(place) => {
+                let [country, region, city] = &**place;
+                Place {
+                    country,
+                    region,
+                    city,
+                }
+            }
+            None => Place::default(),
+        }
+    }
+
+    /// `lookup_cached`, its answer shared with the cache (a reference count, no copy).
+    pub fn lookup_shared(&self, ip: IpAddr, cache: &mut PlaceCache) -> Option<SharedPlace> {
+        self.cached(ip, cache).cloned()
+    }
+
+    /// The place of `ip` in `cache`, decoded into it first if missing; `None` when the address
+    /// is not in the database.
+    fn cached<'c>(&self, ip: IpAddr, cache: &'c mut PlaceCache) -> Option<&'c SharedPlace> {
+        let found = self.reader.lookup(ip).ok()?;
+        let record = found.offset()?;
         let places = &mut cache.by_record;
         if places.len() >= PLACE_CACHE_MAX && !places.contains_key(&record) {
             places.clear();
         }
-        let [country, region, city] = places.entry(record).or_insert_with(|| {
+        Some(places.entry(record).or_insert_with(|| {
             let place = place_of(found.decode().ok().flatten());
-            [place.country, place.region, place.city].map(Box::from)
-        });
-        Place {
-            country,
-            region,
-            city,
-        }
+            Arc::new([place.country, place.region, place.city].map(Box::from))
+        }))
     }
 }
 
 /// Places by their record's offset in the database, owned.
 #[derive(Default)]
 pub struct PlaceCache {
-    by_record: AHashMap<usize, [Box<str>; 3]>,
+    by_record: AHashMap<usize, SharedPlace>,
 }
+
+/// A place's country, region and city, owned and shared.
+pub type SharedPlace = Arc<[Box<str>; 3]>;
 
 /// Bounded like the user-agent cache; a City database has ~150k distinct records.
 const PLACE_CACHE_MAX: usize = 65_536;

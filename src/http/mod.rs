@@ -153,14 +153,18 @@ fn item<'a>(path: &'a str, prefix: &str) -> Option<Option<&'a str>> {
 enum LinkView {
     Stats,
     Qr,
+    Preview,
 }
 
 fn link_view(path: &str) -> Option<(&str, LinkView)> {
     let rest = path.strip_prefix("/v1/links/")?;
-    if let Some(id) = rest.strip_suffix("/stats") {
-        return Some((id, LinkView::Stats));
-    }
-    Some((rest.strip_suffix("/qr")?, LinkView::Qr))
+    [
+        ("/stats", LinkView::Stats),
+        ("/qr", LinkView::Qr),
+        ("/preview", LinkView::Preview),
+    ]
+    .into_iter()
+    .find_map(|(suffix, view)| Some((rest.strip_suffix(suffix)?, view)))
 }
 
 /// The client endpoints web apps call from their own origins (with a publishable key, no
@@ -385,16 +389,23 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
             let Some((id, view)) = link_view(path) else {
                 return not_found();
             };
-            if method != Method::GET {
+            let wanted = match view {
+                LinkView::Preview => Method::POST,
+                LinkView::Stats | LinkView::Qr => Method::GET,
+            };
+            if method != wanted {
                 return wrong_method();
             }
             if id.is_empty() || id.contains('/') {
                 return not_found();
             }
-            let (headers, query) = (req.headers(), req.uri().query());
+            let id = id.to_string();
+            let (parts, body) = req.into_parts();
+            let (headers, query) = (&parts.headers, parts.uri.query());
             answer(match view {
-                LinkView::Stats => api::stats::link_stats(app, id, headers, query).await,
-                LinkView::Qr => api::links::qr(app, id, headers, query).await,
+                LinkView::Stats => api::stats::link_stats(app, &id, headers, query).await,
+                LinkView::Qr => api::links::qr(app, &id, headers, query).await,
+                LinkView::Preview => api::links::preview(app, &id, headers, body).await,
             })
         }
         "/v1/events" => {

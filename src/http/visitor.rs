@@ -10,7 +10,7 @@ use ahash::AHashMap;
 
 use crate::app::App;
 use crate::click::agent;
-use crate::click::geo::Place;
+use crate::click::geo::{PlaceCache, SharedPlace};
 use crate::click::Platform;
 use crate::link::routing::Visitor;
 
@@ -22,7 +22,7 @@ pub struct Seen<'a> {
     accept_language: Option<&'a [u8]>,
     query: Option<&'a str>,
     now_ms: u64,
-    place: OnceCell<Place<'a>>,
+    place: OnceCell<Option<SharedPlace>>,
     traits: OnceCell<Rc<Traits>>,
     language: OnceCell<Box<str>>,
 }
@@ -40,6 +40,8 @@ const TRAITS_MAX: usize = 4_096;
 
 thread_local! {
     static TRAITS: RefCell<AHashMap<Box<[u8]>, Rc<Traits>>> = RefCell::default();
+    /// Places decoded on this serving thread (decoding a record is most of a lookup).
+    static PLACES: RefCell<PlaceCache> = RefCell::default();
 }
 
 /// The longest language tag kept from `Accept-Language`.
@@ -69,11 +71,13 @@ impl<'a> Seen<'a> {
         }
     }
 
-    fn place(&self) -> &Place<'a> {
-        self.place.get_or_init(|| match &self.app.geo {
-            Some(geo) => geo.lookup(self.ip),
-            None => Place::default(),
-        })
+    /// The country and region (empty when unknown).
+    fn place(&self, part: usize) -> &str {
+        let place = self.place.get_or_init(|| {
+            let geo = self.app.geo.as_ref()?;
+            PLACES.with_borrow_mut(|cache| geo.lookup_shared(self.ip, cache))
+        });
+        place.as_ref().map_or("", |p| &p[part])
     }
 
     fn traits(&self) -> &Traits {
@@ -101,11 +105,11 @@ impl<'a> Seen<'a> {
 
 impl Visitor for Seen<'_> {
     fn country(&self) -> &str {
-        self.place().country
+        self.place(0)
     }
 
     fn region(&self) -> &str {
-        self.place().region
+        self.place(1)
     }
 
     fn platform(&self) -> &str {
@@ -153,6 +157,11 @@ impl Visitor for Seen<'_> {
     }
 
     fn identity(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64_with_seed(self.user_agent, self.app.ip_hasher.hash(self.ip))
+        identity(self.app, self.ip, self.user_agent)
     }
+}
+
+/// A visitor's split bucket seed: its keyed IP hash and user agent.
+pub fn identity(app: &App, ip: IpAddr, user_agent: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(user_agent, app.ip_hasher.hash(ip))
 }

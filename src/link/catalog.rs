@@ -8,9 +8,13 @@ use std::time::Duration;
 use ahash::AHashSet;
 use serde::{Deserialize, Deserializer};
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use super::cap::ClickCap;
-use super::routing::{Rule, Variant};
-use super::{is_reserved, valid_code, Link, LinkTable, Routing, Template, MAX_FIELD_LEN};
+use super::routing::{self, Rule, Sample, Variant};
+use super::{
+    is_reserved, valid_code, Interner, Link, LinkTable, LiveLink, Routing, Template, MAX_FIELD_LEN,
+};
 use crate::error::{Error, FieldError, ItemError};
 use crate::store::redis::{Put, Redis};
 use crate::time;
@@ -355,6 +359,137 @@ async fn store(ctx: &Context<'_>, link: &Link) -> Result<(), Error> {
         .await?;
     settle(ctx, versions.into_iter().flatten().max().unwrap_or(0)).await;
     Ok(())
+}
+
+/// A `POST /v1/links/{id}/preview` body: who visits, and optionally the rules and split to
+/// try instead of the link's own (what an editor has not saved yet).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    #[serde(default)]
+    visitor: VisitorFacts,
+    #[serde(default, deserialize_with = "nullable")]
+    rules: Option<Option<Vec<Rule>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    split: Option<Option<Vec<Variant>>>,
+}
+
+/// The visitor of a preview; what is left out is unknown (`platform`: `other`; `at`: now).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VisitorFacts {
+    country: Option<String>,
+    /// ISO 3166-2 (`US-CA`), as rules name regions.
+    region: Option<String>,
+    platform: Option<String>,
+    os: Option<String>,
+    device: Option<String>,
+    browser: Option<String>,
+    language: Option<String>,
+    ip: Option<String>,
+    /// RFC 3339.
+    at: Option<String>,
+    /// A query string (`tier=gold&sub1=x`).
+    query: Option<String>,
+    /// With `ip`, what picks the split variant.
+    user_agent: Option<String>,
+}
+
+/// Where a preview's visitor goes.
+pub struct Preview {
+    /// The index of the rule that took it (`None`: the link's split or destinations).
+    pub rule: Option<usize>,
+    pub variant: Option<String>,
+    /// The destination template, macros unexpanded.
+    pub destination: String,
+    /// The link is paused, deleted or expired: it answers 410 or its fallback.
+    pub gone: bool,
+}
+
+/// Where the tenant's link `id` (with the request's draft rules and split, when given) sends
+/// the described visitor; `identity` is the split bucket of an address and user agent as the
+/// redirect computes it.
+pub async fn preview(
+    redis: &Redis,
+    tenant: &str,
+    id: &str,
+    request: PreviewRequest,
+    identity: impl Fn(IpAddr, &str) -> u64,
+) -> Result<Preview, Error> {
+    let mut link = get(redis, tenant, id).await?;
+    if let Some(rules) = request.rules {
+        link.rules = rules.unwrap_or_default();
+    }
+    if let Some(split) = request.split {
+        link.split = split;
+    }
+    let sample = request.visitor.sample(&identity)?;
+    let live = LiveLink::compile(&link, &Interner::default())?;
+    let route = live.routing().and_then(|r| r.route(&sample));
+    let (template, variant, rule) = match route {
+        Some(r) => (r.template, r.variant, r.rule),
+        None => {
+            let platform = match sample.platform.as_str() {
+                "ios" => live.ios(),
+                "android" => live.android(),
+                _ => None,
+            };
+            (platform.unwrap_or(&live.destination), None, None)
+        }
+    };
+    Ok(Preview {
+        rule,
+        variant: variant.map(|at| live.variant_id(at).to_string()),
+        destination: template.source(),
+        gone: live.is_gone(sample.now_ms),
+    })
+}
+
+impl VisitorFacts {
+    fn sample(self, identity: &impl Fn(IpAddr, &str) -> u64) -> Result<Sample, FieldError> {
+        let one_of = |field: &str, value: Option<String>, allowed: &[&str]| match value {
+            Some(v) if !allowed.contains(&v.as_str()) => Err(FieldError::new(
+                &format!("visitor.{field}"),
+                format!("must be one of {}", allowed.join(", ")),
+            )),
+            v => Ok(v.unwrap_or_default()),
+        };
+        let ip = match self.ip.as_deref() {
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Some(ip) => ip
+                .parse()
+                .map_err(|_| FieldError::new("visitor.ip", "must be an IP address"))?,
+        };
+        let now_ms = match self.at.as_deref() {
+            None => time::now_ms(),
+            Some(at) => time::parse_rfc3339(at)
+                .ok_or_else(|| FieldError::new("visitor.at", "must be an RFC 3339 time"))?,
+        };
+        let country = self.country.unwrap_or_default().to_ascii_uppercase();
+        let region = self.region.unwrap_or_default().to_ascii_uppercase();
+        // `US-CA` for a US visitor is region `CA`.
+        let region = match region.split_once('-') {
+            Some((c, r)) if c == country => r.to_string(),
+            _ => region,
+        };
+        let user_agent = self.user_agent.unwrap_or_default();
+        Ok(Sample {
+            identity: identity(ip, &user_agent),
+            country,
+            region,
+            platform: match self.platform {
+                None => "other".into(),
+                p => one_of("platform", p, routing::PLATFORMS)?,
+            },
+            os: one_of("os", self.os, routing::OS_FAMILIES)?,
+            device: one_of("device", self.device, routing::DEVICES)?,
+            browser: self.browser.unwrap_or_default(),
+            language: self.language.unwrap_or_default().to_ascii_lowercase(),
+            ip,
+            now_ms,
+            query: self.query,
+        })
+    }
 }
 
 fn validate(link: &Link) -> Result<(), FieldError> {

@@ -109,6 +109,59 @@ pub trait Visitor {
     fn identity(&self) -> u64;
 }
 
+/// A visitor given by its facts, nothing looked up: what a routing preview asks about.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub country: String,
+    /// Without its country (`CA`).
+    pub region: String,
+    pub platform: String,
+    pub os: String,
+    pub browser: String,
+    pub device: String,
+    pub language: String,
+    pub ip: IpAddr,
+    pub now_ms: u64,
+    pub query: Option<String>,
+    pub identity: u64,
+}
+
+impl Visitor for Sample {
+    fn country(&self) -> &str {
+        &self.country
+    }
+    fn region(&self) -> &str {
+        &self.region
+    }
+    fn platform(&self) -> &str {
+        &self.platform
+    }
+    fn os(&self) -> &str {
+        &self.os
+    }
+    fn browser(&self) -> &str {
+        &self.browser
+    }
+    fn device(&self) -> &str {
+        &self.device
+    }
+    fn language(&self) -> &str {
+        &self.language
+    }
+    fn ip(&self) -> IpAddr {
+        self.ip
+    }
+    fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+    fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+    fn identity(&self) -> u64 {
+        self.identity
+    }
+}
+
 /// A link's rules and split, compiled.
 #[derive(Debug)]
 pub struct Routing {
@@ -616,73 +669,21 @@ fn hours(range: &str, at: &str) -> Result<u32, FieldError> {
 mod tests {
     use super::*;
 
-    /// A visitor described by its facts (pure logic: no lookups behind them).
-    #[derive(Clone)]
-    struct Seen {
-        country: &'static str,
-        region: &'static str,
-        platform: &'static str,
-        os: &'static str,
-        browser: &'static str,
-        device: &'static str,
-        language: &'static str,
-        ip: &'static str,
-        now_ms: u64,
-        query: Option<&'static str>,
-        identity: u64,
-    }
-
-    impl Visitor for Seen {
-        fn country(&self) -> &str {
-            self.country
-        }
-        fn region(&self) -> &str {
-            self.region
-        }
-        fn platform(&self) -> &str {
-            self.platform
-        }
-        fn os(&self) -> &str {
-            self.os
-        }
-        fn browser(&self) -> &str {
-            self.browser
-        }
-        fn device(&self) -> &str {
-            self.device
-        }
-        fn language(&self) -> &str {
-            self.language
-        }
-        fn ip(&self) -> IpAddr {
-            self.ip.parse().unwrap()
-        }
-        fn now_ms(&self) -> u64 {
-            self.now_ms
-        }
-        fn query(&self) -> Option<&str> {
-            self.query
-        }
-        fn identity(&self) -> u64 {
-            self.identity
-        }
-    }
-
     // Thursday 2026-12-03 14:30 UTC.
     const THU_1430: u64 = 1_796_308_200_000;
 
-    fn us_iphone() -> Seen {
-        Seen {
-            country: "US",
-            region: "CA",
-            platform: "ios",
-            os: "ios",
-            browser: "Safari",
-            device: "mobile",
-            language: "en-us",
-            ip: "203.0.113.7",
+    fn us_iphone() -> Sample {
+        Sample {
+            country: "US".into(),
+            region: "CA".into(),
+            platform: "ios".into(),
+            os: "ios".into(),
+            browser: "Safari".into(),
+            device: "mobile".into(),
+            language: "en-us".into(),
+            ip: "203.0.113.7".parse().unwrap(),
             now_ms: THU_1430,
-            query: Some("utm_source=fb&tier=gold"),
+            query: Some("utm_source=fb&tier=gold".into()),
             identity: 42,
         }
     }
@@ -702,15 +703,15 @@ mod tests {
     #[test]
     fn matching_table() {
         use serde_json::json;
-        let other = Seen {
-            country: "DE",
-            region: "BY",
-            platform: "android",
-            os: "android",
-            browser: "Chrome",
-            device: "tablet",
-            language: "de-at",
-            ip: "2001:db8::1",
+        let other = Sample {
+            country: "DE".into(),
+            region: "BY".into(),
+            platform: "android".into(),
+            os: "android".into(),
+            browser: "Chrome".into(),
+            device: "tablet".into(),
+            language: "de-at".into(),
+            ip: "2001:db8::1".parse().unwrap(),
             now_ms: THU_1430 + 2 * 86_400_000 + 8 * 3_600_000, // Saturday 22:30
             query: None,
             identity: 7,
@@ -781,8 +782,8 @@ mod tests {
             ("sub%20id=ab", false),
             ("sub id", false),
         ] {
-            let v = Seen {
-                query: Some(query),
+            let v = Sample {
+                query: Some(query.into()),
                 ..us_iphone()
             };
             assert_eq!(c.hold(&v), want, "{query}");
@@ -824,9 +825,9 @@ mod tests {
         let route = r.route(&us_iphone()).unwrap();
         assert_eq!(expanded(&route), "https://ios.example/");
         assert_eq!(route.rule, Some(1));
-        let fr = Seen {
-            country: "FR",
-            platform: "other",
+        let fr = Sample {
+            country: "FR".into(),
+            platform: "other".into(),
             ..us_iphone()
         };
         assert!(
@@ -852,7 +853,7 @@ mod tests {
         let mut counts = [0u64; 3];
         let mut first = Vec::new();
         for identity in 0..n {
-            let v = Seen {
+            let v = Sample {
                 identity: xxhash_rust::xxh3::xxh3_64(&identity.to_le_bytes()),
                 ..us_iphone()
             };
@@ -871,7 +872,7 @@ mod tests {
         let mut moved = 0;
         let changed = split([50, 30, 21]);
         for (identity, at) in first.iter().enumerate() {
-            let v = Seen {
+            let v = Sample {
                 identity: xxhash_rust::xxh3::xxh3_64(&(identity as u64).to_le_bytes()),
                 ..us_iphone()
             };
@@ -889,7 +890,7 @@ mod tests {
         // A zero weight takes nothing.
         let r = split([1, 0, 1]);
         for identity in 0..10_000u64 {
-            let v = Seen {
+            let v = Sample {
                 identity: xxhash_rust::xxh3::xxh3_64(&identity.to_le_bytes()),
                 ..us_iphone()
             };

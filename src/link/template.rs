@@ -25,6 +25,20 @@ pub enum Macro {
 }
 
 impl Macro {
+    fn name(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Macro::ClickId => "click_id".into(),
+            Macro::PartnerClickId => "partner_click_id".into(),
+            Macro::LinkId => "link_id".into(),
+            Macro::Campaign => "campaign".into(),
+            Macro::Source => "source".into(),
+            Macro::Medium => "medium".into(),
+            Macro::Sub(i) => format!("sub{}", i + 1).into(),
+            Macro::Country => "country".into(),
+            Macro::Variant => "variant".into(),
+        }
+    }
+
     fn parse(name: &str) -> Option<Macro> {
         Some(match name {
             "click_id" => Macro::ClickId,
@@ -122,6 +136,22 @@ impl Template {
             text: text.into(),
             macros: macros.into(),
         })
+    }
+
+    /// The template with its macros unexpanded (`{click_id}`), non-ASCII text as stored
+    /// (percent-encoded): what a preview shows.
+    pub fn source(&self) -> String {
+        let mut out = String::with_capacity(self.text.len() + 16 * self.macros.len());
+        let mut from = 0;
+        for &(at, m) in self.macros.iter() {
+            out.push_str(&self.text[from..usize::from(at)]);
+            out.push('{');
+            out.push_str(&m.name());
+            out.push('}');
+            from = usize::from(at);
+        }
+        out.push_str(&self.text[from..]);
+        out
     }
 
     /// Whether expansion needs the click's country (a geo lookup on the hot path).
@@ -248,6 +278,11 @@ mod tests {
             let mut out = Vec::new();
             t.expand(&values(), &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), want, "{template}");
+            assert_eq!(
+                t.source(),
+                template.replace('é', "%C3%A9"),
+                "source of {template}"
+            );
         }
     }
 

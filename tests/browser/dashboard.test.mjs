@@ -184,3 +184,96 @@ test("the SDK reports installs and finds the deferred link from a page on anothe
   await page.close();
   server.close();
 });
+
+test("breakdowns show each dimension, the world table and the device, OS and browser panels", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await signIn(page);
+  await page.goto(`${SLUICE_URL}/dashboard#/breakdowns`);
+  await page.waitForSelector('table[data-table="breakdown-country"]');
+  const byCountry = await api("/v1/attribution/stats/breakdown?by=country&limit=100");
+  assert.ok(byCountry.rows.length > 0, "seeded clicks have a country row");
+  const rows = await page.$$eval('table[data-table="breakdown-country"] tbody tr', (trs) => trs.length);
+  assert.equal(rows, byCountry.rows.length);
+  assert.equal(await page.$$eval('#world tbody tr', (trs) => trs.length), byCountry.rows.length);
+  for (const d of ["device", "os", "browser"]) {
+    const v = await api(`/v1/attribution/stats/breakdown?by=${d}&limit=8`);
+    const clicks = await page.$$eval(`#panel-${d} tbody tr td.num`, (tds) => tds.map((td) => Number(td.textContent.replace(/,/g, ""))));
+    assert.deepEqual(clicks, v.rows.map((r) => r.clicks), `${d} panel`);
+  }
+  await page.screenshot({ path: path.join(SCREENSHOTS, "breakdowns.png"), fullPage: true });
+  await page.click('[data-dim="browser"]');
+  await page.waitForSelector('table[data-table="breakdown-browser"]');
+  await page.close();
+});
+
+test("the routing editor previews a draft on the server, saves it, and the link page shows its variants", async () => {
+  const code = `rt-${Date.now()}`;
+  const created = await fetch(`${SLUICE_URL}/v1/links`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${SLUICE_SK}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ id: code, destination: "https://shop.example/default" }),
+  });
+  assert.equal(created.status, 201);
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await signIn(page);
+  await page.goto(`${SLUICE_URL}/dashboard#/routing/${code}`);
+  await page.waitForSelector("#routing");
+  // A rule for Germany, and a 2-way split for everyone else.
+  await page.click("#add-rule");
+  await page.fill('[data-cond="0:country"] [data-f="values"]', "DE");
+  await page.fill('[data-rule-dest="0"]', "https://de.example/?c={click_id}");
+  await page.check("#link-split");
+  await page.fill('[data-variant="link:0"] [data-f="destination"]', "https://a.example/?v={variant}");
+  await page.fill('[data-variant="link:1"] [data-f="destination"]', "https://b.example/?v={variant}");
+  // Previewed before saving: the server evaluates the draft.
+  const preview = async (fields) => {
+    await page.fill('#preview input[name="country"]', fields.country ?? "");
+    await page.selectOption('#preview select[name="platform"]', fields.platform ?? "other");
+    await page.fill('#preview input[name="ip"]', fields.ip ?? "");
+    await page.evaluate(() => { document.querySelector("#preview-answer").textContent = ""; });
+    await page.click("#preview button");
+    await page.waitForSelector("#preview-answer:not(:empty)");
+    return page.textContent("#preview-answer");
+  };
+  assert.match(await preview({ country: "DE", platform: "android" }), /from DE on android goes through rule 1, to https:\/\/de\.example\/\?c=\{click_id\}/);
+  assert.match(await preview({ country: "FR", ip: "203.0.113.9" }), /through the link's split, variant v[12], to https:\/\/[ab]\.example\/\?v=\{variant\}/);
+  assert.equal((await api(`/v1/links/${code}`)).rules, undefined, "nothing saved by a preview");
+  await page.screenshot({ path: path.join(SCREENSHOTS, "routing-editor.png"), fullPage: true });
+  // A bad value is named by its field; a good draft saves.
+  await page.fill('[data-cond="0:country"] [data-f="values"]', "Germany");
+  await page.click("#save-routing");
+  await page.waitForSelector("#routing-error:not(:empty)");
+  assert.match(await page.textContent("#routing-error"), /rules\[0\]\.when\.country\[0\]/);
+  await page.fill('[data-cond="0:country"] [data-f="values"]', "DE");
+  await page.evaluate(() => { document.querySelector("#routing-error").textContent = ""; });
+  await page.click("#save-routing");
+  await page.waitForSelector("#routing-error:not(:empty)");
+  assert.equal(await page.textContent("#routing-error"), "saved");
+  const link = await api(`/v1/links/${code}`);
+  assert.deepEqual(link.rules, [{ when: { country: ["DE"] }, destination: "https://de.example/?c={click_id}" }]);
+  assert.deepEqual(link.split.map((v) => v.id), ["v1", "v2"]);
+  // Clicks from many addresses split between the variants; the link page shows each one's.
+  for (let i = 0; i < 40; i++) {
+    let resp;
+    for (let t = 0; t < 20; t++) {
+      resp = await fetch(`${SLUICE_URL}/${code}`, { redirect: "manual", headers: { "User-Agent": IPHONE, "X-Forwarded-For": `203.0.113.${i + 1}` } });
+      if (resp.status === 302 && !resp.headers.get("location").includes("default")) break;
+      await sleep(100); // the link table refreshes within a second
+    }
+    assert.match(resp.headers.get("location"), /^https:\/\/[ab]\.example\/\?v=v[12]$/);
+  }
+  let counted = 0;
+  for (let i = 0; i < 60 && counted < 40; i++) {
+    const v = await api(`/v1/attribution/stats/breakdown?by=variant&link=${code}`);
+    counted = v.rows.reduce((n, r) => n + r.clicks, 0);
+    if (counted < 40) await sleep(500);
+  }
+  assert.equal(counted, 40, "every click counted under its variant");
+  await page.goto(`${SLUICE_URL}/dashboard#/links`);
+  await page.goto(`${SLUICE_URL}/dashboard#/link/${code}`);
+  await page.waitForSelector('table[data-table="variants"] tbody tr');
+  const variants = await page.$$eval('table[data-table="variants"] tbody tr', (trs) => trs.map((tr) => tr.children[0].textContent));
+  assert.deepEqual(variants.sort(), ["v1", "v2"]);
+  await page.screenshot({ path: path.join(SCREENSHOTS, "link-variants.png"), fullPage: true });
+  await page.close();
+});

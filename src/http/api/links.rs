@@ -1,5 +1,6 @@
 //! `POST|GET /v1/links`, `POST /v1/links/bulk`, `GET|PATCH|DELETE /v1/links/{id}`,
-//! `GET /v1/links/{id}/qr` (secret key), over the link use cases (`link::catalog`, `link::qr`).
+//! `GET /v1/links/{id}/qr`, `POST /v1/links/{id}/preview` (secret key), over the link use
+//! cases (`link::catalog`, `link::qr`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -18,6 +19,7 @@ use crate::app::App;
 use crate::error::FieldError;
 use crate::http::auth::require_secret;
 use crate::http::error::{empty_response, json_response, ApiError, Body};
+use crate::http::visitor;
 use crate::link::catalog::{self, NewLink, BULK_MAX, PAGE_DEFAULT, PAGE_MAX};
 use crate::link::qr;
 use crate::link::Link;
@@ -107,6 +109,23 @@ pub async fn qr(
         .header(CONTENT_TYPE, format.content_type())
         .body(Body::new(image.into()))
         .expect("a valid response"))
+}
+
+/// `POST /v1/links/{id}/preview`: where the link (or a draft of its rules and split) sends a
+/// described visitor, evaluated as the redirect would.
+pub async fn preview(
+    app: &App,
+    id: &str,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let caller = require_secret(app, headers).await?;
+    let request = read_json(body, BODY_LIMIT).await?;
+    let identity = |ip, user_agent: &str| visitor::identity(app, ip, user_agent.as_bytes());
+    let p = catalog::preview(&app.redis, &caller.tenant_id, id, request, identity).await?;
+    let body =
+        json!({"rule": p.rule, "variant": p.variant, "destination": p.destination, "gone": p.gone});
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// A bulk body's links, each parsed on its own so that one bad link is reported by index
