@@ -195,6 +195,8 @@ test("breakdowns show each dimension, the world table and the device, OS and bro
   const rows = await page.$$eval('table[data-table="breakdown-country"] tbody tr', (trs) => trs.length);
   assert.equal(rows, byCountry.rows.length);
   assert.equal(await page.$$eval('#world tbody tr', (trs) => trs.length), byCountry.rows.length);
+  assert.ok(byCountry.rows.some((r) => r.key === "GB"), "the seeded click from GB");
+  assert.match(await page.textContent("#world"), /🇬🇧 GB/);
   for (const d of ["device", "os", "browser"]) {
     const v = await api(`/v1/attribution/stats/breakdown?by=${d}&limit=8`);
     const clicks = await page.$$eval(`#panel-${d} tbody tr td.num`, (tds) => tds.map((td) => Number(td.textContent.replace(/,/g, ""))));

@@ -11,7 +11,8 @@ fi
 (cd sdk/js && npm ci --no-audit --no-fund --silent && npm run build --silent)
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 source "$ROOT/tests/support/sluice.sh"
-start_sluice browser SLUICE_TRUSTED_PROXIES=127.0.0.1
+[ -f var/test/geo.mmdb ] || python3 tests/support/make_geo_db.py var/test/geo.mmdb
+start_sluice browser SLUICE_TRUSTED_PROXIES=127.0.0.1 SLUICE_GEOIP_PATH="$ROOT/var/test/geo.mmdb"
 export SLUICE_URL="$BASE" SLUICE_SK="$(tenant_field secret_key)" SLUICE_PK="$(tenant_field publishable_key)"
 # Seed: two campaigns' links with clicks from several IPs, one install.
 for c in spring fall; do
@@ -24,6 +25,10 @@ curl -fsS -X POST "$BASE/v1/links" -H "Authorization: Bearer $SLUICE_SK" \
 for i in $(seq 1 12); do
   curl -fsS -o /dev/null -H "X-Forwarded-For: 198.51.100.$i" -H "User-Agent: Mozilla/5.0 (Linux; Android 14)" "$BASE/$RUN-spring"
   [ $((i % 3)) -eq 0 ] && curl -fsS -o /dev/null -H "X-Forwarded-For: 198.51.100.$i" "$BASE/$RUN-fall"
+done
+# Two from addresses the test geo database places (GB, SE), for the breakdowns' world table.
+for ip in 81.2.69.160 89.160.20.128; do
+  curl -fsS -o /dev/null -H "X-Forwarded-For: $ip" -H "User-Agent: Mozilla/5.0 (Linux; Android 14)" "$BASE/$RUN-spring"
 done
 curl -fsS -X POST "$BASE/v1/attribution/install" -H "Authorization: Bearer $SLUICE_PK" \
   -d '{"install_id":"seed-install","platform":"android","campaign":"spring","source":"fb"}' >/dev/null
