@@ -116,18 +116,7 @@ BEFORE="$(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_loadtest" --data-bi
 run_wrk() {
   local url="$1" conns="$2"
   "${PIN_LOAD[@]}" wrk -t2 -c"$conns" -d"$DURATION" --latency -H "User-Agent: $UA" "$url" > "$WORK/wrk.out"
-  python3 - "$WORK/wrk.out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-def ms(label):
-    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % label, t, re.M)
-    v, u = float(m.group(1)), m.group(2)
-    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-total = int(re.search(r"(\d+) requests in", t).group(1))
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {ms('50'):.3f} {ms('99'):.3f} {total - (int(bad.group(1)) if bad else 0)}")
-PY
+  wrk_summary "$WORK/wrk.out"
 }
 
 # Warm-up, not recorded (WARMUP=0 skips it): each server's first seconds under load are not
@@ -269,15 +258,4 @@ sleep 1 # let tee write the last lines
 # Into RESULTS.md, between the markers for this core count (and catalog size).
 MARKER="$SERVER_CORES"
 [ "$CATALOG" -gt 0 ] && MARKER="$SERVER_CORES:links-$CATALOG"
-python3 - "$ROOT/loadtest/RESULTS.md" "$OUT" "$MARKER" <<'PY'
-import sys
-path, out, cores = sys.argv[1], sys.argv[2], sys.argv[3]
-start, end = f"<!-- compare:{cores}:start -->", f"<!-- compare:{cores}:end -->"
-text, table = open(path).read(), open(out).read().strip()
-block = f"{start}\n{table}\n{end}"
-if start in text and end in text:
-    text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-else:
-    text = text.rstrip() + f"\n\n## Latest `compare.sh` run (server cores: {cores})\n\n{block}\n"
-open(path, "w").write(text)
-PY
+results_block "compare:$MARKER" "Latest \`compare.sh\` run (server cores: $MARKER)" "$OUT"

@@ -62,6 +62,39 @@ settle() {
   done
 }
 
+# wrk's output file $1 as "req/s p50_ms p99_ms answered" (answered: not counting non-3xx).
+wrk_summary() {
+  python3 - "$1" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(label):
+    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % label, t, re.M)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+total = int(re.search(r"(\d+) requests in", t).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+print(f"{rps:.0f} {ms('50'):.3f} {ms('99'):.3f} {total - (int(bad.group(1)) if bad else 0)}")
+PY
+}
+
+# Puts file $3 into loadtest/RESULTS.md between the markers `<!-- $1:start -->` and
+# `<!-- $1:end -->`, or, the first time, at the end under the heading $2.
+results_block() {
+  python3 - "$ROOT/loadtest/RESULTS.md" "$1" "$2" "$3" <<'PY'
+import sys
+path, marker, heading, out = sys.argv[1:]
+start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+text, table = open(path).read(), open(out).read().strip()
+block = f"{start}\n{table}\n{end}"
+if start in text and end in text:
+    text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+else:
+    text = text.rstrip() + f"\n\n## {heading}\n\n{block}\n"
+open(path, "w").write(text)
+PY
+}
+
 # Waits up to 10 s for the Sluice on port $1 to answer /healthz.
 wait_healthy() {
   for _ in $(seq 1 100); do

@@ -87,18 +87,8 @@ end
 LUA
 run_wrk() {
   wrk -t2 -c"$2" -d"$DURATION" --latency -s "$WORK/visitors.lua" "$1" > "$WORK/wrk.out"
-  python3 - "$WORK/wrk.out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-def ms(label):
-    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % label, t, re.M)
-    v, u = float(m.group(1)), m.group(2)
-    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-assert not bad, "non-3xx answers"
-print(f"{rps:.0f} {ms('50'):.3f} {ms('99'):.3f}")
-PY
+  if grep -q "Non-2xx or 3xx" "$WORK/wrk.out"; then echo "routing.sh: answers other than 302" >&2; exit 1; fi
+  wrk_summary "$WORK/wrk.out"
 }
 ch() { curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_loadtest" --data-binary "$1"; }
 
@@ -116,11 +106,11 @@ for round in $(seq 1 "$ROUNDS"); do
     # Each from a quiet machine, and each first in every other round: neither is billed for
     # the other's storing.
     if [ $((round % 2)) = 1 ]; then
-      settle; read -r p_rps p_p50 p_p99 < <(run_wrk "http://127.0.0.1:$PORT/$PLAIN?sub1=x" "$c")
-      settle; read -r r_rps r_p50 r_p99 < <(run_wrk "http://127.0.0.1:$PORT/$ROUTED?sub1=x" "$c")
+      settle; read -r p_rps p_p50 p_p99 _ < <(run_wrk "http://127.0.0.1:$PORT/$PLAIN?sub1=x" "$c")
+      settle; read -r r_rps r_p50 r_p99 _ < <(run_wrk "http://127.0.0.1:$PORT/$ROUTED?sub1=x" "$c")
     else
-      settle; read -r r_rps r_p50 r_p99 < <(run_wrk "http://127.0.0.1:$PORT/$ROUTED?sub1=x" "$c")
-      settle; read -r p_rps p_p50 p_p99 < <(run_wrk "http://127.0.0.1:$PORT/$PLAIN?sub1=x" "$c")
+      settle; read -r r_rps r_p50 r_p99 _ < <(run_wrk "http://127.0.0.1:$PORT/$ROUTED?sub1=x" "$c")
+      settle; read -r p_rps p_p50 p_p99 _ < <(run_wrk "http://127.0.0.1:$PORT/$PLAIN?sub1=x" "$c")
     fi
     ratio="$(python3 -c "print(f'{$r_rps/$p_rps:.2f}')")"
     RATIOS[$c]="${RATIOS[$c]:-} $ratio"
@@ -159,15 +149,4 @@ ch "SELECT count(), countIf(variants > 1), round(avg(clicks), 1) FROM (SELECT ip
 }
 OUT="$WORK/routing.md"
 measure | tee "$OUT"
-python3 - "$ROOT/loadtest/RESULTS.md" "$OUT" <<'PY'
-import sys
-path, block = sys.argv[1], open(sys.argv[2]).read().strip()
-text = open(path).read()
-start, end = "<!-- routing:start -->", "<!-- routing:end -->"
-if start in text:
-    before, rest = text.split(start, 1)
-    text = before + start + "\n" + block + "\n" + end + rest.split(end, 1)[1]
-else:
-    text += f"\n## Routing: 10 rules and a 3-way split against a plain link — `loadtest/routing.sh 3 10s`\n\n{start}\n{block}\n{end}\n"
-open(path, "w").write(text)
-PY
+results_block routing "Routing: 10 rules and a 3-way split against a plain link — \`loadtest/routing.sh 3 10s\`" "$OUT"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stats at scale: seeds CLICKS synthetic clicks (with proportional installs and conversions)
 # into a fresh database, then
-#   1. uncached: each stats endpoint (30-day window) measured alone with oha, one request at a
-#      time, against a node whose cache is off (every request runs its ClickHouse queries);
+#   1. uncached: each stats endpoint and each breakdown (30-day window) measured alone with
+#      oha, one request at a time, against a node whose cache is off (every request runs its
+#      ClickHouse queries);
 #   2. polling: VUS k6 dashboards poll all five endpoints every second against a node with the
 #      default 1 s cache while oha sends redirect traffic, and the ClickHouse queries the stats
 #      cost are counted from /metrics.
@@ -29,8 +30,8 @@ bash loadtest/seed.sh "$DB" "$TENANT_ID" "$CLICKS"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-start() { # port, cache ms
-  SLUICE_LISTEN="127.0.0.1:$1" SLUICE_STATS_CACHE_MS="$2" SLUICE_RETENTION_INTERVAL_MS=0 ./target/release/sluice serve &
+start() { # port, cache ms (each node its own data directory)
+  SLUICE_LISTEN="127.0.0.1:$1" SLUICE_DATA_DIR="$WORK/stats-$1" SLUICE_STATS_CACHE_MS="$2" SLUICE_RETENTION_INTERVAL_MS=0 ./target/release/sluice serve &
   PIDS+=($!)
   wait_healthy "$1"
 }
@@ -41,9 +42,14 @@ curl -fsS -X POST "http://127.0.0.1:18086/v1/links" -H "Authorization: Bearer $S
   -d "{\"id\":\"$SLUICE_LINK\",\"destination\":\"https://example.com/?c={click_id}\",\"campaign\":\"campaign-0\"}" >/dev/null
 
 echo "== uncached, one request at a time per endpoint (30d window over $CLICKS clicks)"
-for e in "totals /v1/attribution/stats?window=30d" "by-campaign /v1/attribution/stats/by-campaign?window=30d" \
-         "by-source /v1/attribution/stats/by-source?window=30d" "timeseries /v1/attribution/stats/timeseries?window=30d" \
-         "link /v1/links/$SLUICE_LINK/stats?window=30d"; do
+ENDPOINTS=("totals /v1/attribution/stats?window=30d" "by-campaign /v1/attribution/stats/by-campaign?window=30d"
+  "by-source /v1/attribution/stats/by-source?window=30d" "timeseries /v1/attribution/stats/timeseries?window=30d"
+  "link /v1/links/$SLUICE_LINK/stats?window=30d")
+for d in country region city platform os browser device referrer_host variant link sub1; do
+  ENDPOINTS+=("breakdown-$d /v1/attribution/stats/breakdown?by=$d&window=30d")
+done
+ENDPOINTS+=("breakdown-sub1-of-a-link /v1/attribution/stats/breakdown?by=sub1&window=30d&link=$SLUICE_LINK")
+for e in "${ENDPOINTS[@]}"; do
   set -- $e
   "$OHA" -n 300 -c 1 --no-tui --output-format json -H "Authorization: Bearer $SLUICE_SK" "http://127.0.0.1:18086$2" > "$WORK/stats-$1.json"
   python3 - "$1" "$WORK/stats-$1.json" <<'PY'
@@ -51,7 +57,7 @@ import json, sys
 r = json.load(open(sys.argv[2]))
 p = r["latencyPercentiles"]
 codes = r.get("statusCodeDistribution", {})
-print(f"{sys.argv[1]:12} p50 {p['p50']*1000:7.1f} ms  p99 {p['p99']*1000:7.1f} ms  statuses {codes}")
+print(f"{sys.argv[1]:26} p50 {p['p50']*1000:7.1f} ms  p99 {p['p99']*1000:7.1f} ms  statuses {codes}")
 PY
 done
 

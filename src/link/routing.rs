@@ -1040,4 +1040,39 @@ mod tests {
             "rules"
         );
     }
+
+    proptest::proptest! {
+        /// Any rules body: compiling never panics, and whatever compiles routes any visitor
+        /// without panicking, to a variant of its own when a split chose it.
+        #[test]
+        fn fuzz_rules_compile_and_route(
+            values in proptest::collection::vec("[ -~]{0,12}", 1..4),
+            condition in 0usize..11,
+            weights in proptest::collection::vec(0u32..5, 2..5),
+            identity in proptest::prelude::any::<u64>(),
+            now_ms in 0u64..4_000_000_000_000,
+        ) {
+            let names = ["country", "region", "platform", "os", "device", "browser", "language", "ip_cidr", "hours_utc", "weekdays", "query"];
+            let name = names[condition];
+            let when = if name == "query" {
+                serde_json::json!({"query": {"q": values}})
+            } else if name == "hours_utc" {
+                serde_json::json!({"hours_utc": values[0]})
+            } else {
+                serde_json::json!({ name: values })
+            };
+            let split: Vec<_> = weights.iter().enumerate()
+                .map(|(i, w)| serde_json::json!({"id": format!("v{i}"), "destination": "https://x.example/{variant}", "weight": w}))
+                .collect();
+            let body = serde_json::json!({"rules": [{"when": when, "split": split}]});
+            if let Ok(Some(r)) = routing(body) {
+                let v = Sample { identity, now_ms, ..us_iphone() };
+                if let Some(route) = r.route(&v) {
+                    if let Some(at) = route.variant {
+                        proptest::prop_assert!(r.variant_id(at).starts_with('v'));
+                    }
+                }
+            }
+        }
+    }
 }

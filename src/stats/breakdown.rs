@@ -1,11 +1,12 @@
 //! Breakdowns (`GET /v1/attribution/stats/breakdown?by=…`): human clicks, unique clicks,
 //! installs and conversions by one dimension's value, most clicks first, from the aggregate
 //! tables only — `breakdown_clicks`, `breakdown_installs`, `breakdown_conversions`
-//! (`clickhouse/0009_breakdowns.sql`, `0010_variant_facts.sql`), and for the `link` dimension
-//! the stats tables. Installs and conversions exist for the dimensions they carry (`JOINED`).
-//! One query answers the rows: clicks and installs aggregated by key, joined on it (a country
-//! can have installs and no clicks), sorted and cut to `limit` by ClickHouse; a second adds the
-//! conversions of those keys.
+//! (`clickhouse/0011_breakdown_scopes.sql`), and for the `link` dimension the stats tables.
+//! Installs and conversions exist for the dimensions they carry (`JOINED`). A first query
+//! finds the rows from sums alone: clicks and installs by key, joined on it (a country can
+//! have installs and no clicks), sorted and cut to `limit` by ClickHouse. Then, for those keys
+//! only, the unique-click sketches are merged and the conversions summed: merging every key's
+//! sketches cost 0.3-0.6 s at 10M clicks.
 
 use std::collections::BTreeMap;
 
@@ -96,7 +97,10 @@ impl Breakdown {
         })
     }
 
-    /// The `WHERE` of both sides (placeholders bound by `bind`).
+    /// The `WHERE` of every query of the answer (placeholders bound by `bind`). A breakdown
+    /// narrowed to a link, campaign or source reads the `link` scope's rows, else the `all`
+    /// scope's (`clickhouse/0011_breakdown_scopes.sql`); the `link` dimension reads the stats
+    /// tables, which have no scopes.
     fn scope(&self) -> String {
         let mut scope = format!(
             "tenant_id = ? AND date >= toDate('{}') AND date <= toDate('{}')",
@@ -104,13 +108,9 @@ impl Breakdown {
             time::date_string(self.range.to)
         );
         if self.dim != "link" {
-            scope += " AND dim = ?";
+            scope += " AND dim = ? AND scope = ?";
         }
-        for (column, value) in [
-            ("link_id", &self.link),
-            ("campaign", &self.campaign),
-            ("source", &self.source),
-        ] {
+        for (column, value) in self.filters() {
             if value.is_some() {
                 scope += &format!(" AND {column} = ?");
             }
@@ -118,18 +118,44 @@ impl Breakdown {
         scope
     }
 
+    fn filters(&self) -> [(&'static str, &Option<String>); 3] {
+        [
+            ("link_id", &self.link),
+            ("campaign", &self.campaign),
+            ("source", &self.source),
+        ]
+    }
+
     fn bind(&self, mut q: clickhouse::query::Query) -> clickhouse::query::Query {
         q = q.bind(&self.tenant);
         if self.dim != "link" {
-            q = q.bind(self.dim);
+            let narrowed = self.filters().iter().any(|(_, v)| v.is_some());
+            q = q.bind(self.dim).bind(if narrowed { "link" } else { "all" });
         }
-        for value in [&self.link, &self.campaign, &self.source]
-            .into_iter()
-            .flatten()
-        {
-            q = q.bind(value);
+        for (_, value) in self.filters() {
+            if let Some(value) = value {
+                q = q.bind(value);
+            }
         }
         q
+    }
+
+    /// The tables and key column of each kind of fact (clicks, installs, conversions).
+    fn tables(&self) -> [&'static str; 4] {
+        match self.dim {
+            "link" => [
+                "stats_clicks",
+                "stats_installs",
+                "stats_conversions",
+                "link_id",
+            ],
+            _ => [
+                "breakdown_clicks",
+                "breakdown_installs",
+                "breakdown_conversions",
+                "key",
+            ],
+        }
     }
 }
 
@@ -138,12 +164,20 @@ impl Breakdown {
 pub struct Row {
     pub key: String,
     pub clicks: u64,
-    pub unique_clicks: u64,
     pub installs: u64,
     pub organic: u64,
-    /// Filled by a second query, for the `JOINED` dimensions.
+    /// Filled by the second queries: sketches are merged only for the keys shown.
+    #[serde(skip)]
+    pub unique_clicks: u64,
+    /// Likewise, for the `JOINED` dimensions.
     #[serde(skip)]
     pub conversions: Conversions,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct UniqueRow {
+    key: String,
+    n: u64,
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -155,70 +189,70 @@ struct ConversionRow {
     sum_cents: i64,
 }
 
-/// The rows of `b`, in order.
+/// The rows of `b`, in order: the keys with the most clicks (sums only), then their unique
+/// clicks and conversions.
 pub async fn rows(ch: &Client, b: &Breakdown) -> Result<Vec<Row>, ChError> {
     let scope = b.scope();
-    let (clicks, installs) = if b.dim == "link" {
-        (
-            format!(
-                "SELECT link_id AS key, sumMerge(clicks) AS clicks, \
-                 uniqHLL12IfMerge(unique_clicks) AS unique_clicks \
-                 FROM stats_clicks WHERE {scope} GROUP BY key"
-            ),
-            format!(
-                "SELECT link_id AS key, sum(installs) AS all_installs, \
-                 sumIf(installs, match_type = 'organic') AS organic \
-                 FROM stats_installs WHERE {scope} GROUP BY key"
-            ),
-        )
-    } else {
-        (
-            format!(
-                "SELECT key, sumMerge(clicks) AS clicks, uniqHLL12Merge(unique_clicks) AS unique_clicks \
-                 FROM breakdown_clicks WHERE {scope} GROUP BY key"
-            ),
-            format!(
-                "SELECT key, sum(installs) AS all_installs, \
-                 sumIf(installs, match_type = 'organic') AS organic \
-                 FROM breakdown_installs WHERE {scope} GROUP BY key"
-            ),
-        )
-    };
+    let [clicks, installs, conversions, key] = b.tables();
     // 18.16 wants the join's strictness spelled out; a key missing on one side reads 0s.
     let sql = format!(
-        "SELECT key, clicks, unique_clicks, all_installs AS installs, organic FROM ({clicks}) \
-         ALL FULL OUTER JOIN ({installs}) USING key \
+        "SELECT key, clicks, all_installs AS installs, organic FROM \
+         (SELECT {key} AS key, sumMerge(clicks) AS clicks FROM {clicks} WHERE {scope} GROUP BY key) \
+         ALL FULL OUTER JOIN \
+         (SELECT {key} AS key, sum(installs) AS all_installs, sumIf(installs, match_type = 'organic') AS organic \
+          FROM {installs} WHERE {scope} GROUP BY key) USING key \
          ORDER BY clicks DESC, installs DESC, key LIMIT {}",
         b.limit
     );
-    let mut q = ch.query(&sql);
-    q = b.bind(q);
-    q = b.bind(q);
-    let mut out: Vec<Row> = q.fetch_all().await?;
-    if JOINED.contains(&b.dim) && !out.is_empty() {
-        let (table, key) = match b.dim {
-            "link" => ("stats_conversions", "link_id"),
-            _ => ("breakdown_conversions", "key"),
-        };
+    let mut out: Vec<Row> = b.bind(b.bind(ch.query(&sql))).fetch_all().await?;
+    if out.is_empty() {
+        return Ok(out);
+    }
+    // `select … FROM table` for the rows' keys, grouped by `group`.
+    let of_keys = |select: String, group: &str| {
         let placeholders = vec!["?"; out.len()].join(", ");
         let mut q = b.bind(ch.query(&format!(
-            "SELECT {key} AS key, type AS kind, currency, sum(conversions) AS n, \
-             sum(sum_cents) AS sum_cents FROM {table} \
-             WHERE {scope} AND {key} IN ({placeholders}) GROUP BY key, type, currency"
+            "{select} WHERE {scope} AND {key} IN ({placeholders}) GROUP BY {group}"
         )));
         for row in &out {
             q = q.bind(&row.key);
         }
-        let conversions: Vec<ConversionRow> = q.fetch_all().await?;
-        let mut by_key: BTreeMap<String, Vec<ConversionRow>> = BTreeMap::new();
-        for c in conversions.into_iter().filter(|c| c.n > 0) {
-            by_key.entry(c.key.clone()).or_default().push(c);
+        q
+    };
+    let sketch = match b.dim {
+        "link" => "uniqHLL12IfMerge",
+        _ => "uniqHLL12Merge",
+    };
+    let uniques = of_keys(
+        format!("SELECT {key} AS key, {sketch}(unique_clicks) AS n FROM {clicks}"),
+        "key",
+    )
+    .fetch_all::<UniqueRow>();
+    let conversions = async {
+        if !JOINED.contains(&b.dim) {
+            return Ok(Vec::new());
         }
-        for row in &mut out {
-            for c in by_key.remove(&row.key).unwrap_or_default() {
-                row.conversions
-                    .insert((c.kind, c.currency), (c.n, c.sum_cents));
-            }
+        of_keys(
+            format!(
+                "SELECT {key} AS key, type AS kind, currency, sum(conversions) AS n, \
+                 sum(sum_cents) AS sum_cents FROM {conversions}"
+            ),
+            "key, kind, currency",
+        )
+        .fetch_all::<ConversionRow>()
+        .await
+    };
+    let (uniques, conversions) = tokio::try_join!(uniques, conversions)?;
+    let uniques: BTreeMap<String, u64> = uniques.into_iter().map(|u| (u.key, u.n)).collect();
+    let mut by_key: BTreeMap<String, Vec<ConversionRow>> = BTreeMap::new();
+    for c in conversions.into_iter().filter(|c| c.n > 0) {
+        by_key.entry(c.key.clone()).or_default().push(c);
+    }
+    for row in &mut out {
+        row.unique_clicks = uniques.get(&row.key).copied().unwrap_or(0);
+        for c in by_key.remove(&row.key).unwrap_or_default() {
+            row.conversions
+                .insert((c.kind, c.currency), (c.n, c.sum_cents));
         }
     }
     Ok(out)
@@ -294,7 +328,7 @@ mod tests {
         assert_eq!(
             b.scope(),
             "tenant_id = ? AND date >= toDate('1970-01-02') AND date <= toDate('1970-01-08') \
-             AND dim = ? AND link_id = ? AND source = ?"
+             AND dim = ? AND scope = ? AND link_id = ? AND source = ?"
         );
     }
 }

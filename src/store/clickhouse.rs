@@ -53,6 +53,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_variant_facts",
         include_str!("../../clickhouse/0010_variant_facts.sql"),
     ),
+    (
+        "0011_breakdown_scopes",
+        include_str!("../../clickhouse/0011_breakdown_scopes.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
