@@ -3,9 +3,10 @@
 //! Each node counts the human clicks it stores on a capped link (the encoder, once it knows a
 //! click is neither a bot nor a preview) and, every `TICK`, adds them to the link's shared
 //! counts in Redis, learning the totals back. A node takes a link to be over its cap once the
-//! count it last learned plus its own clicks since reach the cap. So a cap overshoots by at
-//! most what the other nodes let through in one tick, plus the clicks the encoder has not
-//! counted yet (milliseconds): under one second of traffic per node. Counting starts when a
+//! count it last learned plus its own clicks since reach the cap. So a cap overshoots by what
+//! the other nodes let through before this node learns of it — their clicks of up to two ticks
+//! (theirs to send, this node's to learn) — plus the clicks the encoder has not counted yet:
+//! well under one second of traffic per node. Counting starts when a
 //! link first has a cap; a daily cap counts UTC days.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -60,6 +61,9 @@ impl ClickCap {
 pub struct Counter {
     /// Human clicks counted here and not yet added to the shared counts.
     pending: AtomicU64,
+    /// Clicks on their way into the shared counts: still counted here until the answer says
+    /// they are in.
+    sending: AtomicU64,
     /// The shared counts as last learned: all time, and on UTC day `day`.
     total: AtomicU64,
     today: AtomicU64,
@@ -80,7 +84,7 @@ pub struct Cap {
 impl Cap {
     pub fn reached(&self, now_ms: u64) -> bool {
         let c = &self.counter;
-        let pending = c.pending.load(Relaxed);
+        let pending = c.pending.load(Relaxed) + c.sending.load(Relaxed);
         let over_total = self
             .limits
             .total
@@ -135,6 +139,7 @@ impl Counters {
                 let since = |at: &AtomicU64| now_ms.saturating_sub(at.load(Relaxed));
                 let clicks = c.pending.swap(0, Relaxed);
                 if clicks > 0 {
+                    c.sending.fetch_add(clicks, Relaxed);
                     c.sent_ms.store(now_ms, Relaxed);
                 }
                 let due = clicks > 0
@@ -158,10 +163,12 @@ impl Due {
         c.today.store(today, Relaxed);
         c.day.store(day, Relaxed);
         c.learned_ms.store(now_ms, Relaxed);
+        c.sending.fetch_sub(self.clicks, Relaxed);
     }
 
     /// The counts could not be sent: the clicks wait for the next tick.
     pub fn put_back(&self) {
+        self.counter.sending.fetch_sub(self.clicks, Relaxed);
         self.counter.pending.fetch_add(self.clicks, Relaxed);
     }
 }
@@ -185,10 +192,12 @@ mod tests {
         assert!(!total.reached(now) && !daily.reached(now));
         total.count();
         assert!(!total.reached(now) && daily.reached(now), "2 of daily 2");
-        // Sent: the shared counts now hold them (and another node's click).
+        // On their way: still counted here. Sent: the shared counts hold them (and another
+        // node's click).
         let due = counters.due(now);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].clicks, 2);
+        assert!(daily.reached(now), "clicks being sent still count");
         due[0].learned(3, 3, day_of(now), now);
         assert!(total.reached(now), "3 of total 3");
         // The next UTC day starts the daily count again, not the total.
