@@ -427,14 +427,10 @@ fn target_url(links: &LinkTable, f: &ClickFacts, platform: InstallPlatform) -> O
     if live.is_gone(crate::time::now_ms()) {
         return None;
     }
-    let variant = live.routing().and_then(|r| r.variant(&f.variant));
-    let template = variant
-        .or(match platform {
-            InstallPlatform::Ios => live.ios(),
-            InstallPlatform::Android => live.android(),
-            InstallPlatform::Web => None,
-        })
-        .unwrap_or(&live.destination);
+    let template = live
+        .routing()
+        .and_then(|r| r.variant(&f.variant))
+        .unwrap_or_else(|| live.destination_for(platform.as_str()));
     let click_id = ClickId(f.click_id).to_string();
     let mut out = Vec::with_capacity(256);
     template.expand(

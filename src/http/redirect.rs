@@ -270,15 +270,7 @@ where
     );
     let (template, variant) = match live.routing().and_then(|r| r.route(&seen)) {
         Some(route) => (route.template, route.variant),
-        None => (
-            match platform {
-                Platform::Ios => live.ios(),
-                Platform::Android => live.android(),
-                Platform::Other => None,
-            }
-            .unwrap_or(&live.destination),
-            None,
-        ),
+        None => (live.destination_for(platform.as_str()), None),
     };
     let country = if template.uses_country() {
         seen.country()

@@ -428,14 +428,7 @@ pub async fn preview(
     let route = live.routing().and_then(|r| r.route(&sample));
     let (template, variant, rule) = match route {
         Some(r) => (r.template, r.variant, r.rule),
-        None => {
-            let platform = match sample.platform.as_str() {
-                "ios" => live.ios(),
-                "android" => live.android(),
-                _ => None,
-            };
-            (platform.unwrap_or(&live.destination), None, None)
-        }
+        None => (live.destination_for(&sample.platform), None, None),
     };
     Ok(Preview {
         rule,

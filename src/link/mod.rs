@@ -180,6 +180,17 @@ impl LiveLink {
         self.alternates.as_ref()?.fallback.as_ref()
     }
 
+    /// The destination for a platform (`ios`, `android`, anything else): its own, when the
+    /// link has one, else the link's.
+    pub fn destination_for(&self, platform: &str) -> &Template {
+        match platform {
+            "ios" => self.ios(),
+            "android" => self.android(),
+            _ => None,
+        }
+        .unwrap_or(&self.destination)
+    }
+
     pub fn routing(&self) -> Option<&Routing> {
         self.alternates.as_ref()?.routing.as_ref()
     }

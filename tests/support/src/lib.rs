@@ -420,13 +420,15 @@ impl Process {
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
+        // A first start on a fresh database runs every migration first: on the ClickHouse
+        // cluster each is a distributed DDL statement, tens of seconds in all.
+        for _ in 0..1200 {
             if http().get(format!("{base}/healthz")).send().await.is_ok() {
                 return Process { child, base };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("sluice did not start");
+        panic!("sluice did not start within 60 s");
     }
 
     /// Sends a signal (`TERM`, `KILL`) and waits for the exit.
