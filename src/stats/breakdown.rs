@@ -194,13 +194,14 @@ struct ConversionRow {
 pub async fn rows(ch: &Client, b: &Breakdown) -> Result<Vec<Row>, ChError> {
     let scope = b.scope();
     let [clicks, installs, conversions, key] = b.tables();
-    // 18.16 wants the join's strictness spelled out; a key missing on one side reads 0s.
+    // 18.16 wants the join's strictness spelled out, current servers the subqueries named; a
+    // key missing on one side reads 0s.
     let sql = format!(
         "SELECT key, clicks, all_installs AS installs, organic FROM \
-         (SELECT {key} AS key, sumMerge(clicks) AS clicks FROM {clicks} WHERE {scope} GROUP BY key) \
+         (SELECT {key} AS key, sumMerge(clicks) AS clicks FROM {clicks} WHERE {scope} GROUP BY key) AS c \
          ALL FULL OUTER JOIN \
          (SELECT {key} AS key, sum(installs) AS all_installs, sumIf(installs, match_type = 'organic') AS organic \
-          FROM {installs} WHERE {scope} GROUP BY key) USING key \
+          FROM {installs} WHERE {scope} GROUP BY key) AS i USING key \
          ORDER BY clicks DESC, installs DESC, key LIMIT {}",
         b.limit
     );
