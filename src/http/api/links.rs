@@ -13,7 +13,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::{
-    decode, page_limit, parse_json, public_base, query_params, read_batch, read_json, Decode,
+    decode, page_limit, param, parse_json, public_base, query_params, read_batch, read_json, Decode,
 };
 use crate::app::App;
 use crate::error::FieldError;
@@ -91,13 +91,7 @@ pub async fn qr(
 ) -> Result<Response<Body>, ApiError> {
     let caller = require_secret(app, headers).await?;
     let params = query_params(query);
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let (format, size) = qr::params(param("format"), param("size"))?;
+    let (format, size) = qr::params(param(&params, "format"), param(&params, "size"))?;
     let link = catalog::get(&app.redis, &caller.tenant_id, id).await?;
     let image = qr::render(
         &format!("{}/{}", public_base(app, headers), link.id),

@@ -31,6 +31,14 @@ pub async fn read_json<T: DeserializeOwned>(body: Incoming, limit: usize) -> Res
 /// Parses a JSON body into `T`. Text that is not JSON is `invalid_json`; JSON of the wrong
 /// shape (a missing, unknown or mistyped field) is `invalid_field` with `details.field`
 /// naming it (`postbacks.install`, `links[3].destination`).
+/// The first value of query parameter `name` among `params` (`query_params`).
+pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 pub fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
     decode(bytes).map_err(|e| match e {
         Decode::Json(e) => invalid_json(&e),

@@ -5,7 +5,7 @@
 use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
 
-use super::query_params;
+use super::{param, query_params};
 use crate::app::App;
 use crate::http::auth::require_secret;
 use crate::http::error::{json_response, ApiError, Body};
@@ -52,12 +52,7 @@ pub async fn breakdown(
 ) -> Result<Response<Body>, ApiError> {
     let caller = require_secret(app, headers).await?;
     let params = query_params(query);
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |name: &str| param(&params, name).map(str::to_string);
     let question = Breakdown::parse(caller.tenant_id, range(&params)?, get)?;
     let rows = answers::breakdown(&app.stats(), question).await?;
     Ok(json_response(StatusCode::OK, rows.as_ref()))
