@@ -45,7 +45,7 @@ fn benches(c: &mut Criterion) {
 
     let link = common::live_link();
     let click = common::click(&link, ip);
-    let mut enricher = Enricher::new(hasher.clone(), geo.clone());
+    let mut enricher = Enricher::new(hasher.clone(), geo.clone(), None);
     let mut columns = row::Columns::new();
     c.bench_function("encode_row_enriched", |b| {
         b.iter(|| {

@@ -20,6 +20,8 @@ PY
 mkdir -p var/test
 python3 tests/support/make_geo_db.py var/test/geo.mmdb
 export SLUICE_TEST_GEOIP="$ROOT/var/test/geo.mmdb"
+python3 tests/support/make_anonymous_db.py var/test/anonymous.mmdb
+export SLUICE_TEST_ANONYMOUS_IP="$ROOT/var/test/anonymous.mmdb"
 export SLUICE_TEST_CLICKHOUSE_URL="${SLUICE_TEST_CLICKHOUSE_URL:-http://127.0.0.1:18123}"
 export SLUICE_TEST_REDIS_URL="${SLUICE_TEST_REDIS_URL:-redis://127.0.0.1:16379}"
 SLUICE_TEST_CLUSTER_REDIS_URL="$("$ROOT/deploy/cluster.sh" env | sed -n 's/^export SLUICE_REDIS_URL=//p')"

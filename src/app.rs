@@ -38,6 +38,8 @@ pub struct App {
     /// Delivery's own view of the stores and settings.
     pub delivery: crate::delivery::Context,
     pub geo: Option<Arc<Geo>>,
+    /// The anonymous-address database, when configured (`click::anonymous`).
+    pub anonymous: Option<Arc<crate::click::anonymous::AnonymousIps>>,
     pub trusted_proxies: Vec<IpNet>,
     pub metrics: &'static Metrics,
     pub spill: Arc<SpillStatus>,

@@ -18,6 +18,7 @@ pub const ENV_CLICKHOUSE_COMPRESSION: &str = "SLUICE_CLICKHOUSE_COMPRESSION";
 pub const ENV_REDIS_URL: &str = "SLUICE_REDIS_URL";
 pub const ENV_REDIS_PREFIX: &str = "SLUICE_REDIS_PREFIX";
 pub const ENV_GEOIP_PATH: &str = "SLUICE_GEOIP_PATH";
+pub const ENV_ANONYMOUS_IP_PATH: &str = "SLUICE_ANONYMOUS_IP_PATH";
 pub const ENV_TRUSTED_PROXIES: &str = "SLUICE_TRUSTED_PROXIES";
 pub const ENV_DATA_DIR: &str = "SLUICE_DATA_DIR";
 pub const ENV_IP_HASH_KEY: &str = "SLUICE_IP_HASH_KEY";
@@ -74,6 +75,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub geoip_path: Option<PathBuf>,
+    /// The anonymous-address database of the `anonymous_ip` fraud rule (`click::anonymous`).
+    pub anonymous_ip_path: Option<PathBuf>,
     /// CIDRs whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Key for the keyed IP hash. When empty, one is generated once and shared through Redis
@@ -274,6 +277,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             data_dir: PathBuf::from("var/sluice"),
             geoip_path: None,
+            anonymous_ip_path: None,
             trusted_proxies: Vec::new(),
             ip_hash_key: String::new(),
             clickhouse: ClickHouseConfig::default(),
@@ -392,6 +396,9 @@ impl Config {
         }
         if let Some(v) = get(ENV_GEOIP_PATH) {
             self.geoip_path = if v.is_empty() { None } else { Some(v.into()) };
+        }
+        if let Some(v) = get(ENV_ANONYMOUS_IP_PATH) {
+            self.anonymous_ip_path = if v.is_empty() { None } else { Some(v.into()) };
         }
         if let Some(v) = get(ENV_TRUSTED_PROXIES) {
             self.trusted_proxies = v

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::app::App;
 use crate::click::enrich::{Enricher, IpHasher};
+use crate::click::anonymous::AnonymousIps;
 use crate::click::geo::Geo;
 use crate::config::Config;
 use crate::http::rate_limit::RateLimiter;
@@ -132,6 +133,12 @@ impl Server {
             }
             None => None,
         };
+        let anonymous = match &config.anonymous_ip_path {
+            Some(path) => Some(Arc::new(AnonymousIps::open(path).map_err(|e| {
+                anyhow::anyhow!("opening anonymous-IP database {}: {e}", path.display())
+            })?)),
+            None => None,
+        };
         let ip_key = if config.ip_hash_key.is_empty() {
             at_startup("reading the shared IP hash key", || redis.ip_hash_key()).await?
         } else {
@@ -176,7 +183,7 @@ impl Server {
         let flusher = Flusher::start(
             ring.clone(),
             rows.clone(),
-            Enricher::new(ip_hasher.clone(), geo.clone()),
+            Enricher::new(ip_hasher.clone(), geo.clone(), anonymous.clone()),
             ch.clone(),
             FlushConfig {
                 max_rows: config.pipeline.flush_max_rows,
@@ -213,6 +220,7 @@ impl Server {
             clicks: ClickLookup::start(ch.clone()),
             ch,
             geo,
+            anonymous,
             metrics,
             spill,
             wal,

@@ -9,6 +9,7 @@
 use serde_json::{json, Map, Value};
 use tracing::warn;
 
+use super::fraud::{fraud_json, Evidence, Judgement, Verdict};
 use super::install::{self, ClickFacts, InstallAttribution, InstallRow};
 use super::{
     admissible, referrer, resolve, AttributionConfig, Candidate, InstallPlatform, MatchType,
@@ -41,7 +42,7 @@ pub const MAX_INSTALL_ID: usize = 128;
 pub const MAX_META: usize = 256;
 
 /// The fields of an install or deferred report.
-pub const REPORT_FIELDS: [&str; 11] = [
+pub const REPORT_FIELDS: [&str; 13] = [
     "install_id",
     "platform",
     "click_id",
@@ -53,6 +54,8 @@ pub const REPORT_FIELDS: [&str; 11] = [
     "device_model",
     "app_version",
     "installed_at",
+    "referrer_click_timestamp_seconds",
+    "install_begin_timestamp_seconds",
 ];
 
 /// A validated install report.
@@ -65,6 +68,9 @@ pub struct Report<'a> {
     /// os_version, device_model, app_version.
     pub device: [&'a str; 3],
     pub installed_at: Option<u64>,
+    /// The Play install referrer's `referrer_click_timestamp_seconds` and
+    /// `install_begin_timestamp_seconds`, when the app read them.
+    pub referrer_times: [Option<u64>; 2],
 }
 
 /// A string field of a client body, bounded and free of control characters.
@@ -126,6 +132,19 @@ impl<'a> Report<'a> {
             ),
             None => None,
         };
+        let seconds = |field: &str| match body.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|&s| s > 0)
+                .ok_or("must be a Unix time in seconds")
+                .and_then(|s| time::plausible(s.saturating_mul(1000), now_ms).map(|_| Some(s)))
+                .map_err(|e| FieldError::new(field, e)),
+        };
+        let referrer_times = [
+            seconds("referrer_click_timestamp_seconds")?,
+            seconds("install_begin_timestamp_seconds")?,
+        ];
         Ok(Report {
             install_id,
             platform,
@@ -142,6 +161,7 @@ impl<'a> Report<'a> {
                 text(body, "app_version", 64)?.unwrap_or(""),
             ],
             installed_at,
+            referrer_times,
         })
     }
 }
@@ -151,9 +171,14 @@ impl<'a> Report<'a> {
 pub struct Device {
     pub key: &'static str,
     pub ip_hash: u64,
+    /// Its address is in the anonymous-address database.
+    pub anonymous: bool,
 }
 
-/// An install's attribution, as the client endpoints answer it.
+/// An install's attribution, as the client endpoints answer it. A rejected install is answered
+/// like an organic one: the verdict and its reasons are for the tenant (the receipt), not for a
+/// client a fraudster controls.
+#[derive(Default)]
 pub struct Attributed {
     pub match_type: MatchType,
     /// The matched click.
@@ -230,10 +255,34 @@ pub async fn attribute(
         click,
         ctit_seconds,
     };
-    let remembered = remembered(ctx.links, r, &answer);
+    // The first report is judged; a retry answers as the first did (the judgement is not
+    // repeated: the clicks counted may have changed since).
+    let (judgement, competing) = match (&answer.click, first) {
+        (Some(f), true) => judge(ctx, tenant, &config, r, &device, f, &answer).await,
+        _ => (Judgement::none(config.fraud_mode), 0),
+    };
+    let rejected = if first {
+        judgement.rejected()
+    } else {
+        ctx.redis
+            .remembered_attribution(tenant, r.install_id)
+            .await?
+            .is_some_and(|a| a.rejected)
+    };
+    let matched = remembered(ctx.links, r, &answer);
     if first {
-        deliver(ctx, tenant, r, &answer, &remembered, install_ms).await;
+        deliver(ctx, tenant, r, &answer, &matched, &judgement, install_ms).await;
     }
+    let remembered = if rejected {
+        // Its events and conversions stay unattributed.
+        InstallAttribution {
+            platform: r.platform.as_str().to_string(),
+            rejected: true,
+            ..InstallAttribution::default()
+        }
+    } else {
+        matched
+    };
     // Remembered for the install's events and its user's conversions, on every retry too,
     // so a crash between the flip and this write heals on the retry. Not awaited: the write
     // is queued on the shared connection now, ahead of anything a later request sends.
@@ -251,9 +300,71 @@ pub async fn attribute(
         }
     });
     if first {
-        record(ctx, tenant, r, &answer, install_ms, received_ms);
+        let judged = Judged {
+            judgement: &judgement,
+            competing_clicks: competing,
+        };
+        record(ctx, tenant, r, &answer, &judged, install_ms, received_ms);
+    }
+    if rejected {
+        return Ok(Attributed::default());
     }
     Ok(answer)
+}
+
+/// The fraud rules' evidence about a matched install, gathered and judged under the tenant's
+/// config; also how many other clicks competed for the install (the receipt shows it). Counts
+/// Redis cannot give are left unknown: the install is judged on the rest.
+async fn judge(
+    ctx: &Context<'_>,
+    tenant: &str,
+    config: &AttributionConfig,
+    r: &Report<'_>,
+    device: &Device,
+    f: &ClickFacts,
+    a: &Attributed,
+) -> (Judgement, u32) {
+    let install_ms = r.installed_at.unwrap_or_else(time::now_ms);
+    // A fingerprint match's visitor is the installing device itself.
+    let visitor = match a.match_type {
+        MatchType::Fingerprint => Some((device.key, device.ip_hash)),
+        _ => f.visitor,
+    }
+    .filter(|_| config.fingerprint_enabled);
+    let counts = ctx
+        .redis
+        .click_counts(
+            tenant,
+            visitor,
+            &f.link_id,
+            f.ts_ms,
+            (device.key, device.ip_hash),
+            (install_ms.saturating_sub(config.window_ms()), install_ms),
+        )
+        .await;
+    let (visitor_clicks_hour, competing) = counts.unwrap_or_else(|error| {
+        warn!(%error, "fraud evidence not read; the install is judged without click counts");
+        (None, 0)
+    });
+    let evidence = Evidence {
+        ctit_seconds: a.ctit_seconds.unwrap_or(0),
+        click_ts_ms: f.ts_ms,
+        referrer_click_s: r.referrer_times[0],
+        install_begin_s: r.referrer_times[1],
+        visitor_clicks_hour,
+        anonymous_click: f.anonymous,
+        anonymous_install: device.anonymous,
+        bot_click: f.bot,
+    };
+    let judgement = Judgement::of(config, &evidence);
+    ctx.metrics.fraud_verdicts[judgement.verdict as usize].increment(1);
+    (judgement, competing.min(u64::from(u32::MAX)) as u32)
+}
+
+/// An install's judgement as its row stores it.
+struct Judged<'j> {
+    judgement: &'j Judgement,
+    competing_clicks: u32,
 }
 
 /// The facts of the claimed click: carried by a fingerprint claim, already looked up for an
@@ -331,6 +442,7 @@ fn remembered(links: &LinkTable, r: &Report<'_>, a: &Attributed) -> InstallAttri
             ctit_seconds: a.ctit_seconds.unwrap_or(0),
             platform: r.platform.as_str().to_string(),
             variant: f.variant.clone(),
+            rejected: false,
         },
         None if a.match_type == MatchType::Metadata => InstallAttribution {
             match_type: a.match_type,
@@ -347,19 +459,21 @@ fn remembered(links: &LinkTable, r: &Report<'_>, a: &Attributed) -> InstallAttri
     }
 }
 
-/// Queues the install's webhooks and partner postback.
+/// Queues the install's webhooks and partner postback: the partner's `install` template, or
+/// for a rejected install its `rejected_install` template with the first reason and its value.
 async fn deliver(
     ctx: &Context<'_>,
     tenant: &str,
     r: &Report<'_>,
     a: &Attributed,
     remembered: &InstallAttribution,
+    judgement: &Judgement,
     install_ms: u64,
 ) {
     if !fanout::wanted(ctx.delivery, tenant, !remembered.partner_id.is_empty()).await {
         return;
     }
-    let data = json!({
+    let mut data = json!({
         "install_id": r.install_id,
         "platform": r.platform.as_str(),
         "match_type": a.match_type,
@@ -370,14 +484,29 @@ async fn deliver(
         "medium": remembered.medium,
         "ctit_seconds": a.ctit_seconds,
         "installed_at": time::rfc3339_from_ms(install_ms),
+        "status": install::status(a.match_type, judgement),
     });
+    if judgement.verdict != Verdict::NotEvaluated {
+        data["fraud"] = fraud_json(judgement);
+    }
+    let rejection = judgement
+        .findings
+        .first()
+        .filter(|_| judgement.rejected())
+        .map(|f| (f.reason.code().to_string(), f.value.clone()));
     let fact = Fact {
         kind: "install",
-        name: "install".into(),
+        name: if rejection.is_some() {
+            "rejected_install"
+        } else {
+            "install"
+        }
+        .into(),
         attribution: Some(remembered.clone()).filter(InstallAttribution::attributed),
         ts_ms: install_ms,
         revenue: None,
         data,
+        rejection,
     };
     fanout::deliver(ctx.delivery, tenant, vec![fact]).await;
 }
@@ -388,6 +517,7 @@ fn record(
     tenant: &str,
     r: &Report<'_>,
     a: &Attributed,
+    judged: &Judged<'_>,
     install_ms: u64,
     received_ms: u64,
 ) {
@@ -410,6 +540,8 @@ fn record(
             os_version: r.device[0],
             device_model: r.device[1],
             app_version: r.device[2],
+            judgement: judged.judgement,
+            competing_clicks: judged.competing_clicks,
         },
         &mut row.data,
     );

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::fraud::FraudMode;
 use crate::error::FieldError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,15 @@ pub struct AttributionConfig {
     pub report_signature_header: String,
     /// The key report batches are signed with; generated, rotatable.
     pub report_signing_secret: String,
+    /// What fraud findings do to an install (`attribution::fraud`).
+    pub fraud_mode: FraudMode,
+    /// `click_injection` below this click-to-install time (0–3600 s; 0 turns it off).
+    pub min_ctit_seconds: u32,
+    /// `click_flooding` above this click-to-install time (1–720 h).
+    pub max_ctit_hours: u32,
+    /// `too_many_clicks` when the click's visitor clicked the link more often than this in
+    /// the hour before it (1–63: counted among the newest 64 clicks a fingerprint keeps).
+    pub max_clicks_per_visitor_hour: u32,
 }
 
 pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Signature";
@@ -36,6 +46,10 @@ impl Default for AttributionConfig {
             report_webhook_url: String::new(),
             report_signature_header: DEFAULT_SIGNATURE_HEADER.into(),
             report_signing_secret: String::new(),
+            fraud_mode: FraudMode::default(),
+            min_ctit_seconds: 10,
+            max_ctit_hours: 24,
+            max_clicks_per_visitor_hour: 20,
         }
     }
 }
@@ -52,6 +66,10 @@ pub struct ConfigPatch {
     pub report_signature_header: Option<String>,
     /// Replace the report signing secret with a new one.
     pub rotate_report_signing_secret: bool,
+    pub fraud_mode: Option<FraudMode>,
+    pub min_ctit_seconds: Option<u32>,
+    pub max_ctit_hours: Option<u32>,
+    pub max_clicks_per_visitor_hour: Option<u32>,
 }
 
 fn error(field: &str, message: impl Into<String>) -> FieldError {
@@ -66,14 +84,27 @@ impl ConfigPatch {
         let mut patch = ConfigPatch::default();
         for (key, v) in object {
             let integer = || {
-                v.as_i64()
-                    .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32)
-                    .ok_or_else(|| error(key, "must be an integer"))
+                let n = v
+                    .as_i64()
+                    .ok_or_else(|| error(key, "must be an integer"))?;
+                u32::try_from(n).map_err(|_| error(key, format!("is out of range, got {n}")))
             };
             match key.as_str() {
                 "click_lookback_days" => patch.click_lookback_days = Some(integer()?),
                 "fingerprint_window_minutes" => patch.fingerprint_window_minutes = Some(integer()?),
                 "raw_retention_days" => patch.raw_retention_days = Some(integer()?),
+                "min_ctit_seconds" => patch.min_ctit_seconds = Some(integer()?),
+                "max_ctit_hours" => patch.max_ctit_hours = Some(integer()?),
+                "max_clicks_per_visitor_hour" => {
+                    patch.max_clicks_per_visitor_hour = Some(integer()?)
+                }
+                "fraud_mode" => {
+                    patch.fraud_mode = Some(
+                        v.as_str()
+                            .and_then(FraudMode::parse)
+                            .ok_or_else(|| error(key, "must be off, shadow, flag or reject"))?,
+                    )
+                }
                 "report_webhook_url" => {
                     patch.report_webhook_url = Some(match v {
                         serde_json::Value::Null => String::new(),
@@ -142,6 +173,14 @@ impl AttributionConfig {
         // At least a month longer than idempotency keys live, so a replayed event or
         // conversion always finds what it would duplicate.
         range("raw_retention_days", self.raw_retention_days, 31, 3650)?;
+        range("min_ctit_seconds", self.min_ctit_seconds, 0, 3600)?;
+        range("max_ctit_hours", self.max_ctit_hours, 1, 720)?;
+        range(
+            "max_clicks_per_visitor_hour",
+            self.max_clicks_per_visitor_hour,
+            1,
+            63,
+        )?;
         let url = &self.report_webhook_url;
         if !url.is_empty()
             && (url.len() > 2048
@@ -196,6 +235,12 @@ impl AttributionConfig {
             } else {
                 self.report_signing_secret.clone()
             },
+            fraud_mode: patch.fraud_mode.unwrap_or(self.fraud_mode),
+            min_ctit_seconds: patch.min_ctit_seconds.unwrap_or(self.min_ctit_seconds),
+            max_ctit_hours: patch.max_ctit_hours.unwrap_or(self.max_ctit_hours),
+            max_clicks_per_visitor_hour: patch
+                .max_clicks_per_visitor_hour
+                .unwrap_or(self.max_clicks_per_visitor_hour),
         };
         next.validate()?;
         Ok(next)
@@ -263,6 +308,25 @@ mod tests {
             ),
             (r#"{"raw_retention_days": 3651}"#, Err("raw_retention_days")),
             (r#"{"lookback": 3}"#, Err("lookback")),
+            (r#"{"fraud_mode": "reject"}"#, Ok((7, 120, true))),
+            (r#"{"fraud_mode": "Reject"}"#, Err("fraud_mode")),
+            (r#"{"fraud_mode": null}"#, Err("fraud_mode")),
+            (r#"{"min_ctit_seconds": 0}"#, Ok((7, 120, true))),
+            (r#"{"min_ctit_seconds": 3600}"#, Ok((7, 120, true))),
+            (r#"{"min_ctit_seconds": 3601}"#, Err("min_ctit_seconds")),
+            (r#"{"min_ctit_seconds": -1}"#, Err("min_ctit_seconds")),
+            (r#"{"max_ctit_hours": 720}"#, Ok((7, 120, true))),
+            (r#"{"max_ctit_hours": 0}"#, Err("max_ctit_hours")),
+            (r#"{"max_ctit_hours": 721}"#, Err("max_ctit_hours")),
+            (r#"{"max_clicks_per_visitor_hour": 63}"#, Ok((7, 120, true))),
+            (
+                r#"{"max_clicks_per_visitor_hour": 64}"#,
+                Err("max_clicks_per_visitor_hour"),
+            ),
+            (
+                r#"{"max_clicks_per_visitor_hour": 0}"#,
+                Err("max_clicks_per_visitor_hour"),
+            ),
         ];
         for (json, want) in cases {
             let fields: serde_json::Map<_, _> = serde_json::from_str(json).unwrap();

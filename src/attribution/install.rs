@@ -2,13 +2,21 @@
 //! column order of `clickhouse/0002_installs.sql` (all but the trailing `batch_id`, which the
 //! pipeline's encoder appends).
 
+use super::fraud::Judgement;
 use super::{InstallPlatform, MatchType};
 use crate::click::row::put_str;
 use crate::time;
 
 pub const COLUMNS: &str = "date, ts_ms, received_ms, tenant_id, install_id, platform, match_type, \
     click_id, click_ts_ms, ctit_seconds, link_id, campaign, source, medium, partner_click_id, \
-    sub1, sub2, sub3, sub4, sub5, country, os_version, device_model, app_version, variant, batch_id";
+    sub1, sub2, sub3, sub4, sub5, country, os_version, device_model, app_version, variant, status, \
+    fraud_mode, fraud_verdict, fraud_reasons, fraud_values, competing_clicks, batch_id";
+
+/// The columns of install rows spilled before installs were judged for fraud.
+pub const COLUMNS_BEFORE_FRAUD: &str = "date, ts_ms, received_ms, tenant_id, install_id, \
+    platform, match_type, click_id, click_ts_ms, ctit_seconds, link_id, campaign, source, medium, \
+    partner_click_id, sub1, sub2, sub3, sub4, sub5, country, os_version, device_model, \
+    app_version, variant, batch_id";
 
 /// The columns of install rows spilled before installs carried their click's variant.
 pub const COLUMNS_BEFORE_VARIANT: &str = "date, ts_ms, received_ms, tenant_id, install_id, \
@@ -30,6 +38,13 @@ pub struct ClickFacts {
     pub country: String,
     /// The split variant the click got; empty when none.
     pub variant: String,
+    /// The click was flagged as a bot's.
+    pub bot: bool,
+    /// The click's address was in the anonymous-address database.
+    pub anonymous: bool,
+    /// The clicking visitor as fingerprints key it, `(device, IP hash)`
+    /// (`pipeline::fingerprints::device`); unknown for clicks stored before migration 0012.
+    pub visitor: Option<(&'static str, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +63,21 @@ pub struct InstallRow<'a> {
     pub os_version: &'a str,
     pub device_model: &'a str,
     pub app_version: &'a str,
+    pub judgement: &'a Judgement,
+    /// Other clicks that could have explained the install when it was matched.
+    pub competing_clicks: u32,
+}
+
+/// An install's status: `rejected` by the fraud rules, else `attributed` (to a click or
+/// self-reported metadata) or `organic`.
+pub fn status(match_type: MatchType, judgement: &Judgement) -> &'static str {
+    if judgement.rejected() {
+        "rejected"
+    } else if match_type == MatchType::Organic {
+        "organic"
+    } else {
+        "attributed"
+    }
 }
 
 pub fn encode(r: &InstallRow<'_>, out: &mut Vec<u8>) {
@@ -80,6 +110,21 @@ pub fn encode(r: &InstallRow<'_>, out: &mut Vec<u8>) {
     put_str(out, r.device_model);
     put_str(out, r.app_version);
     put_str(out, &c.variant);
+    put_str(out, status(r.match_type, r.judgement));
+    put_str(out, r.judgement.mode.as_str());
+    put_str(out, r.judgement.verdict.as_str());
+    put_strings(out, r.judgement.findings.iter().map(|f| f.reason.code()));
+    put_strings(out, r.judgement.findings.iter().map(|f| f.value.as_str()));
+    out.extend_from_slice(&r.competing_clicks.to_le_bytes());
+}
+
+/// An `Array(String)` value: its length (a one-byte LEB128: there is at most one finding per
+/// reason), then each string.
+fn put_strings<'s>(out: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &'s str>) {
+    out.push(items.len() as u8);
+    for s in items {
+        put_str(out, s);
+    }
 }
 
 /// What an install was attributed to, remembered in Redis when the install is reported, so
@@ -117,6 +162,10 @@ pub struct InstallAttribution {
     pub platform: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub variant: String,
+    /// Rejected by the fraud rules: remembered as organic (nothing of it is attributed), so
+    /// that a retried report answers as the first did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejected: bool,
 }
 
 fn is_blank(subs: &[String; 5]) -> bool {

@@ -4,6 +4,7 @@
 
 pub mod attribute;
 pub mod config;
+pub mod fraud;
 pub mod install;
 pub mod referrer;
 pub mod settings;

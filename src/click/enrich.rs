@@ -8,6 +8,7 @@ use ahash::AHashMap;
 use sha2::{Digest, Sha256};
 
 use super::agent::{self, Agent};
+use super::anonymous::AnonymousIps;
 use super::geo::{Geo, Place, PlaceCache};
 
 /// Bounded so that a flood of unique user agents cannot grow memory without limit.
@@ -48,15 +49,21 @@ impl IpHasher {
 pub struct Enricher {
     hasher: IpHasher,
     geo: Option<Arc<Geo>>,
+    anonymous: Option<Arc<AnonymousIps>>,
     places: PlaceCache,
     agents: AHashMap<Box<str>, Arc<Agent>>,
 }
 
 impl Enricher {
-    pub fn new(hasher: IpHasher, geo: Option<Arc<Geo>>) -> Enricher {
+    pub fn new(
+        hasher: IpHasher,
+        geo: Option<Arc<Geo>>,
+        anonymous: Option<Arc<AnonymousIps>>,
+    ) -> Enricher {
         Enricher {
             hasher,
             geo,
+            anonymous,
             places: PlaceCache::default(),
             agents: AHashMap::with_capacity(1024),
         }
@@ -64,6 +71,11 @@ impl Enricher {
 
     pub fn ip_hash(&self, ip: IpAddr) -> u64 {
         self.hasher.hash(ip)
+    }
+
+    /// Whether the address is in the anonymous-address database (never, without one).
+    pub fn anonymous(&self, ip: IpAddr) -> bool {
+        self.anonymous.as_ref().is_some_and(|a| a.contains(ip))
     }
 
     pub fn place(&mut self, ip: IpAddr) -> Place<'_> {
@@ -104,7 +116,7 @@ mod tests {
 
     #[test]
     fn agent_cache_returns_same_answer() {
-        let mut e = Enricher::new(IpHasher::new(b"k"), None);
+        let mut e = Enricher::new(IpHasher::new(b"k"), None, None);
         let first = e.agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X)");
         let second = e.agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X)");
         assert!(Arc::ptr_eq(&first, &second));

@@ -2,6 +2,7 @@
 //! into a ClickHouse row (enrichment: keyed IP hash, geo, user agent, bot and preview flags).
 
 pub mod agent;
+pub mod anonymous;
 pub mod enrich;
 pub mod geo;
 pub mod id;
@@ -43,6 +44,15 @@ impl Platform {
             Platform::Android
         } else {
             Platform::Other
+        }
+    }
+
+    /// The platform a stored click names (anything unknown as `Other`).
+    pub fn parse(s: &str) -> Platform {
+        match s {
+            "ios" => Platform::Ios,
+            "android" => Platform::Android,
+            _ => Platform::Other,
         }
     }
 

@@ -12,7 +12,12 @@ use super::Click;
 /// The column list sent with every insert; its order is the encoding order below.
 pub const COLUMNS: &str = "date, ts_ms, click_id, tenant_id, link_id, campaign, source, medium, \
     partner_click_id, sub1, sub2, sub3, sub4, sub5, ip_hash, country, region, city, browser, os, \
-    os_version, device, platform, referrer, is_bot, is_preview, variant, batch_id";
+    os_version, device, platform, referrer, is_bot, is_preview, variant, is_anonymous, batch_id";
+
+/// The columns of batches spilled before clicks carried the anonymous-address flag.
+pub const COLUMNS_BEFORE_ANONYMOUS: &str = "date, ts_ms, click_id, tenant_id, link_id, campaign, \
+    source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, ip_hash, country, region, \
+    city, browser, os, os_version, device, platform, referrer, is_bot, is_preview, variant, batch_id";
 
 /// The columns of batches spilled before clicks carried their split variant (replayed as
 /// they are; the column takes its default).
@@ -48,10 +53,12 @@ pub struct Captured<'a> {
     pub head: bool,
     /// The split variant the click got; empty when none.
     pub variant: &'a str,
+    /// The address is in the anonymous-address database (`click::anonymous`).
+    pub anonymous: bool,
 }
 
 impl<'a> Captured<'a> {
-    pub fn of(click: &'a Click, ip_hash: u64, place: Place<'a>) -> Captured<'a> {
+    pub fn of(click: &'a Click, ip_hash: u64, place: Place<'a>, anonymous: bool) -> Captured<'a> {
         let link = &click.link;
         Captured {
             id: click.id.0,
@@ -70,12 +77,13 @@ impl<'a> Captured<'a> {
             referrer: click.texts.referrer(),
             head: click.head,
             variant: click.variant.map_or("", |at| link.variant_id(at)),
+            anonymous,
         }
     }
 }
 
 /// Name and ClickHouse type of each column, in `COLUMNS` order.
-const NATIVE: [(&str, &str); 28] = [
+const NATIVE: [(&str, &str); 29] = [
     ("date", "Date"),
     ("ts_ms", "UInt64"),
     ("click_id", "FixedString(16)"),
@@ -103,6 +111,7 @@ const NATIVE: [(&str, &str); 28] = [
     ("is_bot", "UInt8"),
     ("is_preview", "UInt8"),
     ("variant", "String"),
+    ("is_anonymous", "UInt8"),
     ("batch_id", "UInt64"),
 ];
 const DATE: usize = 0;
@@ -142,7 +151,7 @@ impl Columns {
     pub fn push(&mut self, c: &Captured<'_>, agent: &Agent) -> Flags {
         let is_preview = c.head || agent.is_unfurler;
         let is_bot = !is_preview && agent.is_bot;
-        let [date, ts_ms, click_id, tenant_id, link_id, campaign, source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, ip_hash, country, region, city, browser, os, os_version, device, platform, referrer, bot, preview, variant, _batch_id] =
+        let [date, ts_ms, click_id, tenant_id, link_id, campaign, source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, ip_hash, country, region, city, browser, os, os_version, device, platform, referrer, bot, preview, variant, anonymous, _batch_id] =
             &mut self.cols;
         put_u16(date, (c.ts_ms / crate::time::MS_PER_DAY) as u16);
         put_u64(ts_ms, c.ts_ms);
@@ -170,13 +179,14 @@ impl Columns {
             (referrer, c.referrer),
             (variant, c.variant),
         ];
-        let mut bytes = 2 + 8 + 16 + 8 + 1 + 1 + 8;
+        let mut bytes = 2 + 8 + 16 + 8 + 1 + 1 + 1 + 8;
         for (col, s) in strings {
             bytes += put_str(col, s);
         }
         put_u64(ip_hash, c.ip_hash);
         bot.push(is_bot as u8);
         preview.push(is_preview as u8);
+        anonymous.push(c.anonymous as u8);
         self.rows += 1;
         self.bytes += bytes;
         Flags { is_bot, is_preview }
@@ -383,7 +393,13 @@ impl Default for Columns {
 
 pub fn encode(columns: &mut Columns, click: &Click, enricher: &mut Enricher) -> Flags {
     let agent = enricher.agent(click.texts.user_agent());
-    let captured = Captured::of(click, enricher.ip_hash(click.ip), enricher.place(click.ip));
+    let anonymous = enricher.anonymous(click.ip);
+    let captured = Captured::of(
+        click,
+        enricher.ip_hash(click.ip),
+        enricher.place(click.ip),
+        anonymous,
+    );
     columns.push(&captured, &agent)
 }
 
@@ -449,6 +465,7 @@ pub(crate) fn sample() -> Captured<'static> {
         referrer: "",
         head: false,
         variant: "b",
+        anonymous: false,
     }
 }
 

@@ -377,6 +377,7 @@ fn event_fact(e: &Event<'_>, a: Option<&InstallAttribution>) -> Fact {
             "source": a.map(|a| a.source.as_str()),
             "medium": a.map(|a| a.medium.as_str()),
         }),
+        rejection: None,
     }
 }
 
@@ -415,5 +416,6 @@ fn conversion_fact(
             "source": attributed.map(|a| a.source.as_str()),
             "medium": attributed.map(|a| a.medium.as_str()),
         }),
+        rejection: None,
     }
 }

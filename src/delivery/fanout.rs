@@ -25,6 +25,9 @@ pub struct Fact {
     pub revenue: Option<(String, String)>,
     /// The webhook payload's `data`.
     pub data: Value,
+    /// A rejected install's first reason code and its value, for `{rejection_reason}` and
+    /// `{rejection_value}`.
+    pub rejection: Option<(String, String)>,
 }
 
 /// Whether facts of `tenant` can lead to any delivery: it has webhooks, or some fact is
@@ -121,6 +124,10 @@ async fn jobs(
         ]);
         for (i, sub) in a.subs.iter().enumerate() {
             values.insert(["sub1", "sub2", "sub3", "sub4", "sub5"][i], sub.clone());
+        }
+        if let Some((code, value)) = &fact.rejection {
+            values.insert("rejection_reason", code.clone());
+            values.insert("rejection_value", value.clone());
         }
         if let (true, Some((amount, currency))) = (partner.share_revenue, &fact.revenue) {
             values.insert("revenue", amount.clone());

@@ -242,6 +242,8 @@ async fn try_generate(
 ) -> Result<(), anyhow::Error> {
     let config = ctx.redis.attribution_config(tenant).await?;
     let filter = |before| ResultsFilter {
+        // Installs the fraud rules rejected are not the partner's to be paid for.
+        status: Some("attributed"),
         campaign: r.campaign_id.clone(),
         source: None,
         from_day: Some(r.start),

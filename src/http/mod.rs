@@ -187,6 +187,7 @@ fn route_of(path: &str) -> Route {
         | "/v1/attribution/link"
         | "/v1/attribution/config" => Route::Attribution,
         "/v1/attribution/results" => Route::Stats,
+        _ if api("/v1/attribution/installs") => Route::Stats,
         "/v1/events" => Route::Events,
         _ if api("/v1/attribution/stats")
             || link_view(path).is_some_and(|(_, view)| view == LinkView::Stats) =>
@@ -384,6 +385,15 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
                 return wrong_method();
             }
             answer(api::results::results(app, req.headers(), req.uri().query()).await)
+        }
+        _ if under(path, "/v1/attribution/installs") => {
+            let Some(Some(id)) = item(path, "/v1/attribution/installs") else {
+                return not_found();
+            };
+            if method != Method::GET {
+                return wrong_method();
+            }
+            answer(api::results::receipt(app, req.headers(), id).await)
         }
         _ if link_view(path).is_some() => {
             let Some((id, view)) = link_view(path) else {

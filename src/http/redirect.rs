@@ -328,7 +328,12 @@ async fn write_ahead(app: &App, wal: &Wal, click: &mut Click) {
     };
     let mut record = Vec::with_capacity(256);
     wal::encode_record(
-        &Captured::of(click, app.ip_hasher.hash(click.ip), place),
+        &Captured::of(
+            click,
+            app.ip_hasher.hash(click.ip),
+            place,
+            app.anonymous.as_ref().is_some_and(|a| a.contains(click.ip)),
+        ),
         &mut record,
     );
     if let Ok(segment) = wal.append(record).await {

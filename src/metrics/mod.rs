@@ -10,6 +10,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::attribution::fraud::Verdict;
 use crate::attribution::MatchType;
 
 /// Routes as they appear in the `route` label (in `ROUTES`' order).
@@ -84,6 +85,8 @@ pub struct Metrics {
     pub fingerprints_dropped: Counter,
     pub fingerprints_written: Counter,
     pub matches: [Counter; 5],
+    /// Matched installs by fraud verdict, in `Verdict` order.
+    pub fraud_verdicts: [Counter; 5],
     /// Installs, events and conversions inserted into ClickHouse.
     facts_flushed: [Counter; 3],
     pub events_received: Counter,
@@ -178,6 +181,9 @@ pub fn init() -> &'static Metrics {
             fingerprints_written: metrics::counter!("sluice_fingerprints_written_total"),
             matches: MatchType::ALL.map(|m| {
                 metrics::counter!("sluice_attribution_matches_total", "match_type" => m.as_str())
+            }),
+            fraud_verdicts: Verdict::ALL.map(|v| {
+                metrics::counter!("sluice_fraud_verdicts_total", "verdict" => v.as_str())
             }),
             facts_flushed: ["installs", "events", "conversions"]
                 .map(|k| metrics::counter!("sluice_facts_flushed_total", "kind" => k)),
@@ -337,6 +343,10 @@ fn describe() {
     describe_counter!(
         "sluice_attribution_matches_total",
         "Installs attributed, by match type"
+    );
+    describe_counter!(
+        "sluice_fraud_verdicts_total",
+        "Installs matched to a click, by fraud verdict (not_evaluated, clean, suspicious, flagged, rejected)"
     );
 }
 

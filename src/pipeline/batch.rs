@@ -34,10 +34,15 @@ pub enum BatchKind {
     /// Clicks as a `Native` block without the `variant` column: what versions before
     /// routing spilled.
     ClicksBeforeVariant = 5,
-    /// Clicks as a `Native` block.
-    Clicks = 6,
-    Installs = 7,
+    /// Clicks as a `Native` block without the `is_anonymous` column: what versions before
+    /// fraud protection spilled.
+    ClicksBeforeAnonymous = 6,
+    /// Install rows without the fraud columns: what versions before fraud protection spilled.
+    InstallsBeforeFraud = 7,
     Conversions = 8,
+    /// Clicks as a `Native` block.
+    Clicks = 9,
+    Installs = 10,
 }
 
 impl BatchKind {
@@ -55,19 +60,24 @@ impl BatchKind {
             3 => BatchKind::Events,
             4 => BatchKind::ConversionsBeforeDimensions,
             5 => BatchKind::ClicksBeforeVariant,
-            6 => BatchKind::Clicks,
-            7 => BatchKind::Installs,
+            6 => BatchKind::ClicksBeforeAnonymous,
+            7 => BatchKind::InstallsBeforeFraud,
             8 => BatchKind::Conversions,
+            9 => BatchKind::Clicks,
+            10 => BatchKind::Installs,
             _ => return None,
         })
     }
 
     pub fn table(self) -> &'static str {
         match self {
-            BatchKind::Clicks | BatchKind::ClicksBeforeVariant | BatchKind::ClicksRowBinary => {
-                "clicks"
-            }
-            BatchKind::Installs | BatchKind::InstallsBeforeVariant => "installs",
+            BatchKind::Clicks
+            | BatchKind::ClicksBeforeAnonymous
+            | BatchKind::ClicksBeforeVariant
+            | BatchKind::ClicksRowBinary => "clicks",
+            BatchKind::Installs
+            | BatchKind::InstallsBeforeFraud
+            | BatchKind::InstallsBeforeVariant => "installs",
             BatchKind::Events => "events",
             BatchKind::Conversions | BatchKind::ConversionsBeforeDimensions => "conversions",
         }
@@ -77,10 +87,12 @@ impl BatchKind {
     pub fn columns(self) -> &'static str {
         match self {
             BatchKind::Clicks => row::COLUMNS,
+            BatchKind::ClicksBeforeAnonymous => row::COLUMNS_BEFORE_ANONYMOUS,
             BatchKind::ClicksBeforeVariant | BatchKind::ClicksRowBinary => {
                 row::COLUMNS_BEFORE_VARIANT
             }
             BatchKind::Installs => crate::attribution::install::COLUMNS,
+            BatchKind::InstallsBeforeFraud => crate::attribution::install::COLUMNS_BEFORE_FRAUD,
             BatchKind::InstallsBeforeVariant => crate::attribution::install::COLUMNS_BEFORE_VARIANT,
             BatchKind::Events => crate::conversions::event::COLUMNS,
             BatchKind::Conversions => crate::conversions::conversion::COLUMNS,
@@ -93,7 +105,9 @@ impl BatchKind {
     /// The ClickHouse input format of its data.
     pub fn format(self) -> &'static str {
         match self {
-            BatchKind::Clicks | BatchKind::ClicksBeforeVariant => "Native",
+            BatchKind::Clicks | BatchKind::ClicksBeforeAnonymous | BatchKind::ClicksBeforeVariant => {
+                "Native"
+            }
             _ => "RowBinary",
         }
     }
@@ -355,6 +369,8 @@ mod tests {
         let cases = [
             (BatchKind::Clicks, "clicks", "Native"),
             (BatchKind::ClicksBeforeVariant, "clicks", "Native"),
+            (BatchKind::ClicksBeforeAnonymous, "clicks", "Native"),
+            (BatchKind::InstallsBeforeFraud, "installs", "RowBinary"),
             (BatchKind::ClicksRowBinary, "clicks", "RowBinary"),
             (BatchKind::Installs, "installs", "RowBinary"),
             (BatchKind::InstallsBeforeVariant, "installs", "RowBinary"),
@@ -372,8 +388,16 @@ mod tests {
             assert!(kind.columns().ends_with("batch_id"), "{kind:?}");
         }
         assert_eq!(BatchKind::from_u8(0), None);
-        assert_eq!(BatchKind::from_u8(9), None);
-        assert!(BatchKind::Clicks.columns().contains("variant"));
+        assert_eq!(BatchKind::from_u8(11), None);
+        assert!(BatchKind::Clicks.columns().contains("is_anonymous"));
+        assert!(!BatchKind::ClicksBeforeAnonymous
+            .columns()
+            .contains("is_anonymous"));
+        assert!(BatchKind::ClicksBeforeAnonymous.columns().contains("variant"));
+        assert!(BatchKind::Installs.columns().contains("fraud_reasons"));
+        assert!(!BatchKind::InstallsBeforeFraud
+            .columns()
+            .contains("fraud_reasons"));
         assert!(!BatchKind::ClicksBeforeVariant.columns().contains("variant"));
         assert!(!BatchKind::InstallsBeforeVariant
             .columns()

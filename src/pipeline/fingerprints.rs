@@ -94,6 +94,8 @@ pub struct Fingerprint {
     device: &'static str,
     /// ISO country code, zeros when unknown (copied: the place borrows the geo database).
     country: [u8; 2],
+    /// The address is in the anonymous-address database.
+    anonymous: bool,
 }
 
 #[derive(Serialize)]
@@ -109,6 +111,13 @@ struct Facts<'a> {
     /// The split variant; left out when none.
     #[serde(skip_serializing_if = "str::is_empty")]
     v: &'a str,
+    /// 1 when the address is anonymous; left out when not.
+    #[serde(skip_serializing_if = "is_zero")]
+    a: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 impl Facts<'_> {
@@ -150,6 +159,9 @@ impl Facts<'_> {
             out.extend_from_slice(b",\"v\":");
             string(out, self.v);
         }
+        if self.a != 0 {
+            out.extend_from_slice(b",\"a\":1");
+        }
         out.push(b'}');
     }
 }
@@ -161,6 +173,7 @@ impl Fingerprint {
         click: Click,
         ip_hash: u64,
         country: [u8; 2],
+        anonymous: bool,
         human: bool,
         browser: &str,
     ) -> Option<Fingerprint> {
@@ -172,6 +185,7 @@ impl Fingerprint {
             click,
             ip_hash,
             country,
+            anonymous,
         })
     }
 
@@ -209,6 +223,7 @@ impl Fingerprint {
             g: self.country(),
             t: c.ts_ms,
             v: c.variant.map_or("", |at| link.variant_id(at)),
+            a: self.anonymous as u8,
         };
         let mut member = Vec::with_capacity(160);
         let mut id = [0u8; 32];
@@ -238,6 +253,8 @@ pub fn parse_member(member: &str) -> Option<ClickFacts> {
         t: u64,
         #[serde(default)]
         v: String,
+        #[serde(default)]
+        a: u8,
     }
     let f: Owned = serde_json::from_str(json).ok()?;
     Some(ClickFacts {
@@ -251,6 +268,8 @@ pub fn parse_member(member: &str) -> Option<ClickFacts> {
         subs: f.u,
         country: f.g,
         variant: f.v,
+        anonymous: f.a != 0,
+        ..ClickFacts::default()
     })
 }
 
@@ -414,7 +433,7 @@ pub(crate) mod tests {
         let (writer, mut intake) = handover();
         let drain = |n| -> Vec<Fingerprint> {
             (0..n)
-                .map(|_| Fingerprint::of(click(Platform::Ios), 1, *b"GB", true, "Safari").unwrap())
+                .map(|_| Fingerprint::of(click(Platform::Ios), 1, *b"GB", false, true, "Safari").unwrap())
                 .collect()
         };
         let mut fingerprints = drain(3);
@@ -468,7 +487,7 @@ pub(crate) mod tests {
             let c = click(platform);
             let id = c.id.0;
             let code = Fingerprint::country_code(country);
-            let fp = Fingerprint::of(c, 42, code, human, "Chrome");
+            let fp = Fingerprint::of(c, 42, code, false, human, "Chrome");
             let Some(expect) = expect else {
                 assert!(fp.is_none(), "{country} {platform:?} {human}");
                 continue;
@@ -526,9 +545,10 @@ pub(crate) mod tests {
                 g: c[10],
                 t: 1_795_305_600_123,
                 v: "",
+                a: 0,
             };
-            // Without a variant, and with each case's text as one.
-            for facts in [Facts { v: c[1], ..facts }, facts] {
+            // Without a variant, with each case's text as one, and anonymous.
+            for facts in [Facts { v: c[1], ..facts }, Facts { a: 1, ..facts }, facts] {
                 let mut ours = Vec::new();
                 facts.write(&mut ours);
                 let json = String::from_utf8(ours).unwrap();
@@ -538,6 +558,12 @@ pub(crate) mod tests {
                         .unwrap()
                         .variant,
                     facts.v
+                );
+                assert_eq!(
+                    parse_member(&format!("{}|{json}", "ab".repeat(16)))
+                        .unwrap()
+                        .anonymous,
+                    facts.a == 1
                 );
             }
         }

@@ -143,8 +143,13 @@ fn encode_loop(
                     send(&mut clicks);
                 }
                 let agent = enricher.agent(click.texts.user_agent());
-                let captured =
-                    Captured::of(&click, enricher.ip_hash(click.ip), enricher.place(click.ip));
+                let anonymous = enricher.anonymous(click.ip);
+                let captured = Captured::of(
+                    &click,
+                    enricher.ip_hash(click.ip),
+                    enricher.place(click.ip),
+                    anonymous,
+                );
                 let flags = clicks.push_click(&captured, &agent);
                 let human = !flags.is_bot && !flags.is_preview;
                 // A capped link counts its human clicks, known as such only here.
@@ -164,6 +169,7 @@ fn encode_loop(
                         click,
                         ip_hash,
                         country,
+                        anonymous,
                         human,
                         &agent.browser,
                     ));

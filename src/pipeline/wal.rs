@@ -277,6 +277,7 @@ pub fn encode_record(c: &Captured<'_>, out: &mut Vec<u8>) {
     ] {
         frame::put_str(out, s);
     }
+    out.push(c.anonymous as u8);
     frame::finish(out, mark);
 }
 
@@ -294,6 +295,8 @@ pub fn decode_payload(payload: &[u8]) -> Result<Captured<'_>, DecodeError> {
         strs;
     // Records written before clicks carried a variant end here.
     let variant = if f.is_empty() { "" } else { f.str()? };
+    // And those written before the anonymous-address flag here.
+    let anonymous = !f.is_empty() && f.u8()? != 0;
     Ok(Captured {
         id,
         ts_ms,
@@ -315,6 +318,7 @@ pub fn decode_payload(payload: &[u8]) -> Result<Captured<'_>, DecodeError> {
         referrer,
         head,
         variant,
+        anonymous,
     })
 }
 
@@ -366,7 +370,20 @@ mod tests {
         };
         let mut record = Vec::new();
         encode_record(&without, &mut record);
-        let old_payload = &record[frame::HEADER..record.len() - 4];
+        // (without the empty variant (a 4-byte length) and the flag)
+        let old_payload = &record[frame::HEADER..record.len() - 5];
         assert_eq!(decode_payload(old_payload).unwrap(), without);
+        // One written before the anonymous flag (it ends at the variant) reads back as not
+        // anonymous.
+        let anonymous = Captured {
+            anonymous: true,
+            ..c.clone()
+        };
+        let mut record = Vec::new();
+        encode_record(&anonymous, &mut record);
+        let payload = &record[frame::HEADER..];
+        assert_eq!(decode_payload(payload).unwrap(), anonymous);
+        let before_flag = &payload[..payload.len() - 1];
+        assert_eq!(decode_payload(before_flag).unwrap(), c);
     }
 }

@@ -74,7 +74,12 @@ pub async fn link(
     };
     let totals = figures(ctx, ask).await?;
     let clicks = totals["clicks"].as_u64().unwrap_or(0);
-    let installs = totals["installs"].as_u64().unwrap_or(0);
+    // A rejected install names the link but is not attributed to it.
+    let rejected = totals["rejected_installs"].as_u64().unwrap_or(0);
+    let installs = totals["installs"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(rejected);
     let rate = if clicks == 0 {
         0.0
     } else {
@@ -85,6 +90,7 @@ pub async fn link(
         "click_count": clicks,
         "unique_click_count": totals["unique_clicks"],
         "install_count": installs,
+        "rejected_install_count": rejected,
         "conversion_rate": rate,
         "conversions": totals["conversions"],
         "window": totals["window"],

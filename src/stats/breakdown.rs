@@ -172,6 +172,9 @@ pub struct Row {
     /// Likewise, for the `JOINED` dimensions.
     #[serde(skip)]
     pub conversions: Conversions,
+    /// Likewise: installs the fraud rules rejected (counted in `installs` too).
+    #[serde(skip)]
+    pub rejected: u64,
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -243,20 +246,65 @@ pub async fn rows(ch: &Client, b: &Breakdown) -> Result<Vec<Row>, ChError> {
         .fetch_all::<ConversionRow>()
         .await
     };
-    let (uniques, conversions) = tokio::try_join!(uniques, conversions)?;
+    let rejected = async {
+        if !JOINED.contains(&b.dim) {
+            return Ok(Vec::new());
+        }
+        rejected_of(ch, b, &out).await
+    };
+    let (uniques, conversions, rejected) = tokio::try_join!(uniques, conversions, rejected)?;
     let uniques: BTreeMap<String, u64> = uniques.into_iter().map(|u| (u.key, u.n)).collect();
+    let rejected: BTreeMap<String, u64> = rejected.into_iter().map(|u| (u.key, u.n)).collect();
     let mut by_key: BTreeMap<String, Vec<ConversionRow>> = BTreeMap::new();
     for c in conversions.into_iter().filter(|c| c.n > 0) {
         by_key.entry(c.key.clone()).or_default().push(c);
     }
     for row in &mut out {
         row.unique_clicks = uniques.get(&row.key).copied().unwrap_or(0);
+        row.rejected = rejected.get(&row.key).copied().unwrap_or(0);
         for c in by_key.remove(&row.key).unwrap_or_default() {
             row.conversions
                 .insert((c.kind, c.currency), (c.n, c.sum_cents));
         }
     }
     Ok(out)
+}
+
+/// The rejected installs of the rows' keys, from `fraud_installs` (which has a column per
+/// joined dimension instead of scopes).
+async fn rejected_of(
+    ch: &Client,
+    b: &Breakdown,
+    rows: &[Row],
+) -> Result<Vec<UniqueRow>, clickhouse::error::Error> {
+    let column = match b.dim {
+        "link" => "link_id",
+        dim => dim,
+    };
+    let mut sql = format!(
+        "SELECT {column} AS key, sum(installs) AS n FROM fraud_installs \
+         WHERE tenant_id = ? AND date >= toDate('{}') AND date <= toDate('{}') \
+         AND verdict = 'rejected' AND reason = ''",
+        time::date_string(b.range.from),
+        time::date_string(b.range.to)
+    );
+    for (filter, value) in b.filters() {
+        if value.is_some() {
+            sql += &format!(" AND {filter} = ?");
+        }
+    }
+    sql += &format!(
+        " AND {column} IN ({}) GROUP BY key",
+        vec!["?"; rows.len()].join(", ")
+    );
+    let mut q = ch.query(&sql).bind(&b.tenant);
+    for value in b.filters().into_iter().filter_map(|(_, v)| v.as_ref()) {
+        q = q.bind(value);
+    }
+    for row in rows {
+        q = q.bind(&row.key);
+    }
+    q.fetch_all().await
 }
 
 /// The answer's JSON: `{by, window, from, to, rows: [{key, clicks, unique_clicks, installs,
@@ -273,9 +321,8 @@ pub fn answer(b: &Breakdown, rows: Vec<Row>) -> Value {
                 "clicks": r.clicks,
                 "unique_clicks": r.unique_clicks,
                 "installs": r.installs,
-                "attributed_installs": r.installs.saturating_sub(r.organic),
-                // No install is rejected before fraud rules exist.
-                "rejected_installs": 0,
+                "attributed_installs": r.installs.saturating_sub(r.organic + r.rejected),
+                "rejected_installs": r.rejected,
                 "conversions": conversions_json(&r.conversions),
             })
         })

@@ -155,6 +155,8 @@ pub struct Figures {
     pub conversions: Conversions,
     /// Events by name.
     pub events: BTreeMap<String, u64>,
+    /// Installs the fraud rules fired on, by (verdict, reason); reason "" counts the installs.
+    pub judged: BTreeMap<(String, String), u64>,
 }
 
 impl Figures {
@@ -166,18 +168,44 @@ impl Figures {
         self.installs.get(&MatchType::Organic).copied().unwrap_or(0)
     }
 
+    /// Installs rejected by the fraud rules (counted under their match type in `installs`).
+    pub fn rejected_installs(&self) -> u64 {
+        self.judged
+            .get(&("rejected".to_string(), String::new()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `{verdict: {reason: installs}}` for the verdicts that fired (`suspicious` in shadow
+    /// mode, `flagged`, `rejected`).
+    fn fraud_reasons(&self) -> Value {
+        let mut out: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+        for ((verdict, reason), n) in &self.judged {
+            if !reason.is_empty() {
+                out.entry(verdict).or_default().insert(reason, *n);
+            }
+        }
+        json!(out)
+    }
+
     /// The figures as the stats endpoints answer them.
     pub fn to_json(&self) -> Map<String, Value> {
         let installs = self.installs_total();
         let organic = self.organic_installs();
+        let rejected = self.rejected_installs();
         let mut out = Map::new();
         out.insert("clicks".into(), json!(self.clicks));
         out.insert("unique_clicks".into(), json!(self.unique_clicks));
         out.insert("bot_clicks".into(), json!(self.bot_clicks));
         out.insert("preview_clicks".into(), json!(self.preview_clicks));
         out.insert("installs".into(), json!(installs));
-        out.insert("attributed_installs".into(), json!(installs - organic));
+        out.insert(
+            "attributed_installs".into(),
+            json!(installs.saturating_sub(organic + rejected)),
+        );
         out.insert("organic_installs".into(), json!(organic));
+        out.insert("rejected_installs".into(), json!(rejected));
+        out.insert("fraud_reasons".into(), self.fraud_reasons());
         out.insert("installs_by_match_type".into(), json!(self.installs));
         out.insert("conversions".into(), conversions_json(&self.conversions));
         out.insert(

@@ -14,7 +14,7 @@ use crate::store::clickhouse::ChError;
 use crate::time;
 
 /// Number of ClickHouse queries one stats answer costs.
-pub const QUERIES_PER_ANSWER: u64 = 4;
+pub const QUERIES_PER_ANSWER: u64 = 5;
 
 #[derive(clickhouse::Row, Deserialize)]
 struct ClickRow {
@@ -129,8 +129,15 @@ pub async fn figures(ch: &Client, ask: &Ask) -> Result<BTreeMap<Vec<String>, Fig
              FROM stats_conversions WHERE {scope} GROUP BY {group_by}type, currency"
         )))
         .fetch_all::<ConversionRow>();
-    let (clicks, installs, events, conversions) =
-        tokio::try_join!(clicks, installs, events, conversions)?;
+    // Installs the fraud rules fired on: per verdict, the installs (reason '') and each reason.
+    let judged = ask
+        .bind(ch.query(&format!(
+            "SELECT {keys}, concat(verdict, ':', reason) AS name, sum(installs) AS n \
+             FROM fraud_installs WHERE {scope} GROUP BY {group_by}verdict, reason"
+        )))
+        .fetch_all::<CountRow>();
+    let (clicks, installs, events, conversions, judged) =
+        tokio::try_join!(clicks, installs, events, conversions, judged)?;
 
     let mut out: BTreeMap<Vec<String>, Figures> = BTreeMap::new();
     if ask.group == Group::Total {
@@ -152,6 +159,14 @@ pub async fn figures(ch: &Client, ask: &Ask) -> Result<BTreeMap<Vec<String>, Fig
             .or_default()
             .installs
             .entry(how)
+            .or_default() += r.n;
+    }
+    for r in judged.into_iter().filter(|r| r.n > 0) {
+        let (verdict, reason) = r.name.split_once(':').unwrap_or((&r.name, ""));
+        *out.entry(ask.key(r.k1, r.k2))
+            .or_default()
+            .judged
+            .entry((verdict.to_string(), reason.to_string()))
             .or_default() += r.n;
     }
     for r in events.into_iter().filter(|r| r.n > 0) {

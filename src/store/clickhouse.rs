@@ -7,7 +7,8 @@ use tracing::info;
 
 use super::cluster_schema;
 use crate::attribution::install::ClickFacts;
-use crate::click::ClickId;
+use crate::click::{ClickId, Platform};
+use crate::pipeline::fingerprints;
 use crate::config::ClickHouseConfig;
 use crate::time;
 
@@ -57,6 +58,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_breakdown_scopes",
         include_str!("../../clickhouse/0011_breakdown_scopes.sql"),
     ),
+    ("0012_fraud", include_str!("../../clickhouse/0012_fraud.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -258,14 +260,25 @@ pub async fn click_facts(
     Ok(rows
         .into_iter()
         .filter_map(|r| {
-            // Rows before migration 0010 have no variant.
-            let [tenant, link_id, campaign, source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, country, variant] =
-                length_prefixed::<13>(&r.facts)
-                    .or_else(|| {
-                        let [a, b, c, d, e, f, g, h, i, j, k, l] = length_prefixed::<12>(&r.facts)?;
-                        Some([a, b, c, d, e, f, g, h, i, j, k, l, ""])
-                    })?
-                    .map(str::to_string);
+            // Rows before migration 0010 have no variant, rows before 0012 no visitor or flags.
+            let fields = length_prefixed(&r.facts)?;
+            let (known, later) = match fields.len() {
+                12 | 13 | 17 => fields.split_at(12),
+                _ => return None,
+            };
+            let [tenant, link_id, campaign, source, medium, partner_click_id, sub1, sub2, sub3, sub4, sub5, country] =
+                <[&str; 12]>::try_from(known).ok()?.map(str::to_string);
+            let variant = later.first().copied().unwrap_or("").to_string();
+            let (visitor, flags) = match later {
+                [_, ip_hash, platform, browser, flags] => (
+                    Some((
+                        fingerprints::device(Platform::parse(platform), browser),
+                        ip_hash.parse().ok()?,
+                    )),
+                    *flags,
+                ),
+                _ => (None, ""),
+            };
             let facts = ClickFacts {
                 click_id: r.click_id,
                 ts_ms: ClickId(r.click_id).timestamp_ms(),
@@ -277,27 +290,30 @@ pub async fn click_facts(
                 subs: [sub1, sub2, sub3, sub4, sub5],
                 country,
                 variant,
+                bot: flags.contains('b'),
+                anonymous: flags.contains('a'),
+                visitor,
             };
             Some((tenant, facts))
         })
         .collect())
 }
 
-/// The `N` fields of a `click_facts.facts` string (migrations 0007, 0010): each its byte length, ':'
-/// and its bytes. `None` unless the string is exactly that.
-fn length_prefixed<const N: usize>(mut s: &str) -> Option<[&str; N]> {
-    let mut fields = [""; N];
-    for field in &mut fields {
+/// The fields of a `click_facts.facts` string (migrations 0007, 0010, 0012): each its byte
+/// length, ':' and its bytes. `None` unless the string is exactly that.
+fn length_prefixed(mut s: &str) -> Option<Vec<&str>> {
+    let mut fields = Vec::with_capacity(17);
+    while !s.is_empty() {
         let (len, rest) = s.split_once(':')?;
         let len: usize = len.parse().ok()?;
-        *field = rest.get(..len)?;
+        fields.push(rest.get(..len)?);
         s = &rest[len..];
     }
-    s.is_empty().then_some(fields)
+    Some(fields)
 }
 
 /// A matched (not organic) install, as `GET /v1/attribution/results` lists it.
-#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Default, clickhouse::Row, serde::Deserialize, serde::Serialize)]
 pub struct MatchedInstall {
     pub install_id: String,
     pub ts_ms: u64,
@@ -312,11 +328,56 @@ pub struct MatchedInstall {
     pub medium: String,
     pub partner_click_id: String,
     pub country: String,
+    /// `attributed` or `rejected` (`attribution::install::status`).
+    pub status: String,
+    pub fraud_verdict: String,
+    pub fraud_reasons: Vec<String>,
+}
+
+/// An install's status as stored, or for rows from before fraud protection (none) as its
+/// match type implies.
+const STATUS: &str = "if(status = '', if(match_type = 'organic', 'organic', 'attributed'), status)";
+
+/// One install as its attribution receipt shows it.
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
+pub struct InstallReceipt {
+    pub ts_ms: u64,
+    pub status: String,
+    pub match_type: String,
+    pub click_id: [u8; 16],
+    pub link_id: String,
+    pub ctit_seconds: u64,
+    pub competing_clicks: u32,
+    pub fraud_mode: String,
+    pub fraud_verdict: String,
+    pub fraud_reasons: Vec<String>,
+    pub fraud_values: Vec<String>,
+}
+
+/// The tenant's install `install_id` as first recorded (`None` until its row is stored).
+pub async fn install_receipt(
+    ch: &Client,
+    tenant: &str,
+    install_id: &str,
+) -> Result<Option<InstallReceipt>, ChError> {
+    let sql = format!(
+        "SELECT ts_ms, {STATUS} AS status_, match_type, click_id, link_id, ctit_seconds, \
+         competing_clicks, fraud_mode, fraud_verdict, fraud_reasons, fraud_values \
+         FROM installs WHERE tenant_id = ? AND install_id = ? ORDER BY received_ms LIMIT 1"
+    );
+    Ok(ch
+        .query(&sql)
+        .bind(tenant)
+        .bind(install_id)
+        .fetch_optional()
+        .await?)
 }
 
 /// Which matched installs to list, newest first.
 #[derive(Debug, Default)]
 pub struct ResultsFilter {
+    /// Only installs of this status (`attributed` or `rejected`).
+    pub status: Option<&'static str>,
     pub campaign: Option<String>,
     pub source: Option<String>,
     pub from_day: Option<u16>,
@@ -334,11 +395,16 @@ pub async fn matched_installs(
     tenant: &str,
     f: &ResultsFilter,
 ) -> Result<Vec<MatchedInstall>, ChError> {
-    let mut sql = String::from(
+    let mut sql = format!(
         "SELECT install_id, ts_ms, platform, match_type, lower(hex(click_id)) AS click_id, \
-         click_ts_ms, ctit_seconds, link_id, campaign, source, medium, partner_click_id, country \
+         click_ts_ms, ctit_seconds, link_id, campaign, source, medium, partner_click_id, country, \
+         {STATUS} AS status_, fraud_verdict, fraud_reasons \
          FROM installs WHERE tenant_id = ? AND match_type != 'organic'",
     );
+    if let Some(status) = f.status {
+        // A fixed word (`ResultsFilter::status`): safe to inline.
+        sql.push_str(&format!(" AND status_ = '{status}'"));
+    }
     if f.campaign.is_some() {
         sql.push_str(" AND campaign = ?");
     }
@@ -445,20 +511,20 @@ mod tests {
 
     #[test]
     fn reads_length_prefixed_facts() {
-        let cases: [(&str, Option<[&str; 3]>); 9] = [
-            ("3:t_12:l11:c", Some(["t_1", "l1", "c"])),
-            ("0:0:0:", Some(["", "", ""])),
+        let cases: [(&str, Option<&[&str]>); 9] = [
+            ("3:t_12:l11:c", Some(&["t_1", "l1", "c"])),
+            ("0:0:0:", Some(&["", "", ""])),
             // Separators and multi-byte text inside a field are its bytes.
-            ("3:a:b4:é:x0:", Some(["a:b", "é:x", ""])),
-            ("3:t_12:l1", None),       // a field missing
-            ("3:t_12:l11:c1:d", None), // one too many
-            ("3:t_12:l19:c", None),    // longer than what is left
-            ("x:t_12:l11:c", None),    // no length
-            ("1:é0:0:", None),         // a length inside a character
-            ("3t_12:l11:c", None),     // no separator
+            ("3:a:b4:é:x0:", Some(&["a:b", "é:x", ""])),
+            ("3:t_12:l1", Some(&["t_1", "l1"])),
+            ("", Some(&[])),
+            ("3:t_12:l19:c", None), // longer than what is left
+            ("x:t_12:l11:c", None), // no length
+            ("1:é0:0:", None),      // a length inside a character
+            ("3t_12:l11:c", None),  // no separator
         ];
         for (s, want) in cases {
-            assert_eq!(length_prefixed::<3>(s), want, "{s}");
+            assert_eq!(length_prefixed(s).as_deref(), want, "{s}");
         }
     }
 }

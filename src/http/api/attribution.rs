@@ -152,6 +152,7 @@ fn device(app: &App, headers: &HeaderMap, peer: SocketAddr, platform: InstallPla
     Device {
         key,
         ip_hash: app.ip_hasher.hash(ip),
+        anonymous: app.anonymous.as_ref().is_some_and(|a| a.contains(ip)),
     }
 }
 

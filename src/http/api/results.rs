@@ -1,6 +1,7 @@
 //! `GET /v1/attribution/results` (secret key): the tenant's matched installs, newest first,
-//! filtered by `campaign`, `source`, `from`/`to` (UTC days), `limit` (1–1000, default 100)
-//! pages with an opaque `cursor`.
+//! filtered by `status` (attributed or rejected), `campaign`, `source`, `from`/`to` (UTC
+//! days), `limit` (1–1000, default 100) pages with an opaque `cursor`; and
+//! `GET /v1/attribution/installs/{install_id}`, one install's attribution receipt.
 
 use base64::Engine;
 use hyper::header::HeaderMap;
@@ -14,7 +15,7 @@ use crate::error::FieldError;
 use crate::http::auth::require_secret;
 use crate::http::error::{json_response, ApiError, Body};
 use crate::stats::parse_day;
-use crate::store::clickhouse::{matched_installs, MatchedInstall, ResultsFilter};
+use crate::store::clickhouse::{install_receipt, matched_installs, MatchedInstall, ResultsFilter};
 use crate::time;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -58,6 +59,13 @@ fn filter(query: Option<&str>) -> Result<ResultsFilter, FieldError> {
             parse_day(&value).ok_or_else(|| FieldError::new(field, "must be a date YYYY-MM-DD"))
         };
         match key.as_str() {
+            "status" => {
+                f.status = Some(match value.as_str() {
+                    "attributed" => "attributed",
+                    "rejected" => "rejected",
+                    _ => return Err(FieldError::new("status", "must be attributed or rejected")),
+                })
+            }
             "campaign" => f.campaign = Some(value),
             "source" => f.source = Some(value),
             "from" => f.from_day = Some(day("from")?),
@@ -99,6 +107,50 @@ fn parse_cursor(s: &str) -> Option<(u64, String)> {
     Some((ts.parse().ok()?, id.to_string()))
 }
 
+/// `GET /v1/attribution/installs/{install_id}`: `{install_id, status, match_type, click_id?,
+/// link_id?, ctit_seconds?, competing_clicks, fraud: {mode, verdict, reasons: [{code,
+/// value}]}, installed_at}`; 404 until the install's row is stored (a second or so).
+pub async fn receipt(
+    app: &App,
+    headers: &HeaderMap,
+    install_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let caller = require_secret(app, headers).await?;
+    let install_id = percent_encoding::percent_decode_str(install_id).decode_utf8_lossy();
+    let Some(r) = install_receipt(&app.ch, &caller.tenant_id, &install_id).await? else {
+        return Err(crate::error::Error::NotFound(format!(
+            "no install {install_id:?} is recorded (rows are stored about a second after the report)"
+        ))
+        .into());
+    };
+    let matched = r.click_id != [0; 16];
+    let reasons: Vec<Value> = r
+        .fraud_reasons
+        .iter()
+        .zip(&r.fraud_values)
+        .map(|(code, value)| json!({ "code": code, "value": value }))
+        .collect();
+    let or = |s: &str, default: &'static str| if s.is_empty() { default } else { s }.to_string();
+    let mut out = json!({
+        "install_id": install_id,
+        "status": r.status,
+        "match_type": r.match_type,
+        "competing_clicks": r.competing_clicks,
+        "fraud": {
+            "mode": or(&r.fraud_mode, "off"),
+            "verdict": or(&r.fraud_verdict, "not_evaluated"),
+            "reasons": reasons,
+        },
+        "installed_at": time::rfc3339_from_ms(r.ts_ms),
+    });
+    if matched {
+        out["click_id"] = json!(ClickId(r.click_id).to_string());
+        out["link_id"] = json!(r.link_id);
+        out["ctit_seconds"] = json!(r.ctit_seconds);
+    }
+    Ok(json_response(StatusCode::OK, &out))
+}
+
 fn view(r: &MatchedInstall) -> Value {
     let mut click = [0u8; 16];
     let click_id = hex::decode_to_slice(&r.click_id, &mut click)
@@ -119,6 +171,9 @@ fn view(r: &MatchedInstall) -> Value {
         "medium": r.medium,
         "partner_click_id": r.partner_click_id,
         "country": r.country,
+        "status": r.status,
+        "fraud_verdict": r.fraud_verdict,
+        "fraud_reasons": r.fraud_reasons,
     })
 }
 
@@ -140,8 +195,7 @@ mod tests {
             campaign: String::new(),
             source: String::new(),
             medium: String::new(),
-            partner_click_id: String::new(),
-            country: String::new(),
+            ..MatchedInstall::default()
         };
         assert_eq!(
             parse_cursor(&cursor_of(&r)),

@@ -4,9 +4,11 @@
 use redis::AsyncCommands;
 
 use super::{Redis, RedisError};
+use crate::attribution::fraud;
 use crate::attribution::install::InstallAttribution;
 use crate::attribution::MatchType;
 use crate::click::ClickId;
+use crate::pipeline::fingerprints;
 
 /// How binding a user to an install went (`redis/bind_user.lua`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +156,59 @@ impl Redis {
     ) -> Result<Option<String>, RedisError> {
         let mut c = self.conn.clone();
         Ok(c.get(self.user_key(tenant, user_id)).await?)
+    }
+
+    /// What the fraud rules and the receipt ask of the fingerprints, in one round trip: how
+    /// many clicks on `link` the `visitor` made in the hour before `click_ts_ms` (among the
+    /// newest its fingerprint keeps; `None` without a visitor), and how many unclaimed clicks
+    /// of the installing `device` fall in `window` (the clicks that competed with the match).
+    pub async fn click_counts(
+        &self,
+        tenant: &str,
+        visitor: Option<(&str, u64)>,
+        link: &str,
+        click_ts_ms: u64,
+        device: (&str, u64),
+        window: (u64, u64),
+    ) -> Result<(Option<u64>, u64), RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZCOUNT")
+            .arg(self.fingerprint_key(tenant, device.0, device.1))
+            .arg(window.0)
+            .arg(window.1);
+        if let Some((key, ip_hash)) = visitor {
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(self.fingerprint_key(tenant, key, ip_hash))
+                .arg(click_ts_ms.saturating_sub(fraud::VISITOR_HOUR_MS))
+                .arg(format!("({click_ts_ms}"));
+        }
+        let mut c = self.conn.clone();
+        let (competing, members): (u64, Option<Vec<String>>) = if visitor.is_some() {
+            let (n, m): (u64, Vec<String>) = pipe.query_async(&mut c).await?;
+            (n, Some(m))
+        } else {
+            let (n,): (u64,) = pipe.query_async(&mut c).await?;
+            (n, None)
+        };
+        let on_link = members.map(|members| {
+            members
+                .iter()
+                .filter_map(|m| fingerprints::parse_member(m))
+                .filter(|f| f.link_id == link)
+                .count() as u64
+        });
+        Ok((on_link, competing))
+    }
+
+    /// What an install was attributed to, as `remember_attribution` left it.
+    pub async fn remembered_attribution(
+        &self,
+        tenant: &str,
+        install_id: &str,
+    ) -> Result<Option<InstallAttribution>, RedisError> {
+        let mut c = self.conn.clone();
+        let json: Option<String> = c.get(self.attribution_key(tenant, install_id)).await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     /// Remembers what an install was attributed to (the first answer stands: a retried
