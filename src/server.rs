@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::app::App;
-use crate::click::enrich::{Enricher, IpHasher};
 use crate::click::anonymous::AnonymousIps;
+use crate::click::enrich::{Enricher, IpHasher};
 use crate::click::geo::Geo;
 use crate::config::Config;
 use crate::http::rate_limit::RateLimiter;

@@ -24,7 +24,8 @@ async fn config_is_validated_and_per_tenant() {
     let a = env.tenant().await;
     let b = env.tenant().await;
     let defaults = json!({"click_lookback_days": 7, "fingerprint_window_minutes": 120, "fingerprint_enabled": true, "raw_retention_days": 400,
-        "report_webhook_url": "", "report_signature_header": "X-Signature", "report_signing_secret_set": false});
+        "report_webhook_url": "", "report_signature_header": "X-Signature", "report_signing_secret_set": false,
+        "fraud_mode": "shadow", "min_ctit_seconds": 10, "max_ctit_hours": 24, "max_clicks_per_visitor_hour": 20});
 
     assert_eq!(
         call(reqwest::Method::GET, &url, &a.secret_key, None).await,
@@ -57,7 +58,8 @@ async fn config_is_validated_and_per_tenant() {
     let secret = body["report_signing_secret"].as_str().unwrap().to_string();
     assert!(secret.starts_with("whsec_"), "{body}");
     let configured = json!({"click_lookback_days": 7, "fingerprint_window_minutes": 30, "fingerprint_enabled": true, "raw_retention_days": 400,
-        "report_webhook_url": "", "report_signature_header": "X-Signature", "report_signing_secret_set": true});
+        "report_webhook_url": "", "report_signature_header": "X-Signature", "report_signing_secret_set": true,
+        "fraud_mode": "shadow", "min_ctit_seconds": 10, "max_ctit_hours": 24, "max_clicks_per_visitor_hour": 20});
     for (method, patch) in [
         (reqwest::Method::GET, None),
         (

@@ -81,6 +81,8 @@ fn every_route_is_documented() {
         ("get", "/v1/attribution/stats/timeseries"),
         ("get", "/v1/attribution/stats/breakdown"),
         ("get", "/v1/attribution/results"),
+        ("get", "/v1/attribution/installs/{install_id}"),
+        ("get", "/v1/attribution/stats/ctit"),
         ("post", "/v1/attribution/reports"),
         ("post", "/v1/attribution/reports/test"),
         ("get", "/v1/attribution/reports/{id}"),

@@ -358,6 +358,11 @@ async fn judge(
     };
     let judgement = Judgement::of(config, &evidence);
     ctx.metrics.fraud_verdicts[judgement.verdict as usize].increment(1);
+    // A click claimed by id stays in its fingerprint set (only fingerprint claims take theirs
+    // out): when that set is the installing device's, it did not compete with itself.
+    let own =
+        a.match_type != MatchType::Fingerprint && f.visitor == Some((device.key, device.ip_hash));
+    let competing = competing.saturating_sub(u64::from(own));
     (judgement, competing.min(u64::from(u32::MAX)) as u32)
 }
 

@@ -84,9 +84,7 @@ impl ConfigPatch {
         let mut patch = ConfigPatch::default();
         for (key, v) in object {
             let integer = || {
-                let n = v
-                    .as_i64()
-                    .ok_or_else(|| error(key, "must be an integer"))?;
+                let n = v.as_i64().ok_or_else(|| error(key, "must be an integer"))?;
                 u32::try_from(n).map_err(|_| error(key, format!("is out of range, got {n}")))
             };
             match key.as_str() {

@@ -375,8 +375,7 @@ mod tests {
                 .into_iter()
                 .map(|f| (f.reason.code(), f.value))
                 .collect();
-            let want: Vec<(&str, String)> =
-                want.iter().map(|(c, v)| (*c, v.to_string())).collect();
+            let want: Vec<(&str, String)> = want.iter().map(|(c, v)| (*c, v.to_string())).collect();
             assert_eq!(got, want, "{name}");
         }
     }
@@ -398,7 +397,10 @@ mod tests {
             .map(|f| f.reason.code())
             .collect();
         assert_eq!(codes, ["click_flooding", "too_many_clicks"]);
-        assert!(findings(&strict, &evidence(0)).is_empty(), "0 turns the CTIT floor off");
+        assert!(
+            findings(&strict, &evidence(0)).is_empty(),
+            "0 turns the CTIT floor off"
+        );
     }
 
     #[test]

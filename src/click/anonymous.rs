@@ -36,7 +36,10 @@ struct Record {
 impl AnonymousIps {
     /// A `.mmdb` file by its name, anything else as a CIDR list.
     pub fn open(path: &Path) -> Result<AnonymousIps, String> {
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("mmdb")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("mmdb"))
+        {
             return maxminddb::Reader::open_readfile(path)
                 .map(AnonymousIps::Mmdb)
                 .map_err(|e| e.to_string());
@@ -127,7 +130,9 @@ mod tests {
         }
         let empty = AnonymousIps::ranges("# nothing\n").unwrap();
         assert!(!empty.contains("203.0.113.1".parse().unwrap()));
-        let err = AnonymousIps::ranges("10.0.0.0/8\n10.0.0/8\n").err().unwrap();
+        let err = AnonymousIps::ranges("10.0.0.0/8\n10.0.0/8\n")
+            .err()
+            .unwrap();
         assert!(err.starts_with("line 2"), "{err}");
     }
 
@@ -139,7 +144,7 @@ mod tests {
         });
         let db = AnonymousIps::open(Path::new(&path)).expect("run deploy/test.sh first");
         let cases = [
-            ("203.0.113.9", true),  // hosting provider
+            ("203.0.113.9", true),   // hosting provider
             ("198.51.100.77", true), // Tor exit node
             ("192.0.2.200", false),  // in the database, every flag false
             ("81.2.69.142", false),  // not in it

@@ -23,6 +23,9 @@ pub const MACROS: &[&str] = &[
     "match_type",
     "ctit_seconds",
     "timestamp",
+    // Filled in the `rejected_install` template only (empty elsewhere).
+    "rejection_reason",
+    "rejection_value",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -369,6 +369,12 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
             }
             answer(api::stats::breakdown(app, req.headers(), req.uri().query()).await)
         }
+        "/v1/attribution/stats/ctit" => {
+            if method != Method::GET {
+                return wrong_method();
+            }
+            answer(api::stats::ctit(app, req.headers(), req.uri().query()).await)
+        }
         _ if under(path, "/v1/attribution/reports") => {
             let Some(id) = item(path, "/v1/attribution/reports").map(|id| id.map(str::to_string))
             else {

@@ -105,9 +105,9 @@ impl BatchKind {
     /// The ClickHouse input format of its data.
     pub fn format(self) -> &'static str {
         match self {
-            BatchKind::Clicks | BatchKind::ClicksBeforeAnonymous | BatchKind::ClicksBeforeVariant => {
-                "Native"
-            }
+            BatchKind::Clicks
+            | BatchKind::ClicksBeforeAnonymous
+            | BatchKind::ClicksBeforeVariant => "Native",
             _ => "RowBinary",
         }
     }
@@ -393,7 +393,9 @@ mod tests {
         assert!(!BatchKind::ClicksBeforeAnonymous
             .columns()
             .contains("is_anonymous"));
-        assert!(BatchKind::ClicksBeforeAnonymous.columns().contains("variant"));
+        assert!(BatchKind::ClicksBeforeAnonymous
+            .columns()
+            .contains("variant"));
         assert!(BatchKind::Installs.columns().contains("fraud_reasons"));
         assert!(!BatchKind::InstallsBeforeFraud
             .columns()

@@ -433,7 +433,9 @@ pub(crate) mod tests {
         let (writer, mut intake) = handover();
         let drain = |n| -> Vec<Fingerprint> {
             (0..n)
-                .map(|_| Fingerprint::of(click(Platform::Ios), 1, *b"GB", false, true, "Safari").unwrap())
+                .map(|_| {
+                    Fingerprint::of(click(Platform::Ios), 1, *b"GB", false, true, "Safari").unwrap()
+                })
                 .collect()
         };
         let mut fingerprints = drain(3);

@@ -6,6 +6,7 @@
 pub mod answers;
 pub mod breakdown;
 pub mod cache;
+pub mod ctit;
 pub mod query;
 
 use std::collections::BTreeMap;
@@ -83,7 +84,7 @@ impl Range {
         self.from..=self.to
     }
 
-    fn describe(&self, out: &mut Map<String, Value>) {
+    pub fn describe(&self, out: &mut Map<String, Value>) {
         out.insert("window".into(), json!(self.window));
         out.insert("from".into(), json!(time::date_string(self.from)));
         out.insert("to".into(), json!(time::date_string(self.to)));

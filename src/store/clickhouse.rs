@@ -8,8 +8,8 @@ use tracing::info;
 use super::cluster_schema;
 use crate::attribution::install::ClickFacts;
 use crate::click::{ClickId, Platform};
-use crate::pipeline::fingerprints;
 use crate::config::ClickHouseConfig;
+use crate::pipeline::fingerprints;
 use crate::time;
 
 /// (version, SQL). Frozen once landed: add a new file, never edit an old one.
@@ -58,7 +58,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_breakdown_scopes",
         include_str!("../../clickhouse/0011_breakdown_scopes.sql"),
     ),
-    ("0012_fraud", include_str!("../../clickhouse/0012_fraud.sql")),
+    (
+        "0012_fraud",
+        include_str!("../../clickhouse/0012_fraud.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -7,11 +7,13 @@ use hyper::{Response, StatusCode};
 
 use super::{param, query_params};
 use crate::app::App;
+use crate::error::FieldError;
 use crate::http::auth::require_secret;
 use crate::http::error::{json_response, ApiError, Body};
 use crate::link::catalog;
 use crate::stats::answers::{self, range};
 use crate::stats::breakdown::Breakdown;
+use crate::stats::ctit;
 use crate::stats::query::Ask;
 use crate::stats::Group;
 
@@ -43,6 +45,27 @@ pub async fn link_stats(
     let range = range(&query_params(query))?;
     let figures = answers::link(&app.stats(), caller.tenant_id, id, range).await?;
     Ok(json_response(StatusCode::OK, &figures))
+}
+
+/// `GET /v1/attribution/stats/ctit?source=&window=|from=&to=`: the CTIT histogram.
+pub async fn ctit(
+    app: &App,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let caller = require_secret(app, headers).await?;
+    let params = query_params(query);
+    if let Some((name, _)) = params
+        .iter()
+        .find(|(k, _)| !["source", "window", "from", "to"].contains(&k.as_str()))
+    {
+        return Err(FieldError::new(name, "is not a parameter of this endpoint").into());
+    }
+    let range = range(&params)?;
+    let v = ctit::histogram(&app.ch, &caller.tenant_id, &range, param(&params, "source"))
+        .await
+        .map_err(crate::store::clickhouse::ChError::from)?;
+    Ok(json_response(StatusCode::OK, &v))
 }
 
 pub async fn breakdown(
