@@ -409,24 +409,75 @@ async function partners() {
 
 async function settings() {
   const c = await api("GET", "/v1/attribution/config");
-  const fields = ["click_lookback_days", "fingerprint_window_minutes", "raw_retention_days", "report_webhook_url", "report_signature_header"];
+  const fields = ["click_lookback_days", "fingerprint_window_minutes", "raw_retention_days", "report_webhook_url", "report_signature_header",
+    "min_ctit_seconds", "max_ctit_hours", "max_clicks_per_visitor_hour"];
   main.innerHTML = `<form class="card narrow" id="config"><h1>Attribution settings</h1>
     ${fields.map((f) => `<label>${esc(f.replace(/_/g, " "))}<input name="${f}" value="${esc(c[f])}"></label>`).join("")}
     <label><input type="checkbox" name="fingerprint_enabled" ${c.fingerprint_enabled ? "checked" : ""} style="width:auto"> fingerprint matching</label>
+    <label>fraud mode<select name="fraud_mode">${["off", "shadow", "flag", "reject"].map((m) => `<option ${m === c.fraud_mode ? "selected" : ""}>${m}</option>`).join("")}</select></label>
     <p>Report signing secret: <span id="report-secret">${c.report_signing_secret_set ? "set (shown once, when generated)" : "generated on the first save"}</span>
     <button type="button" id="rotate-secret">Rotate</button></p>
     <button>Save</button><p class="error" id="config-error"></p></form>`;
   $("#config").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target;
-    const body = { fingerprint_enabled: f.fingerprint_enabled.checked };
-    for (const k of fields) body[k] = /days|minutes/.test(k) ? Number(f[k].value) : f[k].value;
+    const body = { fingerprint_enabled: f.fingerprint_enabled.checked, fraud_mode: f.fraud_mode.value };
+    for (const k of fields) body[k] = /days|minutes|seconds|hours|hour$/.test(k) ? Number(f[k].value) : f[k].value;
     try { showSecret(await api("PATCH", "/v1/attribution/config", body)); $("#config-error").textContent = "saved"; } catch (e) { $("#config-error").textContent = e.message; }
   });
   $("#rotate-secret").addEventListener("click", async () => {
     try { showSecret(await api("PATCH", "/v1/attribution/config", { rotate_report_signing_secret: true })); } catch (e) { $("#config-error").textContent = e.message; }
   });
   return false; // don't redraw a form being edited
+}
+
+// Fraud: what the rules found (by verdict and reason, and per source), the CTIT histogram of a
+// source, and the rejected installs with their receipts.
+let ctitSource = "";
+function histogram(buckets) {
+  const max = Math.max(1, ...buckets.map((b) => b.installs));
+  return `<div class="histogram" role="img" aria-label="installs by click-to-install time">${buckets.map((b) => `<div class="bucket" data-bucket="${esc(b.label)}" title="${esc(b.label)}: ${fmt(b.installs)}">
+    <span class="count">${fmt(b.installs)}</span><span class="column" style="height:${Math.round((b.installs / max) * 120)}px"></span><span class="label">${esc(b.label)}</span></div>`).join("")}</div>`;
+}
+async function fraud() {
+  const [s, bySource, rejected] = await Promise.all([
+    api("GET", `/v1/attribution/stats?${rangeQuery()}`),
+    api("GET", `/v1/attribution/stats/by-source?${rangeQuery()}`),
+    api("GET", "/v1/attribution/results?status=rejected&limit=20"),
+  ]);
+  const sources = [...new Set(bySource.rows.map((r) => r.source))];
+  const ctit = await api("GET", `/v1/attribution/stats/ctit?${rangeQuery()}${ctitSource ? `&source=${encodeURIComponent(ctitSource)}` : ""}`);
+  const reasons = Object.entries(s.fraud_reasons ?? {}).flatMap(([verdict, by]) => Object.entries(by).map(([reason, installs]) => ({ verdict, reason, installs })));
+  main.innerHTML = `${rangePicker()}
+  <div class="grid"><div class="metric"><div class="value" data-metric="rejected_installs">${fmt(s.rejected_installs)}</div><div class="label">rejected installs</div></div>
+    <div class="metric"><div class="value">${fmt(s.attributed_installs)}</div><div class="label">attributed installs</div></div></div>
+  <div class="card" id="fraud-reasons"><h2>Findings by reason</h2>${table(["verdict", "reason", "installs"], reasons, "fraud-reasons")}
+    <p class="muted">Shadow mode reports findings as <em>suspicious</em>: tune the thresholds in Settings before rejecting.</p></div>
+  <div class="card"><h2>By source</h2>${table(["source", "medium", "installs", "attributed_installs", "rejected_installs"], bySource.rows, "fraud-sources")}</div>
+  <div class="card" id="ctit"><h2>Click-to-install time</h2>
+    <select id="ctit-source"><option value="">all sources</option>${sources.map((x) => `<option ${x === ctitSource ? "selected" : ""}>${esc(x)}</option>`).join("")}</select>
+    ${histogram(ctit.buckets)}<p class="muted">${fmt(ctit.installs)} installs matched to a click. Injection shows in the first buckets, flooding as a tail past a day.</p></div>
+  <div class="card" id="rejected"><h2>Rejected installs</h2><table><thead><tr><th>install</th><th>installed</th><th>source</th><th>reasons</th></tr></thead><tbody>
+    ${rejected.results.map((r) => `<tr><td><a href="#/install/${encodeURIComponent(r.install_id)}">${esc(r.install_id)}</a></td><td>${esc(r.installed_at)}</td><td>${esc(r.source)}</td><td>${esc(r.fraud_reasons.join(", "))}</td></tr>`).join("") || '<tr><td colspan="4" class="muted">none</td></tr>'}</tbody></table></div>`;
+  $("#ctit-source").addEventListener("change", (e) => { ctitSource = e.target.value; show(fraud); });
+  wireRange(() => show(fraud));
+  wireSort(() => show(fraud));
+}
+
+function receipt(id) {
+  return async () => {
+    const r = await api("GET", `/v1/attribution/installs/${encodeURIComponent(id)}`);
+    main.innerHTML = `<div class="card" id="receipt"><h1>Install ${esc(r.install_id)}</h1>
+      <p><span class="pill ${esc(r.status)}" data-status="${esc(r.status)}">${esc(r.status)}</span> ${esc(r.match_type)} · installed ${esc(r.installed_at)}</p>
+      ${table(["field", "value"], [
+        { field: "click", value: r.click_id ?? "—" }, { field: "link", value: r.link_id ?? "—" },
+        { field: "click-to-install", value: r.ctit_seconds === undefined ? "—" : `${r.ctit_seconds} s` },
+        { field: "other clicks that competed", value: String(r.competing_clicks) },
+        { field: "fraud mode", value: r.fraud.mode }, { field: "verdict", value: r.fraud.verdict },
+      ], "receipt")}
+      <h2>Reasons</h2>${table(["code", "value"], r.fraud.reasons, "receipt-reasons")}</div>`;
+    return false;
+  };
 }
 
 // The API shows a report signing secret once, in the answer that generated or rotated it.
@@ -441,6 +492,7 @@ const routes = {
   campaigns: grouped("/v1/attribution/stats/by-campaign", ["campaign"]),
   sources: grouped("/v1/attribution/stats/by-source", ["source", "medium"]),
   breakdowns,
+  fraud,
   links,
   "webhook-sources": webhookSources,
   partners,
@@ -453,6 +505,7 @@ function navigate() {
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === `#/${name}`));
   if (name === "link" && arg) return show(linkDetail(decodeURIComponent(arg)));
   if (name === "routing" && arg) return show(routingEditor(decodeURIComponent(arg)));
+  if (name === "install" && arg) return show(receipt(decodeURIComponent(arg)));
   show(routes[name] ?? overview);
 }
 

@@ -77,18 +77,19 @@ fn answer(range: &Range, source: Option<&str>, rows: &[BucketRow]) -> Value {
     Value::Object(out)
 }
 
-/// `10-30s`, `1-5m`, `12-24h`, `7d+`.
+/// `0-10s`, `10-30s`, `30s-1m`, `1-5m`, `12h-1d`, `7d+`: the unit once when both ends share it.
 fn label(from: u32, to: Option<u32>) -> String {
     let unit = |s: u32| match s {
-        0 => "0".to_string(),
-        s if s % 86400 == 0 => format!("{}d", s / 86400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
+        s if s >= 86400 && s % 86400 == 0 => (s / 86400, "d"),
+        s if s >= 3600 && s % 3600 == 0 => (s / 3600, "h"),
+        s if s >= 60 && s % 60 == 0 => (s / 60, "m"),
+        s => (s, "s"),
     };
-    match to {
-        Some(to) => format!("{}-{}", unit(from), unit(to)),
-        None => format!("{}+", unit(from)),
+    let (a, ua) = unit(from);
+    match to.map(unit) {
+        None => format!("{a}{ua}+"),
+        Some((b, ub)) if ua == ub || a == 0 => format!("{a}-{b}{ub}"),
+        Some((b, ub)) => format!("{a}{ua}-{b}{ub}"),
     }
 }
 

@@ -279,3 +279,53 @@ test("the routing editor previews a draft on the server, saves it, and the link 
   await page.screenshot({ path: path.join(SCREENSHOTS, "link-variants.png"), fullPage: true });
   await page.close();
 });
+
+test("fraud: the mode set in settings, a rejection on the fraud page with the CTIT histogram, its receipt", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await signIn(page);
+  await page.goto(`${SLUICE_URL}/dashboard#/settings`);
+  await page.selectOption('select[name="fraud_mode"]', "reject");
+  await page.click('#config button:not([type="button"])');
+  await page.waitForSelector('#config-error:text("saved")');
+  assert.equal((await api("/v1/attribution/config")).fraud_mode, "reject");
+
+  // A click, stored, then an install naming it a few seconds later: click injection.
+  const link = process.env.SLUICE_DEFERRED_LINK;
+  const clicks = async () => (await api(`/v1/links/${link}/stats`)).click_count;
+  const before = await clicks();
+  const resp = await fetch(`${SLUICE_URL}/${link}`, { redirect: "manual", headers: { "X-Forwarded-For": "198.51.100.201", "User-Agent": "Mozilla/5.0 (Linux; Android 14)" } });
+  const clickId = new URL(resp.headers.get("location")).searchParams.get("c");
+  for (let i = 0; i < 100 && (await clicks()) === before; i++) await sleep(100);
+  await sleep(300); // the click-id lookup table is written with the click's insert
+  const install = await fetch(`${SLUICE_URL}/v1/attribution/install`, {
+    method: "POST", headers: { Authorization: `Bearer ${SLUICE_PK}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ install_id: "browser-injected", platform: "android", click_id: clickId }),
+  });
+  assert.equal((await install.json()).attributed, false);
+  let receipt;
+  for (let i = 0; i < 100; i++) {
+    const r = await fetch(`${SLUICE_URL}/v1/attribution/installs/browser-injected`, { headers: { Authorization: `Bearer ${SLUICE_SK}` } });
+    if (r.status === 200) { receipt = await r.json(); break; }
+    await sleep(100);
+  }
+  assert.equal(receipt?.status, "rejected");
+  const stats = await api("/v1/attribution/stats");
+
+  await page.goto(`${SLUICE_URL}/dashboard#/fraud`);
+  await page.waitForSelector('[data-metric="rejected_installs"]');
+  assert.equal(await number(page, "rejected_installs"), stats.rejected_installs);
+  assert.ok(stats.rejected_installs >= 1);
+  assert.match(await page.textContent("#fraud-reasons"), /click_injection/);
+  assert.equal(await page.locator("#ctit .bucket").count(), 14);
+  assert.match(await page.textContent('#ctit [data-bucket="0-10s"]'), /[1-9]/);
+  await page.screenshot({ path: path.join(SCREENSHOTS, "fraud.png"), fullPage: true });
+  await page.click('#rejected a:text("browser-injected")');
+  await page.waitForSelector('#receipt [data-status="rejected"]');
+  assert.match(await page.textContent("#receipt"), /click_injection/);
+  await page.screenshot({ path: path.join(SCREENSHOTS, "receipt.png"), fullPage: true });
+  await fetch(`${SLUICE_URL}/v1/attribution/config`, {
+    method: "PATCH", headers: { Authorization: `Bearer ${SLUICE_SK}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ fraud_mode: "shadow" }),
+  });
+  await page.close();
+});
