@@ -332,7 +332,7 @@ async fn clicks_installs_and_stats_on_the_clickhouse_cluster() {
         let tables = format!(
             "SELECT count() FROM system.tables WHERE database = '{}' AND \
              ((name = 'clicks' AND engine = 'Distributed') OR (name = 'clicks_local' AND engine = 'ReplicatedMergeTree') \
-              OR (name = 'stats_clicks_local' AND engine = 'ReplicatedAggregatingMergeTree') OR name = 'click_facts_variant_mv')",
+              OR (name = 'stats_clicks_local' AND engine = 'ReplicatedAggregatingMergeTree') OR name = 'click_facts_visitor_mv')",
             env.database
         );
         assert_eq!(
