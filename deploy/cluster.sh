@@ -73,7 +73,10 @@ ch_cluster_xml() {
   done
   echo "  </sluice></remote_servers>"
   echo "  <zookeeper><node><host>127.0.0.1</host><port>$ZK_PORT</port></node></zookeeper>"
-  echo "  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>"
+  # A test run queues thousands of distributed DDL tasks (a database per test). Past
+  # max_tasks_in_queue (1,000 by default) every node starts deleting old tasks while others may
+  # still process them, a race 18.16's DDL worker dies of: keep every task of a run instead.
+  echo "  <distributed_ddl><path>/clickhouse/task_queue/ddl</path><max_tasks_in_queue>1000000</max_tasks_in_queue><task_max_lifetime>604800</task_max_lifetime></distributed_ddl>"
   # The replicated tables' paths and replica names come from these.
   echo "  <macros><shard>$(( (n + 1) / 2 ))</shard><replica>node$n</replica></macros>"
   echo "  <interserver_http_host>127.0.0.1</interserver_http_host>"

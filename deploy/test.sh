@@ -35,10 +35,13 @@ echo "== cargo tests (unit, integration, benches in test mode, tests/cluster on 
 cargo test --all-targets "$@"
 
 echo "== the flows again, on the Redis Cluster and the ClickHouse cluster"
+# One test at a time: each first start runs every migration as distributed DDL, and 18.16's
+# DDL worker can die of a race between the two replicas of a shard when ALTERs of several
+# databases are queued at once (see ARCHITECTURE.md, "Known limits").
 SLUICE_TEST_REDIS_URL="$SLUICE_TEST_CLUSTER_REDIS_URL" \
 SLUICE_TEST_CLICKHOUSE_URL="$SLUICE_TEST_CLUSTER_CLICKHOUSE_URL" SLUICE_TEST_CLICKHOUSE_CLUSTER=sluice \
   cargo test "$@" --test attribution --test events --test conversions --test delivery --test keys \
-  --test link_catalog --test stats --test retention --test routing --test fraud
+  --test link_catalog --test stats --test retention --test routing --test fraud -- --test-threads=1
 
 echo "== pace, the fixed-rate load tool of loadtest/compare.sh"
 cargo test --release --manifest-path loadtest/pace/Cargo.toml

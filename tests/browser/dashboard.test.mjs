@@ -309,7 +309,12 @@ test("fraud: the mode set in settings, a rejection on the fraud page with the CT
     await sleep(100);
   }
   assert.equal(receipt?.status, "rejected");
-  const stats = await api("/v1/attribution/stats");
+  // The stats read the views' tables (written after the install's row) through a 1 s cache.
+  let stats = await api("/v1/attribution/stats");
+  for (let i = 0; i < 50 && !(stats.rejected_installs >= 1); i++) {
+    await sleep(200);
+    stats = await api("/v1/attribution/stats");
+  }
 
   await page.goto(`${SLUICE_URL}/dashboard#/fraud`);
   await page.waitForSelector('[data-metric="rejected_installs"]');

@@ -397,12 +397,12 @@ async fn clicks_installs_and_stats_on_the_clickhouse_cluster() {
     assert_eq!(
         env.wait_for(
             "SELECT count() FROM click_facts",
-            10,
+            300,
             Duration::from_secs(30)
         )
         .await,
-        10,
-        "the human clicks, in the lookup table"
+        300,
+        "every click but previews, in the lookup table (bots' too, for the `bot` fraud rule)"
     );
     let click = env
         .ch("SELECT lower(hex(click_id)) FROM click_facts LIMIT 1")
