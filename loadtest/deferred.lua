@@ -5,6 +5,9 @@
 local counter = 0
 local thread_id = 0
 local key = os.getenv("SLUICE_PK") or ""
+-- Distinguishes runs: without it a later run's ids would repeat an earlier one's (wrk's random
+-- numbers start from the same seed), and every call would be a retry.
+local run = os.getenv("SLUICE_RUN") or ""
 
 function setup(thread)
   thread:set("tid", thread_id)
@@ -20,7 +23,7 @@ end
 function request()
   counter = counter + 1
   local ip = string.format("198.18.%d.%d", (counter / 250) % 250, counter % 250 + 1)
-  local body = string.format('{"install_id":"lt-%d-%d-%d","platform":"ios"}', tid, counter, math.random(1, 1e9))
+  local body = string.format('{"install_id":"lt-%s-%d-%d-%d","platform":"ios"}', run, tid, counter, math.random(1, 1e9))
   wrk.headers["X-Forwarded-For"] = ip
   return wrk.format(nil, nil, nil, body)
 end

@@ -43,7 +43,7 @@ round() { # mode
     -d "{\"id\":\"$code\",\"destination\":\"https://example.com/\",\"ios_destination\":\"https://apps.apple.com/app/id1?c={click_id}\"}" >/dev/null
   wrk -t1 -c4 -d3s -s "$WORK/click.lua" "http://127.0.0.1:$PORT/$code" >/dev/null
   sleep 2
-  wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s loadtest/deferred.lua "http://127.0.0.1:$PORT/v1/attribution/deferred" > "$WORK/deferred-$1.out"
+  SLUICE_RUN="$1-$RANDOM$RANDOM" wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s loadtest/deferred.lua "http://127.0.0.1:$PORT/v1/attribution/deferred" > "$WORK/deferred-$1.out"
   local rps
   rps=$(awk '/^Requests\/sec/ {print $2}' "$WORK/deferred-$1.out")
   echo "$1 $rps" >> "$WORK/deferred-rounds"
