@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod retention;
 pub mod scheduling;
 pub mod server;
+pub mod skan;
 pub mod stats;
 pub mod store;
 pub mod time;

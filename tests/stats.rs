@@ -185,7 +185,7 @@ async fn every_grouping_agrees_with_what_was_sent() {
     let ids: Vec<[u8; 16]> = clicks.iter().map(|(_, id, _)| id.0).collect();
     // Installs find clicks by id in click_facts, filled by its view as the insert finishes
     // (bots' clicks too, for the `bot` fraud rule; previews' never).
-    let bots: u64 = want.values().map(|e| e.bots as u64).sum();
+    let bots: u64 = want.values().map(|e| e.bots).sum();
     env_wait(
         &ctx,
         "SELECT count() FROM click_facts",

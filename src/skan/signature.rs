@@ -1,0 +1,419 @@
+//! Apple's signatures on postbacks.
+//!
+//! - SKAdNetwork: Apple signs the postback's fields, joined in the order its version documents
+//!   with U+2063 INVISIBLE SEPARATOR, with ECDSA P-256 / SHA-256 (DER, base64, in
+//!   `attribution-signature`). Optional fields are left out, not blanked; booleans read `true`
+//!   and `false`; the conversion values are never signed. Versions 1.0 and 2.0 were signed
+//!   with a P-192 key whose postbacks no device sends any more: they are not verifiable here.
+//! - AdAttributionKit: the postback's `jws-string` is a compact JWS, ES256 whatever its header
+//!   claims, with the key its header's `kid` names; development keys sign test postbacks.
+
+use base64::Engine;
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::Signature;
+use serde_json::{Map, Value};
+
+use super::keys::AppleKeys;
+
+pub const SEPARATOR: char = '\u{2063}';
+
+/// What checking a postback's signature found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Signed with Apple's production key.
+    Valid,
+    /// Signed with one of Apple's development keys: a test postback.
+    Development,
+    /// The signature does not verify (or is not a signature).
+    Invalid,
+    /// Signed with a key not known here (a `kid`), or by a version not verifiable here.
+    Unverifiable,
+}
+
+impl Check {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Valid => "valid",
+            Check::Development => "development",
+            Check::Invalid => "invalid",
+            Check::Unverifiable => "unverifiable",
+        }
+    }
+}
+
+/// The signed fields of each verifiable SKAdNetwork version, in signing order, and whether
+/// each is signed only when present.
+fn signed_fields(version: &str) -> Option<&'static [(&'static str, bool)]> {
+    const V2_1: &[(&str, bool)] = &[
+        ("version", false),
+        ("ad-network-id", false),
+        ("campaign-id", false),
+        ("app-id", false),
+        ("transaction-id", false),
+        ("redownload", false),
+        ("source-app-id", true),
+    ];
+    const V2_2: &[(&str, bool)] = &[
+        ("version", false),
+        ("ad-network-id", false),
+        ("campaign-id", false),
+        ("app-id", false),
+        ("transaction-id", false),
+        ("redownload", false),
+        ("source-app-id", true),
+        ("fidelity-type", false),
+    ];
+    const V3_0: &[(&str, bool)] = &[
+        ("version", false),
+        ("ad-network-id", false),
+        ("campaign-id", false),
+        ("app-id", false),
+        ("transaction-id", false),
+        ("redownload", false),
+        ("source-app-id", true),
+        ("fidelity-type", false),
+        ("did-win", false),
+    ];
+    const V4_0: &[(&str, bool)] = &[
+        ("version", false),
+        ("ad-network-id", false),
+        ("source-identifier", false),
+        ("app-id", false),
+        ("transaction-id", false),
+        ("redownload", false),
+        ("source-app-id", true),
+        ("source-domain", true),
+        ("fidelity-type", false),
+        ("did-win", false),
+        ("postback-sequence-index", false),
+    ];
+    match version {
+        "2.1" => Some(V2_1),
+        "2.2" => Some(V2_2),
+        "3.0" => Some(V3_0),
+        "4.0" => Some(V4_0),
+        _ => None,
+    }
+}
+
+/// A field's value as Apple signs it: strings as they are, integers in decimal, booleans as
+/// `true`/`false`.
+fn rendered(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The string Apple signed for this postback; `Err` names the field that is missing, of a type
+/// no postback has, or carries the separator (which would move the boundary between fields:
+/// one signature, two readings).
+pub fn skadnetwork_message(body: &Map<String, Value>) -> Result<Option<String>, &'static str> {
+    let Some(fields) = body
+        .get("version")
+        .and_then(Value::as_str)
+        .and_then(signed_fields)
+    else {
+        return Ok(None);
+    };
+    let mut parts = Vec::with_capacity(fields.len());
+    for (name, optional) in fields {
+        match body.get(*name) {
+            None | Some(Value::Null) if *optional => continue,
+            None | Some(Value::Null) => return Err(name),
+            Some(v) => {
+                let s = rendered(v).ok_or(*name)?;
+                if s.contains(SEPARATOR) {
+                    return Err(name);
+                }
+                parts.push(s);
+            }
+        }
+    }
+    Ok(Some(parts.join(&SEPARATOR.to_string())))
+}
+
+/// Checks an SKAdNetwork postback's `attribution-signature`.
+pub fn check_skadnetwork(body: &Map<String, Value>, keys: &AppleKeys) -> Check {
+    let message = match skadnetwork_message(body) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Check::Unverifiable,
+        Err(_) => return Check::Invalid,
+    };
+    let Some(signature) = body
+        .get("attribution-signature")
+        .and_then(Value::as_str)
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .and_then(|der| Signature::from_der(&der).ok())
+    else {
+        return Check::Invalid;
+    };
+    match keys.skadnetwork.verify(message.as_bytes(), &signature) {
+        Ok(()) => Check::Valid,
+        Err(_) => Check::Invalid,
+    }
+}
+
+/// A compact JWS's parts: the header's `kid`, the payload's JSON, and the check of its
+/// signature. `None` when it is not a JWS at all (the caller answers 400).
+pub struct Jws {
+    pub kid: String,
+    pub payload: Map<String, Value>,
+    pub check: Check,
+}
+
+pub fn check_jws(jws: &str, keys: &AppleKeys) -> Option<Jws> {
+    let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = jws.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let head: Map<String, Value> = serde_json::from_slice(&b64.decode(header).ok()?).ok()?;
+    let body: Map<String, Value> = serde_json::from_slice(&b64.decode(payload).ok()?).ok()?;
+    let kid = head.get("kid")?.as_str()?.to_string();
+    let check = match keys.adattributionkit.get(&kid) {
+        None => Check::Unverifiable,
+        // The header never chooses the algorithm: ES256 is the only one accepted.
+        Some(_) if head.get("alg").and_then(Value::as_str) != Some("ES256") => Check::Invalid,
+        Some(key) => {
+            let signed = &jws[..header.len() + 1 + payload.len()];
+            let verified = b64
+                .decode(signature)
+                .ok()
+                .and_then(|raw| Signature::from_slice(&raw).ok())
+                .is_some_and(|sig| key.key.verify(signed.as_bytes(), &sig).is_ok());
+            match (verified, key.development) {
+                (false, _) => Check::Invalid,
+                (true, false) => Check::Valid,
+                (true, true) => Check::Development,
+            }
+        }
+    };
+    Some(Jws {
+        kid,
+        payload: body,
+        check,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Apple's published example postbacks, with the signatures Apple's key made
+    /// ("Verifying an install-validation postback" for 4.0, "Combining parameters for
+    /// SKAdNetwork 3 postbacks", "… for previous SKAdNetwork postback versions" for 2.2).
+    pub fn apple_examples() -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "4.0 fine",
+                json!({"version": "4.0", "ad-network-id": "com.example", "source-identifier": "5239",
+                    "app-id": 525463029, "transaction-id": "6aafb7a5-0170-41b5-bbe4-fe71dedf1e30",
+                    "redownload": false, "source-domain": "example.com", "fidelity-type": 1,
+                    "did-win": true, "conversion-value": 63, "postback-sequence-index": 0,
+                    "attribution-signature": "MEUCIGRmSMrqedNu6uaHyhVcifs118R5z/AB6cvRaKrRRHWRAiEAv96ne3dKQ5kJpbsfk4eYiePmrZUU6sQmo+7zfP/1Bxo="}),
+            ),
+            (
+                "4.0 coarse",
+                json!({"version": "4.0", "ad-network-id": "com.example", "source-identifier": "39",
+                    "app-id": 525463029, "transaction-id": "6aafb7a5-0170-41b5-bbe4-fe71dedf1e31",
+                    "redownload": false, "source-domain": "example.com", "fidelity-type": 1,
+                    "did-win": true, "coarse-conversion-value": "high", "postback-sequence-index": 0,
+                    "attribution-signature": "MEUCIQD4rX6eh38qEhuUKHdap345UbmlzA7KEZ1bhWZuYM8MJwIgMnyiiZe6heabDkGwOaKBYrUXQhKtF3P/ERHqkR/XpuA="}),
+            ),
+            (
+                "3.0 winner",
+                json!({"version": "3.0", "ad-network-id": "example123.skadnetwork", "campaign-id": 42,
+                    "transaction-id": "6aafb7a5-0170-41b5-bbe4-fe71dedf1e28", "app-id": 525463029,
+                    "attribution-signature": "MEYCIQD5eq3AUlamORiGovqFiHWI4RZT/PrM3VEiXUrsC+M51wIhAPMANZA9c07raZJ64gVaXhB9+9yZj/X6DcNxONdccQij",
+                    "redownload": true, "source-app-id": 1234567891, "fidelity-type": 1,
+                    "conversion-value": 20, "did-win": true}),
+            ),
+            (
+                "3.0 non-winner",
+                json!({"version": "3.0", "ad-network-id": "example123.skadnetwork", "campaign-id": 42,
+                    "transaction-id": "f9ac267a-a889-44ce-b5f7-0166d11461f0", "app-id": 525463029,
+                    "attribution-signature": "MEUCIQDDetUtkyc/MiQvVJ5I6HIO1E7l598572Wljot2Onzd4wIgVJLzVcyAV+TXksGNoa0DTMXEPgNPeHCmD4fw1ABXX0g=",
+                    "redownload": true, "fidelity-type": 1, "did-win": false}),
+            ),
+            (
+                "2.2",
+                json!({"version": "2.2", "ad-network-id": "com.example", "campaign-id": 42,
+                    "transaction-id": "6aafb7a5-0170-41b5-bbe4-fe71dedf1e28", "app-id": 525463029,
+                    "attribution-signature": "MEYCIQDTuQ1Z4Tpy9D3aEKbxLl5J5iKiTumcqZikuY/AOD2U7QIhAJAaiAv89AoquHXJffcieEQXdWHpcV8ZgbKN0EwV9/sY",
+                    "redownload": true, "source-app-id": 1234567891, "fidelity-type": 1,
+                    "conversion-value": 20}),
+            ),
+        ]
+    }
+
+    /// Apple's AdAttributionKit example ("Identifying the parameters in a postback"), signed
+    /// with the key of postbacks the Developer settings generate.
+    pub const AAK_EXAMPLE: &str = "eyJraWQiOiJhcHBsZS1kZXZlbG9wbWVudC1pZGVudGlmaWVyXC8xIiwiYWxnIjoiRVMyNTYifQ.eyJwb3N0YmFjay1pZGVudGlmaWVyIjoiODU1NDZFQjctRkQzOS00NEJDLTg5OTAtQzk4QTRBQzM2QTQ5IiwicHVibGlzaGVyLWl0ZW0taWRlbnRpZmllciI6MCwibWFya2V0cGxhY2UtaWRlbnRpZmllciI6ImNvbS5hcHBsZS5BcHBTdG9yZSIsImltcHJlc3Npb24tdHlwZSI6ImFwcC1pbXByZXNzaW9uIiwiYWQtbmV0d29yay1pZGVudGlmaWVyIjoiZGV2ZWxvcG1lbnQuYWRhdHRyaWJ1dGlvbmtpdCIsImRpZC13aW4iOnRydWUsInBvc3RiYWNrLXNlcXVlbmNlLWluZGV4IjowLCJjb252ZXJzaW9uLXR5cGUiOiJyZS1lbmdhZ2VtZW50Iiwic291cmNlLWlkZW50aWZpZXIiOiIxMjM0IiwiYWR2ZXJ0aXNlZC1pdGVtLWlkZW50aWZpZXIiOjEwNzM4MDI3NzU2fQ.bAdNwKd6OfHK9tofvjjua4X_JPcFTxXPQSspD9gZkinw97pY7R1aI-LSjl-oxZZF3_K2H5JK5TSEBee4_1U4oQ";
+
+    fn object(v: &Value) -> &Map<String, Value> {
+        v.as_object().unwrap()
+    }
+
+    #[test]
+    fn apples_examples_verify_and_altered_copies_do_not() {
+        let keys = AppleKeys::published();
+        for (name, example) in apple_examples() {
+            assert_eq!(
+                check_skadnetwork(object(&example), &keys),
+                Check::Valid,
+                "{name}"
+            );
+            // Each signed field changed, one at a time.
+            for (field, v) in object(&example) {
+                let signed = signed_fields(example["version"].as_str().unwrap())
+                    .unwrap()
+                    .iter()
+                    .any(|(f, _)| f == field);
+                let mut altered = example.clone();
+                altered[field] = match v {
+                    Value::Bool(b) => json!(!b),
+                    Value::Number(n) => json!(n.as_u64().unwrap() + 1),
+                    Value::String(s) if field == "attribution-signature" => continue,
+                    Value::String(s) => json!(format!("{s}x")),
+                    _ => unreachable!(),
+                };
+                // A changed version names no version whose fields are known.
+                let want = match (field.as_str(), signed) {
+                    ("version", _) => Check::Unverifiable,
+                    (_, true) => Check::Invalid,
+                    (_, false) => Check::Valid,
+                };
+                assert_eq!(
+                    check_skadnetwork(object(&altered), &keys),
+                    want,
+                    "{name}: {field}"
+                );
+            }
+            // The signature re-encoded (base64 of other bytes; not DER; another key's).
+            let mut altered = example.clone();
+            let sig = example["attribution-signature"].as_str().unwrap();
+            altered["attribution-signature"] = json!(sig.replacen('M', "N", 1));
+            assert_eq!(
+                check_skadnetwork(object(&altered), &keys),
+                Check::Invalid,
+                "{name}"
+            );
+            altered["attribution-signature"] = json!("not base64!!");
+            assert_eq!(
+                check_skadnetwork(object(&altered), &keys),
+                Check::Invalid,
+                "{name}"
+            );
+            let mut other = keys.clone();
+            other.skadnetwork =
+                super::super::keys::decode(super::super::keys::ADATTRIBUTIONKIT[1].1).unwrap();
+            assert_eq!(
+                check_skadnetwork(object(&example), &other),
+                Check::Invalid,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_follow_each_versions_order() {
+        let examples = apple_examples();
+        let s = SEPARATOR;
+        let cases = [
+            (0, format!("4.0{s}com.example{s}5239{s}525463029{s}6aafb7a5-0170-41b5-bbe4-fe71dedf1e30{s}false{s}example.com{s}1{s}true{s}0")),
+            (3, format!("3.0{s}example123.skadnetwork{s}42{s}525463029{s}f9ac267a-a889-44ce-b5f7-0166d11461f0{s}true{s}1{s}false")),
+            (4, format!("2.2{s}com.example{s}42{s}525463029{s}6aafb7a5-0170-41b5-bbe4-fe71dedf1e28{s}true{s}1234567891{s}1")),
+        ];
+        for (i, want) in cases {
+            let got = skadnetwork_message(object(&examples[i].1))
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, want, "{}", examples[i].0);
+        }
+        // A missing signed field, a value carrying the separator, a type no postback has.
+        let mut v = examples[0].1.clone();
+        object_mut(&mut v).remove("app-id");
+        assert_eq!(skadnetwork_message(object(&v)), Err("app-id"));
+        let mut v = examples[0].1.clone();
+        v["ad-network-id"] = json!(format!("com.example{s}5239"));
+        assert_eq!(skadnetwork_message(object(&v)), Err("ad-network-id"));
+        v["ad-network-id"] = json!(["x"]);
+        assert_eq!(skadnetwork_message(object(&v)), Err("ad-network-id"));
+        // Versions not verifiable here.
+        for version in ["1.0", "2.0", "5.0"] {
+            let mut v = examples[4].1.clone();
+            v["version"] = json!(version);
+            assert_eq!(skadnetwork_message(object(&v)), Ok(None), "{version}");
+            assert_eq!(
+                check_skadnetwork(object(&v), &AppleKeys::published()),
+                Check::Unverifiable
+            );
+        }
+    }
+
+    fn object_mut(v: &mut Value) -> &mut Map<String, Value> {
+        v.as_object_mut().unwrap()
+    }
+
+    #[test]
+    fn adattributionkit_jws() {
+        let keys = AppleKeys::published();
+        let jws = check_jws(AAK_EXAMPLE, &keys).unwrap();
+        assert_eq!(jws.kid, "apple-development-identifier/1");
+        assert_eq!(jws.check, Check::Development);
+        assert_eq!(jws.payload["advertised-item-identifier"], 10738027756u64);
+        assert_eq!(
+            jws.payload["postback-identifier"],
+            "85546EB7-FD39-44BC-8990-C98A4AC36A49"
+        );
+        let [header, payload, signature]: [&str; 3] = AAK_EXAMPLE
+            .split('.')
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        // A changed payload field; the signature re-encoded; another kid; another alg.
+        let mut body: Value = serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();
+        body["did-win"] = json!(false);
+        let changed = format!("{header}.{}.{signature}", b64.encode(body.to_string()));
+        assert_eq!(check_jws(&changed, &keys).unwrap().check, Check::Invalid);
+        let sig = b64.decode(signature).unwrap();
+        let padded = format!(
+            "{header}.{payload}.{}",
+            base64::engine::general_purpose::URL_SAFE.encode(&sig)
+        );
+        assert_eq!(check_jws(&padded, &keys).unwrap().check, Check::Invalid);
+        let der = p256::ecdsa::Signature::from_slice(&sig).unwrap().to_der();
+        let as_der = format!("{header}.{payload}.{}", b64.encode(der.as_bytes()));
+        assert_eq!(check_jws(&as_der, &keys).unwrap().check, Check::Invalid);
+        for head in [
+            json!({"kid": "apple-development-identifier/0", "alg": "ES256"}),
+            json!({"kid": "someone-else/1", "alg": "ES256"}),
+            json!({"kid": "apple-development-identifier/1", "alg": "none"}),
+        ] {
+            let other = format!("{}.{payload}.{signature}", b64.encode(head.to_string()));
+            let want = if head["kid"] == "someone-else/1" {
+                Check::Unverifiable
+            } else {
+                Check::Invalid
+            };
+            assert_eq!(check_jws(&other, &keys).unwrap().check, want, "{head}");
+        }
+        for not_jws in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            "!!.!!.!!",
+            &format!("{header}.{header}"),
+        ] {
+            assert!(check_jws(not_jws, &keys).is_none(), "{not_jws}");
+        }
+    }
+}
