@@ -42,9 +42,10 @@ impl Check {
 }
 
 /// The signed fields of each verifiable SKAdNetwork version, in signing order, and whether
-/// each is signed only when present.
-fn signed_fields(version: &str) -> Option<&'static [(&'static str, bool)]> {
-    const V2_1: &[(&str, bool)] = &[
+/// each is signed only when present: 2.1's, 2.2 adding `fidelity-type`, 3.0 `did-win`; 4.0
+/// renames the campaign and adds the web source and the conversion window.
+fn signed_fields(version: &str) -> Option<Vec<(&'static str, bool)>> {
+    const V2_1: [(&str, bool); 7] = [
         ("version", false),
         ("ad-network-id", false),
         ("campaign-id", false),
@@ -53,28 +54,7 @@ fn signed_fields(version: &str) -> Option<&'static [(&'static str, bool)]> {
         ("redownload", false),
         ("source-app-id", true),
     ];
-    const V2_2: &[(&str, bool)] = &[
-        ("version", false),
-        ("ad-network-id", false),
-        ("campaign-id", false),
-        ("app-id", false),
-        ("transaction-id", false),
-        ("redownload", false),
-        ("source-app-id", true),
-        ("fidelity-type", false),
-    ];
-    const V3_0: &[(&str, bool)] = &[
-        ("version", false),
-        ("ad-network-id", false),
-        ("campaign-id", false),
-        ("app-id", false),
-        ("transaction-id", false),
-        ("redownload", false),
-        ("source-app-id", true),
-        ("fidelity-type", false),
-        ("did-win", false),
-    ];
-    const V4_0: &[(&str, bool)] = &[
+    const V4_0: [(&str, bool); 11] = [
         ("version", false),
         ("ad-network-id", false),
         ("source-identifier", false),
@@ -87,13 +67,14 @@ fn signed_fields(version: &str) -> Option<&'static [(&'static str, bool)]> {
         ("did-win", false),
         ("postback-sequence-index", false),
     ];
-    match version {
-        "2.1" => Some(V2_1),
-        "2.2" => Some(V2_2),
-        "3.0" => Some(V3_0),
-        "4.0" => Some(V4_0),
-        _ => None,
-    }
+    let added: &[(&str, bool)] = match version {
+        "2.1" => &[],
+        "2.2" => &[("fidelity-type", false)],
+        "3.0" => &[("fidelity-type", false), ("did-win", false)],
+        "4.0" => return Some(V4_0.to_vec()),
+        _ => return None,
+    };
+    Some([&V2_1[..], added].concat())
 }
 
 /// A field's value as Apple signs it: strings as they are, integers in decimal, booleans as
@@ -120,11 +101,11 @@ pub fn skadnetwork_message(body: &Map<String, Value>) -> Result<Option<String>, 
     };
     let mut parts = Vec::with_capacity(fields.len());
     for (name, optional) in fields {
-        match body.get(*name) {
-            None | Some(Value::Null) if *optional => continue,
+        match body.get(name) {
+            None | Some(Value::Null) if optional => continue,
             None | Some(Value::Null) => return Err(name),
             Some(v) => {
-                let s = rendered(v).ok_or(*name)?;
+                let s = rendered(v).ok_or(name)?;
                 if s.contains(SEPARATOR) {
                     return Err(name);
                 }
