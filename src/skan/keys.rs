@@ -1,7 +1,7 @@
 //! Apple's public keys for postback signatures: the one documented place. They are the keys
 //! Apple publishes in "Verifying an install-validation postback" (StoreKit) and "Verifying a
 //! postback" (AdAttributionKit), as base64 DER (X.509 SubjectPublicKeyInfo). When Apple rotates
-//! a key, `SLUICE_APPLE_KEYS_PATH` names a JSON file that replaces these without a release:
+//! a key, a JSON file replaces or adds keys without a release (`AppleKeys::rotated`):
 //! `{"skadnetwork": "<base64 DER>", "adattributionkit": {"<kid>": {"key": "<base64 DER>",
 //! "development": false}}}` (either part may be left out to keep the published one).
 
