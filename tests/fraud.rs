@@ -570,3 +570,55 @@ async fn modes_and_what_a_rejection_does() {
     assert_eq!(status, 404);
     ctx.server.shutdown().await;
 }
+
+/// The atomic flip holds in `reject` mode too: installs racing for one click, one wins it
+/// (and is rejected), the rest are organic; each retry answers as its first call did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_click_is_won_once() {
+    let ctx = Ctx::new(None).await;
+    let (status, _) = ctx.configure(json!({"fraud_mode": "reject"})).await;
+    assert_eq!(status, 200);
+    let (click, _) = ctx.click("198.51.100.90", ANDROID).await;
+    let racers: Vec<_> = (0..16)
+        .map(|i| {
+            let url = format!("{}/v1/attribution/install", base(&ctx.server));
+            let key = ctx.t.publishable_key.clone();
+            let body = json!({"install_id": format!("race-{i}"), "platform": "android",
+                              "click_id": click.to_string()});
+            tokio::spawn(async move {
+                let resp = http()
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.json::<Value>().await.unwrap()
+            })
+        })
+        .collect();
+    for r in racers {
+        let v = r.await.unwrap();
+        assert_eq!(
+            v["match_type"], "organic",
+            "every answer looks organic: {v}"
+        );
+    }
+    let mut won = Vec::new();
+    for i in 0..16 {
+        let r = ctx.receipt(&format!("race-{i}")).await;
+        if r["match_type"] == "click_id" {
+            assert_eq!(r["status"], "rejected", "{r}");
+            won.push(i);
+        } else {
+            assert_eq!(
+                (r["status"].as_str(), r.get("click_id")),
+                (Some("organic"), None),
+                "{r}"
+            );
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one install won the click: {won:?}");
+    ctx.server.shutdown().await;
+}
