@@ -163,7 +163,8 @@ async fn each_rule_at_its_threshold() {
     let at = |ms: u64| sluice::time::rfc3339_from_ms(ms);
     // (name, install body given the click's id and time, the reasons it must fire)
     type Body = fn(&str, u64, &dyn Fn(u64) -> String) -> Value;
-    let cases: Vec<(&str, Body, Vec<(&str, String)>)> = vec![
+    type Case = (&'static str, Body, Vec<(&'static str, String)>);
+    let cases: Vec<Case> = vec![
         (
             "ctit 10 s: at the minimum",
             |id, ts, at| json!({"click_id": id, "installed_at": at(ts + 10_000)}),
