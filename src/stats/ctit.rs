@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::Range;
+use crate::store::clickhouse::ChError;
 use crate::time;
 
 /// Each bucket's lower edge in seconds; the migration's `multiIf` names buckets by them.
@@ -27,7 +28,7 @@ pub async fn histogram(
     tenant: &str,
     range: &Range,
     source: Option<&str>,
-) -> Result<Value, clickhouse::error::Error> {
+) -> Result<Value, ChError> {
     let mut sql = format!(
         "SELECT bucket, sum(installs) AS installs FROM ctit_installs WHERE tenant_id = ? \
          AND date >= toDate('{}') AND date <= toDate('{}')",
