@@ -40,6 +40,8 @@ pub struct App {
     pub geo: Option<Arc<Geo>>,
     /// The anonymous-address database, when configured (`click::anonymous`).
     pub anonymous: Option<Arc<crate::click::anonymous::AnonymousIps>>,
+    /// Apple's keys for postback signatures.
+    pub apple_keys: crate::skan::keys::AppleKeys,
     pub trusted_proxies: Vec<IpNet>,
     pub metrics: &'static Metrics,
     pub spill: Arc<SpillStatus>,
@@ -91,6 +93,14 @@ impl App {
             rows: &self.rows,
             delivery: &self.delivery,
             metrics: self.metrics,
+        }
+    }
+
+    /// The postback use cases' view of the stores.
+    pub fn skan(&self) -> crate::skan::receive::Context<'_> {
+        crate::skan::receive::Context {
+            ingest: self.ingest(),
+            keys: &self.apple_keys,
         }
     }
 

@@ -19,6 +19,7 @@ pub const ENV_REDIS_URL: &str = "SLUICE_REDIS_URL";
 pub const ENV_REDIS_PREFIX: &str = "SLUICE_REDIS_PREFIX";
 pub const ENV_GEOIP_PATH: &str = "SLUICE_GEOIP_PATH";
 pub const ENV_ANONYMOUS_IP_PATH: &str = "SLUICE_ANONYMOUS_IP_PATH";
+pub const ENV_APPLE_KEYS_PATH: &str = "SLUICE_APPLE_KEYS_PATH";
 pub const ENV_TRUSTED_PROXIES: &str = "SLUICE_TRUSTED_PROXIES";
 pub const ENV_DATA_DIR: &str = "SLUICE_DATA_DIR";
 pub const ENV_IP_HASH_KEY: &str = "SLUICE_IP_HASH_KEY";
@@ -77,6 +78,8 @@ pub struct Config {
     pub geoip_path: Option<PathBuf>,
     /// The anonymous-address database of the `anonymous_ip` fraud rule (`click::anonymous`).
     pub anonymous_ip_path: Option<PathBuf>,
+    /// Apple's postback keys rotated since this release (`skan::keys`); none: the published.
+    pub apple_keys_path: Option<PathBuf>,
     /// CIDRs whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Key for the keyed IP hash. When empty, one is generated once and shared through Redis
@@ -278,6 +281,7 @@ impl Default for Config {
             data_dir: PathBuf::from("var/sluice"),
             geoip_path: None,
             anonymous_ip_path: None,
+            apple_keys_path: None,
             trusted_proxies: Vec::new(),
             ip_hash_key: String::new(),
             clickhouse: ClickHouseConfig::default(),
@@ -399,6 +403,9 @@ impl Config {
         }
         if let Some(v) = get(ENV_ANONYMOUS_IP_PATH) {
             self.anonymous_ip_path = if v.is_empty() { None } else { Some(v.into()) };
+        }
+        if let Some(v) = get(ENV_APPLE_KEYS_PATH) {
+            self.apple_keys_path = if v.is_empty() { None } else { Some(v.into()) };
         }
         if let Some(v) = get(ENV_TRUSTED_PROXIES) {
             self.trusted_proxies = v

@@ -21,7 +21,14 @@ use crate::store::redis::{Redis, RedisError};
 use crate::time;
 
 /// Raw rows, and the click-id lookup's copy of clicks, kept per tenant's retention.
-pub const RAW_TABLES: [&str; 5] = ["clicks", "click_facts", "installs", "events", "conversions"];
+pub const RAW_TABLES: [&str; 6] = [
+    "clicks",
+    "click_facts",
+    "installs",
+    "events",
+    "conversions",
+    "skan_postbacks",
+];
 pub const STATS_TABLES: [&str; 4] = [
     "stats_clicks",
     "stats_installs",

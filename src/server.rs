@@ -24,6 +24,7 @@ use crate::pipeline::inserter::{FlushReport, Storage};
 use crate::pipeline::ring::{self, RowQueue};
 use crate::pipeline::wal::{self, Wal};
 use crate::pipeline::{FlushConfig, Flusher, Ring, SpillStatus};
+use crate::skan::keys::AppleKeys;
 use crate::stats::cache::Cache;
 use crate::store::click_lookup::ClickLookup;
 use crate::store::clickhouse;
@@ -139,6 +140,13 @@ impl Server {
             })?)),
             None => None,
         };
+        let apple_keys = match &config.apple_keys_path {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|json| AppleKeys::rotated(&json))
+                .map_err(|e| anyhow::anyhow!("reading Apple keys {}: {e}", path.display()))?,
+            None => AppleKeys::published(),
+        };
         let ip_key = if config.ip_hash_key.is_empty() {
             at_startup("reading the shared IP hash key", || redis.ip_hash_key()).await?
         } else {
@@ -221,6 +229,7 @@ impl Server {
             ch,
             geo,
             anonymous,
+            apple_keys,
             metrics,
             spill,
             wal,

@@ -124,6 +124,30 @@ async fn ingest<'a>(
     Ok((stored, attributions))
 }
 
+/// Stores `facts` (one request's rows) once per `id`: takes the id within `namespace` for 30
+/// days and stores durably; false when the id was taken before (a duplicate, nothing stored).
+pub async fn store_once(
+    ctx: &Context<'_>,
+    tenant: &str,
+    namespace: &'static str,
+    id: &[u8],
+    facts: Facts,
+) -> Result<bool, Error> {
+    if ctx.rows.is_full(facts.data.len()) {
+        return Err(busy());
+    }
+    let claim = IdClaim::new(tenant, namespace, time::now_ms());
+    let taken = ctx
+        .redis
+        .take_ids(&claim, &[id.to_vec()], PENDING_KEY_MS)
+        .await?;
+    if !taken.first().copied().unwrap_or(false) {
+        return Ok(false);
+    }
+    store_durably(ctx, facts, &claim, &[id]).await?;
+    Ok(true)
+}
+
 /// The remembered attribution of each install that has one.
 async fn attributions<'a>(
     redis: &Redis,

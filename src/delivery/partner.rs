@@ -35,6 +35,16 @@ pub struct Partner {
     /// Conversion type → URL template.
     pub postbacks: BTreeMap<String, String>,
     pub share_revenue: bool,
+    /// Its SKAdNetwork / AdAttributionKit ad network id: verified postbacks naming it are
+    /// forwarded to `skan_postback_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skan_ad_network_id: Option<String>,
+    /// Where a copy of each verified postback is POSTed as received, signed like a webhook
+    /// with `skan_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skan_postback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skan_secret: Option<String>,
     pub created_at: String,
 }
 

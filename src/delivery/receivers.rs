@@ -64,6 +64,9 @@ pub async fn create_partner(
         name: String::new(),
         postbacks: Default::default(),
         share_revenue: false,
+        skan_ad_network_id: None,
+        skan_postback_url: None,
+        skan_secret: None,
         created_at: time::now_rfc3339(),
     };
     let partner = apply(partner, fields, true, ctx.config.allow_private_targets)?;
@@ -148,11 +151,39 @@ fn apply(
                     "must be an object of type → URL template",
                 ))
             }
+            ("skan_ad_network_id", Value::Null) => p.skan_ad_network_id = None,
+            ("skan_ad_network_id", Value::String(s))
+                if (1..=256).contains(&s.len()) && !s.chars().any(char::is_control) =>
+            {
+                p.skan_ad_network_id = Some(s.clone())
+            }
+            ("skan_ad_network_id", _) => {
+                return Err(FieldError::new(
+                    "skan_ad_network_id",
+                    "must be an ad network id such as \"example123.skadnetwork\", or null",
+                ))
+            }
+            ("skan_postback_url", Value::Null) => p.skan_postback_url = None,
+            ("skan_postback_url", Value::String(url)) if !url.contains(['{', '}']) => {
+                check_template(url, allow_private)
+                    .map_err(|e| FieldError::new("skan_postback_url", e))?;
+                p.skan_postback_url = Some(url.clone());
+            }
+            ("skan_postback_url", _) => {
+                return Err(FieldError::new(
+                    "skan_postback_url",
+                    "must be an http(s) URL without macros, or null",
+                ))
+            }
             (other, _) => return Err(FieldError::new(other, "is not a partner field")),
         }
     }
     if create && p.name.is_empty() {
         return Err(FieldError::new("name", "is required"));
+    }
+    // Forwarded copies are signed: the secret is made with the first forwarding URL and kept.
+    if p.skan_postback_url.is_some() && p.skan_secret.is_none() {
+        p.skan_secret = Some(super::sign::new_secret());
     }
     Ok(p)
 }

@@ -30,6 +30,7 @@ use crate::app::App;
 use crate::error::Unavailable;
 use crate::link;
 use crate::metrics::Route;
+use crate::skan::receive::Receiver;
 use crate::stats::Group;
 use error::{ApiError, Body};
 
@@ -175,6 +176,11 @@ const CORS_PATHS: [&str; 3] = [
     "/v1/attribution/link",
 ];
 
+/// Where Apple devices send the advertiser's copy of a postback (the app's developer
+/// registers this server's domain in its Info.plist).
+const WELL_KNOWN_SKADNETWORK: &str = "/.well-known/skadnetwork/report-attribution/";
+const WELL_KNOWN_APPATTRIBUTION: &str = "/.well-known/appattribution/report-attribution/";
+
 /// The `route` label of a path, for the request metrics.
 fn route_of(path: &str) -> Route {
     let api = |prefix| under(path, prefix);
@@ -198,6 +204,7 @@ fn route_of(path: &str) -> Route {
             Route::Delivery
         }
         _ if api("/v1/sources") => Route::Sources,
+        _ if api("/v1/apps") || api("/v1/skan") || path.starts_with("/.well-known/") => Route::Skan,
         _ if api("/v1/keys") => Route::Keys,
         _ if path.starts_with("/w/") => Route::Conversions,
         _ if api("/v1/links") => Route::Links,
@@ -472,6 +479,35 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
             let token = path["/w/".len()..].to_string();
             let (parts, body) = req.into_parts();
             answer(api::sources::receive(app, &token, &parts.headers, body).await)
+        }
+        WELL_KNOWN_SKADNETWORK | WELL_KNOWN_APPATTRIBUTION | "/v1/skan/postbacks" => {
+            if method != Method::POST {
+                return wrong_method();
+            }
+            let receiver = match path {
+                WELL_KNOWN_SKADNETWORK => Some(Receiver::SkAdNetwork),
+                WELL_KNOWN_APPATTRIBUTION => Some(Receiver::AppAttribution),
+                _ => None,
+            };
+            let (parts, body) = req.into_parts();
+            answer(api::skan::postback(app, receiver, &parts.headers, body).await)
+        }
+        "/v1/skan/campaigns" => {
+            let (parts, body) = req.into_parts();
+            answer(api::skan::campaign_map(app, &parts.method, &parts.headers, body).await)
+        }
+        "/v1/skan/stats" => {
+            if method != Method::GET {
+                return wrong_method();
+            }
+            answer(api::skan::figures(app, req.headers(), req.uri().query()).await)
+        }
+        _ if under(path, "/v1/apps") => {
+            let Some(id) = item(path, "/v1/apps").map(|id| id.map(str::to_string)) else {
+                return not_found();
+            };
+            let (parts, body) = req.into_parts();
+            answer(api::skan::apps(app, &parts.method, id.as_deref(), &parts.headers, body).await)
         }
         _ if under(path, "/v1/keys") => {
             let Some(id) = item(path, "/v1/keys").map(|id| id.map(str::to_string)) else {

@@ -25,13 +25,14 @@ pub enum Route {
     Stats,
     Delivery,
     Keys,
+    Skan,
     Metrics,
     Health,
     Ready,
     Other,
 }
 
-const ROUTES: [(Route, &str); 13] = [
+const ROUTES: [(Route, &str); 14] = [
     (Route::Redirect, "redirect"),
     (Route::Links, "links"),
     (Route::Attribution, "attribution"),
@@ -41,6 +42,7 @@ const ROUTES: [(Route, &str); 13] = [
     (Route::Stats, "stats"),
     (Route::Delivery, "delivery"),
     (Route::Keys, "keys"),
+    (Route::Skan, "skan"),
     (Route::Metrics, "metrics"),
     (Route::Health, "healthz"),
     (Route::Ready, "readyz"),
@@ -87,8 +89,11 @@ pub struct Metrics {
     pub matches: [Counter; 5],
     /// Matched installs by fraud verdict, in `Verdict` order.
     pub fraud_verdicts: [Counter; 5],
+    /// Postbacks received, by (stored, counted): duplicate/uncounted, duplicate/counted,
+    /// stored/uncounted, stored/counted.
+    pub skan_postbacks: [Counter; 4],
     /// Installs, events and conversions inserted into ClickHouse.
-    facts_flushed: [Counter; 3],
+    facts_flushed: [Counter; 4],
     pub events_received: Counter,
     pub events_deduped: Counter,
     /// Conversions by outcome: accepted, deduped, unattributed, failed.
@@ -118,6 +123,7 @@ impl Metrics {
             "clicks" => &self.clicks_flushed,
             "events" => &self.facts_flushed[1],
             "conversions" => &self.facts_flushed[2],
+            "skan_postbacks" => &self.facts_flushed[3],
             _ => &self.facts_flushed[0],
         }
         .increment(rows);
@@ -185,7 +191,16 @@ pub fn init() -> &'static Metrics {
             fraud_verdicts: Verdict::ALL.map(|v| {
                 metrics::counter!("sluice_fraud_verdicts_total", "verdict" => v.as_str())
             }),
-            facts_flushed: ["installs", "events", "conversions"]
+            skan_postbacks: [
+                ("duplicate", "false"),
+                ("duplicate", "true"),
+                ("stored", "false"),
+                ("stored", "true"),
+            ]
+            .map(|(result, counted)| {
+                metrics::counter!("sluice_skan_postbacks_total", "result" => result, "counted" => counted)
+            }),
+            facts_flushed: ["installs", "events", "conversions", "skan_postbacks"]
                 .map(|k| metrics::counter!("sluice_facts_flushed_total", "kind" => k)),
             events_received: metrics::counter!("sluice_events_total", "result" => "accepted"),
             events_deduped: metrics::counter!("sluice_events_total", "result" => "deduped"),
@@ -214,7 +229,7 @@ fn describe() {
     );
     describe_counter!(
         "sluice_facts_flushed_total",
-        "Install, event and conversion rows inserted into ClickHouse, by kind"
+        "Install, event, conversion and SKAdNetwork postback rows inserted into ClickHouse, by kind"
     );
     describe_counter!(
         "sluice_events_total",
@@ -343,6 +358,10 @@ fn describe() {
     describe_counter!(
         "sluice_attribution_matches_total",
         "Installs attributed, by match type"
+    );
+    describe_counter!(
+        "sluice_skan_postbacks_total",
+        "SKAdNetwork and AdAttributionKit postbacks received, by result (stored, duplicate) and whether they count (verified)"
     );
     describe_counter!(
         "sluice_fraud_verdicts_total",

@@ -43,14 +43,16 @@ pub enum BatchKind {
     /// Clicks as a `Native` block.
     Clicks = 9,
     Installs = 10,
+    SkanPostbacks = 11,
 }
 
 impl BatchKind {
     /// The kinds whose rows arrive through the row queue, in the encoder's order.
-    pub const FACTS: [BatchKind; 3] = [
+    pub const FACTS: [BatchKind; 4] = [
         BatchKind::Installs,
         BatchKind::Events,
         BatchKind::Conversions,
+        BatchKind::SkanPostbacks,
     ];
 
     pub fn from_u8(n: u8) -> Option<BatchKind> {
@@ -65,6 +67,7 @@ impl BatchKind {
             8 => BatchKind::Conversions,
             9 => BatchKind::Clicks,
             10 => BatchKind::Installs,
+            11 => BatchKind::SkanPostbacks,
             _ => return None,
         })
     }
@@ -80,6 +83,7 @@ impl BatchKind {
             | BatchKind::InstallsBeforeVariant => "installs",
             BatchKind::Events => "events",
             BatchKind::Conversions | BatchKind::ConversionsBeforeDimensions => "conversions",
+            BatchKind::SkanPostbacks => "skan_postbacks",
         }
     }
 
@@ -99,6 +103,7 @@ impl BatchKind {
             BatchKind::ConversionsBeforeDimensions => {
                 crate::conversions::conversion::COLUMNS_BEFORE_DIMENSIONS
             }
+            BatchKind::SkanPostbacks => crate::skan::postback::COLUMNS,
         }
     }
 

@@ -8,10 +8,18 @@ use serde_json::{Map, Value};
 
 use super::keys::AppleKeys;
 use super::signature::{check_jws, check_skadnetwork, Check};
+use crate::click::row::put_str;
 use crate::error::FieldError;
+use crate::time;
 
-/// Bytes of a postback body kept as its raw copy, at most.
+/// Bytes of a postback body, at most (Apple's are under 2 KB).
 pub const MAX_BODY: usize = 16 * 1024;
+
+/// The `skan_postbacks` columns (`clickhouse/0013_skan.sql`), in order.
+pub const COLUMNS: &str = "date, received_ms, tenant_id, app_store_id, receiver, framework, \
+    version, ad_network_id, source_identifier, transaction_id, conversion_type, fidelity_type, \
+    did_win, sequence, fine_value, coarse_value, source_app_id, source_domain, signature, kid, \
+    counted, body, batch_id";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Postback {
@@ -45,6 +53,16 @@ pub struct Postback {
     pub check: Check,
     /// The AdAttributionKit key id.
     pub kid: String,
+}
+
+/// How a postback was received, as its row records it.
+pub struct Received<'a> {
+    pub ms: u64,
+    pub tenant_id: &'a str,
+    /// `skadnetwork` or `appattribution` (the well-known paths), `ad_network` (the API).
+    pub receiver: &'a str,
+    pub counted: bool,
+    pub body: &'a str,
 }
 
 fn bad(field: &str, message: &str) -> FieldError {
@@ -206,6 +224,33 @@ impl Postback {
         })
     }
 
+    /// Appends its `skan_postbacks` row (without `batch_id`): `receiver` is where it came in,
+    /// `body` the JSON as received.
+    pub fn encode(&self, out: &mut Vec<u8>, received: &Received<'_>) {
+        out.extend_from_slice(&((received.ms / time::MS_PER_DAY) as u16).to_le_bytes());
+        out.extend_from_slice(&received.ms.to_le_bytes());
+        put_str(out, received.tenant_id);
+        out.extend_from_slice(&self.app_id.to_le_bytes());
+        put_str(out, received.receiver);
+        put_str(out, self.kind);
+        put_str(out, &self.version);
+        put_str(out, &self.ad_network_id);
+        put_str(out, &self.source_identifier);
+        put_str(out, &self.transaction_id);
+        put_str(out, self.conversion_type);
+        out.push(self.fidelity_type as u8);
+        out.push(self.did_win as u8);
+        out.push(self.sequence);
+        out.extend_from_slice(&self.fine.map_or(-1i16, i16::from).to_le_bytes());
+        put_str(out, self.coarse.unwrap_or(""));
+        put_str(out, &self.source_app_id);
+        put_str(out, &self.source_domain);
+        put_str(out, self.check.as_str());
+        put_str(out, &self.kid);
+        out.push(received.counted as u8);
+        put_str(out, received.body);
+    }
+
     /// Counted in stats: a verified signature, and (for AdAttributionKit's development keys)
     /// only when the app accepts test postbacks.
     pub fn counts(&self, accept_development: bool) -> bool {
@@ -217,7 +262,7 @@ impl Postback {
 mod tests {
     use serde_json::json;
 
-    use super::super::signature::tests::{apple_examples, AAK_EXAMPLE};
+    use super::super::signature::tests::{aak_example, apple_examples};
     use super::*;
 
     #[test]
@@ -248,7 +293,7 @@ mod tests {
             (false, "42")
         );
         assert_eq!(loser.conversion_type, "redownload");
-        let aak = read(json!({"jws-string": AAK_EXAMPLE, "conversion-value": 24,
+        let aak = read(json!({"jws-string": aak_example(), "conversion-value": 24,
             "ad-interaction-type": "click", "country-code": "US"}))
         .unwrap();
         assert_eq!(

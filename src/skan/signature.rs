@@ -187,56 +187,38 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// Apple's published example postbacks, with the signatures Apple's key made
-    /// ("Verifying an install-validation postback" for 4.0, "Combining parameters for
-    /// SKAdNetwork 3 postbacks", "… for previous SKAdNetwork postback versions" for 2.2).
-    pub fn apple_examples() -> Vec<(&'static str, Value)> {
-        vec![
-            (
-                "4.0 fine",
-                json!({"version": "4.0", "ad-network-id": "com.example", "source-identifier": "5239",
-                    "app-id": 525463029, "transaction-id": "6aafb7a5-0170-41b5-bbe4-fe71dedf1e30",
-                    "redownload": false, "source-domain": "example.com", "fidelity-type": 1,
-                    "did-win": true, "conversion-value": 63, "postback-sequence-index": 0,
-                    "attribution-signature": "MEUCIGRmSMrqedNu6uaHyhVcifs118R5z/AB6cvRaKrRRHWRAiEAv96ne3dKQ5kJpbsfk4eYiePmrZUU6sQmo+7zfP/1Bxo="}),
-            ),
-            (
-                "4.0 coarse",
-                json!({"version": "4.0", "ad-network-id": "com.example", "source-identifier": "39",
-                    "app-id": 525463029, "transaction-id": "6aafb7a5-0170-41b5-bbe4-fe71dedf1e31",
-                    "redownload": false, "source-domain": "example.com", "fidelity-type": 1,
-                    "did-win": true, "coarse-conversion-value": "high", "postback-sequence-index": 0,
-                    "attribution-signature": "MEUCIQD4rX6eh38qEhuUKHdap345UbmlzA7KEZ1bhWZuYM8MJwIgMnyiiZe6heabDkGwOaKBYrUXQhKtF3P/ERHqkR/XpuA="}),
-            ),
-            (
-                "3.0 winner",
-                json!({"version": "3.0", "ad-network-id": "example123.skadnetwork", "campaign-id": 42,
-                    "transaction-id": "6aafb7a5-0170-41b5-bbe4-fe71dedf1e28", "app-id": 525463029,
-                    "attribution-signature": "MEYCIQD5eq3AUlamORiGovqFiHWI4RZT/PrM3VEiXUrsC+M51wIhAPMANZA9c07raZJ64gVaXhB9+9yZj/X6DcNxONdccQij",
-                    "redownload": true, "source-app-id": 1234567891, "fidelity-type": 1,
-                    "conversion-value": 20, "did-win": true}),
-            ),
-            (
-                "3.0 non-winner",
-                json!({"version": "3.0", "ad-network-id": "example123.skadnetwork", "campaign-id": 42,
-                    "transaction-id": "f9ac267a-a889-44ce-b5f7-0166d11461f0", "app-id": 525463029,
-                    "attribution-signature": "MEUCIQDDetUtkyc/MiQvVJ5I6HIO1E7l598572Wljot2Onzd4wIgVJLzVcyAV+TXksGNoa0DTMXEPgNPeHCmD4fw1ABXX0g=",
-                    "redownload": true, "fidelity-type": 1, "did-win": false}),
-            ),
-            (
-                "2.2",
-                json!({"version": "2.2", "ad-network-id": "com.example", "campaign-id": 42,
-                    "transaction-id": "6aafb7a5-0170-41b5-bbe4-fe71dedf1e28", "app-id": 525463029,
-                    "attribution-signature": "MEYCIQDTuQ1Z4Tpy9D3aEKbxLl5J5iKiTumcqZikuY/AOD2U7QIhAJAaiAv89AoquHXJffcieEQXdWHpcV8ZgbKN0EwV9/sY",
-                    "redownload": true, "source-app-id": 1234567891, "fidelity-type": 1,
-                    "conversion-value": 20}),
-            ),
-        ]
+    /// Apple's published example postbacks, with the signatures Apple's keys made
+    /// (`tests/data/apple_postbacks.json`; the integration tests send the same): SKAdNetwork
+    /// 4.0 from "Verifying an install-validation postback", 3.0 from "Combining parameters
+    /// for SKAdNetwork 3 postbacks", 2.2 from "… for previous SKAdNetwork postback versions",
+    /// then AdAttributionKit's from "Identifying the parameters in a postback", signed with
+    /// the key of postbacks the Developer settings generate.
+    fn examples() -> Vec<(String, Value)> {
+        let all: Vec<Value> =
+            serde_json::from_str(include_str!("../../tests/data/apple_postbacks.json")).unwrap();
+        all.into_iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["postback"].clone(),
+                )
+            })
+            .collect()
     }
 
-    /// Apple's AdAttributionKit example ("Identifying the parameters in a postback"), signed
-    /// with the key of postbacks the Developer settings generate.
-    pub const AAK_EXAMPLE: &str = "eyJraWQiOiJhcHBsZS1kZXZlbG9wbWVudC1pZGVudGlmaWVyXC8xIiwiYWxnIjoiRVMyNTYifQ.eyJwb3N0YmFjay1pZGVudGlmaWVyIjoiODU1NDZFQjctRkQzOS00NEJDLTg5OTAtQzk4QTRBQzM2QTQ5IiwicHVibGlzaGVyLWl0ZW0taWRlbnRpZmllciI6MCwibWFya2V0cGxhY2UtaWRlbnRpZmllciI6ImNvbS5hcHBsZS5BcHBTdG9yZSIsImltcHJlc3Npb24tdHlwZSI6ImFwcC1pbXByZXNzaW9uIiwiYWQtbmV0d29yay1pZGVudGlmaWVyIjoiZGV2ZWxvcG1lbnQuYWRhdHRyaWJ1dGlvbmtpdCIsImRpZC13aW4iOnRydWUsInBvc3RiYWNrLXNlcXVlbmNlLWluZGV4IjowLCJjb252ZXJzaW9uLXR5cGUiOiJyZS1lbmdhZ2VtZW50Iiwic291cmNlLWlkZW50aWZpZXIiOiIxMjM0IiwiYWR2ZXJ0aXNlZC1pdGVtLWlkZW50aWZpZXIiOjEwNzM4MDI3NzU2fQ.bAdNwKd6OfHK9tofvjjua4X_JPcFTxXPQSspD9gZkinw97pY7R1aI-LSjl-oxZZF3_K2H5JK5TSEBee4_1U4oQ";
+    /// The SKAdNetwork examples.
+    pub fn apple_examples() -> Vec<(String, Value)> {
+        examples()
+            .into_iter()
+            .filter(|(_, p)| p.get("jws-string").is_none())
+            .collect()
+    }
+
+    /// The AdAttributionKit example's JWS.
+    pub fn aak_example() -> String {
+        let (_, postback) = examples().pop().unwrap();
+        postback["jws-string"].as_str().unwrap().to_string()
+    }
 
     fn object(v: &Value) -> &Map<String, Value> {
         v.as_object().unwrap()
@@ -346,7 +328,7 @@ pub(crate) mod tests {
     #[test]
     fn adattributionkit_jws() {
         let keys = AppleKeys::published();
-        let jws = check_jws(AAK_EXAMPLE, &keys).unwrap();
+        let jws = check_jws(&aak_example(), &keys).unwrap();
         assert_eq!(jws.kid, "apple-development-identifier/1");
         assert_eq!(jws.check, Check::Development);
         assert_eq!(jws.payload["advertised-item-identifier"], 10738027756u64);
@@ -354,11 +336,9 @@ pub(crate) mod tests {
             jws.payload["postback-identifier"],
             "85546EB7-FD39-44BC-8990-C98A4AC36A49"
         );
-        let [header, payload, signature]: [&str; 3] = AAK_EXAMPLE
-            .split('.')
-            .collect::<Vec<_>>()
-            .try_into()
-            .unwrap();
+        let example = aak_example();
+        let [header, payload, signature]: [&str; 3] =
+            example.split('.').collect::<Vec<_>>().try_into().unwrap();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         // A changed payload field; the signature re-encoded; another kid; another alg.
         let mut body: Value = serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();

@@ -62,6 +62,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0012_fraud",
         include_str!("../../clickhouse/0012_fraud.sql"),
     ),
+    ("0013_skan", include_str!("../../clickhouse/0013_skan.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

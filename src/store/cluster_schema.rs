@@ -66,7 +66,13 @@ fn table_statements(statement: &str, table: &str, cluster: &str, database: &str)
 }
 
 /// The fact tables: each row carries its flush batch's id, and a batch goes to one shard.
-const BY_BATCH: [&str; 4] = ["clicks", "installs", "events", "conversions"];
+const BY_BATCH: [&str; 5] = [
+    "clicks",
+    "installs",
+    "events",
+    "conversions",
+    "skan_postbacks",
+];
 
 /// The `Distributed` table `table` over its local tables.
 fn distributed(table: &str, cluster: &str, database: &str) -> String {

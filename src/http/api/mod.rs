@@ -7,6 +7,7 @@ pub mod links;
 pub mod partners;
 pub mod reports;
 pub mod results;
+pub mod skan;
 pub mod sources;
 pub mod stats;
 

@@ -1,7 +1,7 @@
 //! Redis: the connections, every key name (here and nowhere else), and the typed operations,
 //! one file per concern: `tenants` (tenants, API keys, settings), `links`, `match_state`
 //! (the flip, remembered attributions, user bindings), `idempotency`, `sources` (webhook
-//! sources) and `delivery` (partners, webhooks, logs, reports, the job queue). Tenant-owned
+//! sources), `skan` (apps and SKAdNetwork campaign maps) and `delivery` (partners, webhooks, logs, reports, the job queue). Tenant-owned
 //! keys are hash-tagged `{t:<id>}` so that every script that touches one tenant stays in one
 //! Redis Cluster slot.
 
@@ -22,6 +22,7 @@ mod delivery;
 mod idempotency;
 mod links;
 mod match_state;
+mod skan;
 mod sources;
 mod tenants;
 
@@ -377,6 +378,19 @@ impl Redis {
 
     fn key_uses_key(&self, tenant: &str) -> String {
         format!("{}:keys:used", self.tenant_tag(tenant))
+    }
+
+    fn apps_key(&self, tenant: &str) -> String {
+        format!("{}:apps", self.tenant_tag(tenant))
+    }
+
+    /// Who registered an App Store id: across tenants, as a postback names only its app.
+    fn app_owner_key(&self, app_store_id: u64) -> String {
+        format!("{}:app_store:{app_store_id}", self.prefix)
+    }
+
+    fn skan_campaigns_key(&self, tenant: &str) -> String {
+        format!("{}:skan:campaigns", self.tenant_tag(tenant))
     }
 
     pub async fn ping(&self) -> Result<(), RedisError> {
