@@ -95,7 +95,7 @@ pub async fn receive(ctx: &Context<'_>, receiver: Receiver, body: &[u8]) -> Resu
         .await?
         .ok_or_else(unknown)?;
     let counted = postback.counts(app.count_development_postbacks);
-    let body = std::str::from_utf8(body).expect("parsed as JSON");
+    let body = std::str::from_utf8(body).map_err(|_| FieldError::new("body", "must be UTF-8"))?;
     let now = time::now_ms();
     let mut facts = Facts::new(BatchKind::SkanPostbacks);
     postback.encode(
