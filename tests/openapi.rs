@@ -116,6 +116,16 @@ fn every_route_is_documented() {
         ("get", "/v1/webhooks/{id}"),
         ("delete", "/v1/webhooks/{id}"),
         ("get", "/v1/webhooks/{id}/deliveries"),
+        ("get", "/v1/apps"),
+        ("post", "/v1/apps"),
+        ("get", "/v1/apps/{id}"),
+        ("delete", "/v1/apps/{id}"),
+        ("post", "/.well-known/skadnetwork/report-attribution/"),
+        ("post", "/.well-known/appattribution/report-attribution/"),
+        ("post", "/v1/skan/postbacks"),
+        ("get", "/v1/skan/campaigns"),
+        ("put", "/v1/skan/campaigns"),
+        ("get", "/v1/skan/stats"),
     ];
     for (method, path) in routes {
         assert!(
