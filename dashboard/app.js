@@ -464,6 +464,44 @@ async function fraud() {
   wireSort(() => show(fraud));
 }
 
+// SKAdNetwork and AdAttributionKit: verified postbacks by ad network and campaign (each
+// conversion window's values), the apps postbacks name, and the campaign map, edited as lines.
+const total = (rows, field) => rows.reduce((n, r) => n + r[field], 0);
+const fineText = (fine) => Object.entries(fine).map(([v, n]) => `${v}×${n}`).join(" ");
+async function skan() {
+  const [s, { apps }, { campaigns }] = await Promise.all([
+    api("GET", `/v1/skan/stats?${rangeQuery()}`), api("GET", "/v1/apps"), api("GET", "/v1/skan/campaigns"),
+  ]);
+  const rows = s.rows.map((r) => ({
+    ad_network: r.ad_network, campaign: r.campaign ?? `(unmapped ${r.source_identifier})`, installs: r.installs,
+    redownloads: r.redownloads, re_engagements: r.re_engagements, low: r.coarse.low, medium: r.coarse.medium, high: r.coarse.high,
+    fine_values: fineText(r.fine), "window 2": r.by_sequence[1].postbacks, "window 3": r.by_sequence[2].postbacks,
+  }));
+  main.innerHTML = `${rangePicker()}
+  <div class="grid" id="skan-metrics">${["installs", "redownloads", "re_engagements"].map((f) => `<div class="metric"><div class="value" data-metric="${f}">${fmt(total(s.rows, f))}</div><div class="label">${f.replace(/_/g, "-")}</div></div>`).join("")}</div>
+  <div class="card" id="skan-rows"><h2>Verified postbacks by ad network and campaign</h2>${table(Object.keys(rows[0] ?? { ad_network: 0, campaign: 0, installs: 0 }), rows, "skan-rows")}
+    <p class="muted">First postbacks count installs and carry the fine or coarse values shown; windows 2 and 3 are the later postbacks. Postbacks whose signature fails are stored, never counted.</p></div>
+  <div class="card" id="skan-apps"><h2>Apps</h2>${table(["name", "app_store_id", "count_development_postbacks", "created_at"], apps, "skan-apps")}
+    <form id="new-app" class="row"><input name="app_store_id" placeholder="App Store id" required><input name="name" placeholder="name" required><button>Register</button></form>
+    <p class="muted">Apple devices send the developer copies to <code>${esc(location.origin)}/.well-known/skadnetwork/report-attribution/</code> and <code>…/appattribution/report-attribution/</code> once the app names this domain (NSAdvertisingAttributionReportEndpoint).</p><p class="error" id="app-error"></p></div>
+  <form class="card" id="campaign-map"><h2>Campaign map</h2><p class="muted">One line each: ad network id, source identifier (2, 3 or 4 digits), campaign.</p>
+    <textarea name="lines" rows="8">${esc(campaigns.map((c) => `${c.ad_network_id} ${c.source_identifier} ${c.campaign}`).join("\n"))}</textarea>
+    <button>Save map</button><p class="error" id="map-error"></p></form>`;
+  $("#new-app").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try { await api("POST", "/v1/apps", { app_store_id: ev.target.app_store_id.value.trim(), name: ev.target.name.value }); show(skan); } catch (e) { $("#app-error").textContent = e.message; }
+  });
+  $("#campaign-map").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const lines = ev.target.lines.value.split("\n").map((l) => l.trim()).filter(Boolean);
+    const body = { campaigns: lines.map((l) => { const [ad_network_id, source_identifier, ...name] = l.split(/\s+/); return { ad_network_id, source_identifier, campaign: name.join(" ") }; }) };
+    try { await api("PUT", "/v1/skan/campaigns", body); show(skan); } catch (e) { $("#map-error").textContent = e.message; }
+  });
+  wireRange(() => show(skan));
+  wireSort(() => show(skan));
+  return false; // don't redraw forms being edited
+}
+
 function receipt(id) {
   return async () => {
     const r = await api("GET", `/v1/attribution/installs/${encodeURIComponent(id)}`);
@@ -493,6 +531,7 @@ const routes = {
   sources: grouped("/v1/attribution/stats/by-source", ["source", "medium"]),
   breakdowns,
   fraud,
+  skan,
   links,
   "webhook-sources": webhookSources,
   partners,

@@ -334,3 +334,40 @@ test("fraud: the mode set in settings, a rejection on the fraud page with the CT
   });
   await page.close();
 });
+
+test("skadnetwork: an app registered and a campaign mapped on the page, Apple's example postback counted", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await signIn(page);
+  await page.goto(`${SLUICE_URL}/dashboard#/skan`);
+  await page.waitForSelector("#new-app");
+  await page.fill('#new-app input[name="app_store_id"]', "525463029");
+  await page.fill('#new-app input[name="name"]', "Example");
+  await page.click("#new-app button");
+  await page.waitForSelector('#skan-apps td:text("525,463,029")');
+  await page.fill('#campaign-map textarea[name="lines"]', "com.example 5239 summer us");
+  await page.click("#campaign-map button");
+  await page.waitForFunction(() => document.querySelector("#campaign-map textarea")?.value.includes("summer us"));
+  assert.deepEqual((await api("/v1/skan/campaigns")).campaigns, [{ ad_network_id: "com.example", source_identifier: "5239", campaign: "summer us" }]);
+
+  // Apple's 4.0 example, as a device sends the developer copy.
+  const examples = JSON.parse(fs.readFileSync(path.join(here, "../data/apple_postbacks.json"), "utf8"));
+  const postback = examples.find((e) => e.name === "4.0 fine").postback;
+  const resp = await fetch(`${SLUICE_URL}/.well-known/skadnetwork/report-attribution/`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(postback),
+  });
+  assert.equal(resp.status, 200);
+  assert.equal((await resp.json()).signature, "valid");
+  let stats = await api("/v1/skan/stats");
+  for (let i = 0; i < 100 && !stats.rows.length; i++) {
+    await sleep(100);
+    stats = await api("/v1/skan/stats");
+  }
+  assert.equal(stats.rows[0].campaign, "summer us");
+  await page.goto(`${SLUICE_URL}/dashboard#/overview`);
+  await page.goto(`${SLUICE_URL}/dashboard#/skan`);
+  await page.waitForSelector('#skan-rows td:text("summer us")');
+  assert.equal(await number(page, "installs"), 1);
+  assert.match(await page.textContent("#skan-rows"), /63×1/);
+  await page.screenshot({ path: path.join(SCREENSHOTS, "skan.png"), fullPage: true });
+  await page.close();
+});
