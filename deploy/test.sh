@@ -41,7 +41,8 @@ echo "== the flows again, on the Redis Cluster and the ClickHouse cluster"
 SLUICE_TEST_REDIS_URL="$SLUICE_TEST_CLUSTER_REDIS_URL" \
 SLUICE_TEST_CLICKHOUSE_URL="$SLUICE_TEST_CLUSTER_CLICKHOUSE_URL" SLUICE_TEST_CLICKHOUSE_CLUSTER=sluice \
   cargo test "$@" --test attribution --test events --test conversions --test delivery --test keys \
-  --test link_catalog --test stats --test retention --test routing --test fraud -- --test-threads=1
+  --test link_catalog --test stats --test retention --test routing --test fraud --test skan \
+  -- --test-threads=1
 
 echo "== pace, the fixed-rate load tool of loadtest/compare.sh"
 cargo test --release --manifest-path loadtest/pace/Cargo.toml
