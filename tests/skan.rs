@@ -40,7 +40,11 @@ async fn postbacks_verify_store_once_count_and_forward() {
     let receiver = Receiver::start(0, &[]).await;
 
     // The apps of Apple's examples; the AdAttributionKit one counts development postbacks.
-    for (id, name, development) in [(525463029u64, "Example", false), (10738027756, "AAK", true)] {
+    for (id, name, development) in [
+        (525463029u64, "Example", false),
+        (1499436635, "Legacy", false),
+        (10738027756, "AAK", true),
+    ] {
         let (status, app) = api(
             reqwest::Method::POST,
             &format!("{base}/v1/apps"),
@@ -91,6 +95,7 @@ async fn postbacks_verify_store_once_count_and_forward() {
         ("3.0 winner", SKADNETWORK, "valid", "stored"),
         ("3.0 non-winner", SKADNETWORK, "valid", "stored"),
         ("2.2", SKADNETWORK, "valid", "duplicate"),
+        ("2.0", SKADNETWORK, "valid", "stored"),
         ("AdAttributionKit", APPATTRIBUTION, "development", "stored"),
     ];
     for (name, path, signature, status_word) in cases {
@@ -167,15 +172,15 @@ async fn postbacks_verify_store_once_count_and_forward() {
     let rows = env
         .wait_for(
             "SELECT count() FROM skan_postbacks",
-            6,
+            7,
             Duration::from_secs(20),
         )
         .await;
-    assert_eq!(rows, 6, "5 verified + 1 forged");
+    assert_eq!(rows, 7, "6 verified + 1 forged");
     assert_eq!(
         env.ch("SELECT signature, counted, count() FROM skan_postbacks GROUP BY signature, counted ORDER BY signature")
             .await,
-        "development\t1\t1\ninvalid\t0\t1\nvalid\t1\t4\n"
+        "development\t1\t1\ninvalid\t0\t1\nvalid\t1\t5\n"
     );
     let tid = coarse["transaction-id"].as_str().unwrap();
     assert_eq!(
@@ -237,7 +242,7 @@ async fn postbacks_verify_store_once_count_and_forward() {
             .unwrap_or_else(|| panic!("no row {network} {campaign}: {stats}"))
             .clone()
     };
-    assert_eq!(stats["rows"].as_array().unwrap().len(), 4, "{stats}");
+    assert_eq!(stats["rows"].as_array().unwrap().len(), 5, "{stats}");
     let us = row("com.example", json!("summer/us"));
     assert_eq!(
         (&us["installs"], &us["fine"]),
@@ -268,6 +273,11 @@ async fn postbacks_verify_store_once_count_and_forward() {
         (&json!("1234"), &json!(1), &json!({"24": 1}))
     );
     assert_eq!(aak["by_sequence"][0]["postbacks"], 1);
+    let v2 = row("KBD757YWX3.skadnetwork", Value::Null);
+    assert_eq!(
+        (&v2["source_identifier"], &v2["redownloads"]),
+        (&json!("59"), &json!(1))
+    );
     let (status, _) = api(
         reqwest::Method::GET,
         &format!("{base}/v1/skan/stats?window=7d"),

@@ -15,6 +15,9 @@ use serde::Deserialize;
 /// SKAdNetwork 2.1 and later (NIST P-256); also AdAttributionKit's production key.
 pub const SKADNETWORK_P256: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEWdp8GPcGqmhgzEFj9Z2nSpQVddayaPe4FMzqM9wib1+aHaaIzoHoLN9zW4K8y4SPykE3YVK3sVqW6Af0lfx3gg==";
 
+/// SKAdNetwork 1.0 and 2.0 (P-192), from the "SKAdNetwork 1 / 2 release notes".
+pub const SKADNETWORK_P192: &str = "MEkwEwYHKoZIzj0CAQYIKoZIzj0DAQEDMgAEMyHD625uvsmGq4C43cQ9BnfN2xslVT5V1nOmAMP6qaRRUll3PB1JYmgSm+62sosG";
+
 /// AdAttributionKit's keys by the JWS header's `kid`, and whether each signs development
 /// postbacks (end-to-end test flows, and postbacks a device's Developer settings generate).
 pub const ADATTRIBUTIONKIT: [(&str, &str, bool); 3] = [
@@ -41,6 +44,8 @@ pub struct JwsKey {
 #[derive(Debug, Clone)]
 pub struct AppleKeys {
     pub skadnetwork: VerifyingKey,
+    /// Versions 1.0 and 2.0's key.
+    pub skadnetwork_p192: p192::ecdsa::VerifyingKey,
     pub adattributionkit: BTreeMap<String, JwsKey>,
 }
 
@@ -69,11 +74,21 @@ pub fn decode(b64: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_public_key_der(&der).map_err(|e| format!("not a P-256 public key: {e}"))
 }
 
+/// A base64 DER P-192 public key.
+pub fn decode_p192(b64: &str) -> Result<p192::ecdsa::VerifyingKey, String> {
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    p192::ecdsa::VerifyingKey::from_public_key_der(&der)
+        .map_err(|e| format!("not a P-192 public key: {e}"))
+}
+
 impl AppleKeys {
     /// The keys Apple publishes.
     pub fn published() -> AppleKeys {
         AppleKeys {
             skadnetwork: decode(SKADNETWORK_P256).expect("Apple's published key decodes"),
+            skadnetwork_p192: decode_p192(SKADNETWORK_P192).expect("Apple's published key decodes"),
             adattributionkit: ADATTRIBUTIONKIT
                 .iter()
                 .map(|(kid, key, development)| {

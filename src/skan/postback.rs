@@ -1,5 +1,5 @@
 //! A postback as Sluice stores it, whichever way it came: an SKAdNetwork install-validation
-//! postback (versions 2.1–4.0 verifiable) or an AdAttributionKit postback (a JWS and the
+//! postback (versions 1.0–4.0 verifiable) or an AdAttributionKit postback (a JWS and the
 //! unsigned fields beside it), read into one shape. A body that is neither is refused with the
 //! field at fault named; a postback whose signature fails is still a postback: kept, never
 //! counted.

@@ -3,15 +3,17 @@
 //! - SKAdNetwork: Apple signs the postback's fields, joined in the order its version documents
 //!   with U+2063 INVISIBLE SEPARATOR, with ECDSA P-256 / SHA-256 (DER, base64, in
 //!   `attribution-signature`). Optional fields are left out, not blanked; booleans read `true`
-//!   and `false`; the conversion values are never signed. Versions 1.0 and 2.0 were signed
-//!   with a P-192 key whose postbacks no device sends any more: they are not verifiable here.
+//!   and `false`; the conversion values are never signed. Versions 1.0 and 2.0 are signed with
+//!   Apple's P-192 key (SHA-256, the digest truncated to the curve's 192 bits).
 //! - AdAttributionKit: the postback's `jws-string` is a compact JWS, ES256 whatever its header
 //!   claims, with the key its header's `kid` names; development keys sign test postbacks.
 
 use base64::Engine;
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::Signature;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::keys::AppleKeys;
 
@@ -41,9 +43,10 @@ impl Check {
     }
 }
 
-/// The signed fields of each verifiable SKAdNetwork version, in signing order, and whether
-/// each is signed only when present: 2.1's, 2.2 adding `fidelity-type`, 3.0 `did-win`; 4.0
-/// renames the campaign and adds the web source and the conversion window.
+/// The signed fields of each SKAdNetwork version, in signing order, and whether each is
+/// signed only when present: 1.0 signs no version; 2.0 and 2.1 the same fields (under
+/// different keys), 2.2 adding `fidelity-type`, 3.0 `did-win`; 4.0 renames the campaign and
+/// adds the web source and the conversion window.
 fn signed_fields(version: &str) -> Option<Vec<(&'static str, bool)>> {
     const V2_1: [(&str, bool); 7] = [
         ("version", false),
@@ -67,8 +70,15 @@ fn signed_fields(version: &str) -> Option<Vec<(&'static str, bool)>> {
         ("did-win", false),
         ("postback-sequence-index", false),
     ];
+    const V1_0: [(&str, bool); 4] = [
+        ("ad-network-id", false),
+        ("campaign-id", false),
+        ("app-id", false),
+        ("transaction-id", false),
+    ];
     let added: &[(&str, bool)] = match version {
-        "2.1" => &[],
+        "1.0" => return Some(V1_0.to_vec()),
+        "2.0" | "2.1" => &[],
         "2.2" => &[("fidelity-type", false)],
         "3.0" => &[("fidelity-type", false), ("did-win", false)],
         "4.0" => return Some(V4_0.to_vec()),
@@ -92,11 +102,7 @@ fn rendered(v: &Value) -> Option<String> {
 /// no postback has, or carries the separator (which would move the boundary between fields:
 /// one signature, two readings).
 pub fn skadnetwork_message(body: &Map<String, Value>) -> Result<Option<String>, &'static str> {
-    let Some(fields) = body
-        .get("version")
-        .and_then(Value::as_str)
-        .and_then(signed_fields)
-    else {
+    let Some(fields) = signed_fields(version(body)) else {
         return Ok(None);
     };
     let mut parts = Vec::with_capacity(fields.len());
@@ -116,6 +122,14 @@ pub fn skadnetwork_message(body: &Map<String, Value>) -> Result<Option<String>, 
     Ok(Some(parts.join(&SEPARATOR.to_string())))
 }
 
+/// A postback's version: 1.0 postbacks carry none.
+fn version(body: &Map<String, Value>) -> &str {
+    match body.get("version") {
+        None | Some(Value::Null) => "1.0",
+        Some(v) => v.as_str().unwrap_or(""),
+    }
+}
+
 /// Checks an SKAdNetwork postback's `attribution-signature`.
 pub fn check_skadnetwork(body: &Map<String, Value>, keys: &AppleKeys) -> Check {
     let message = match skadnetwork_message(body) {
@@ -123,17 +137,25 @@ pub fn check_skadnetwork(body: &Map<String, Value>, keys: &AppleKeys) -> Check {
         Ok(None) => return Check::Unverifiable,
         Err(_) => return Check::Invalid,
     };
-    let Some(signature) = body
+    let Some(der) = body
         .get("attribution-signature")
         .and_then(Value::as_str)
         .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-        .and_then(|der| Signature::from_der(&der).ok())
     else {
         return Check::Invalid;
     };
-    match keys.skadnetwork.verify(message.as_bytes(), &signature) {
-        Ok(()) => Check::Valid,
-        Err(_) => Check::Invalid,
+    let verified = match version(body) {
+        "1.0" | "2.0" => p192::ecdsa::Signature::from_der(&der).is_ok_and(|sig| {
+            let digest = Sha256::digest(message.as_bytes());
+            keys.skadnetwork_p192.verify_prehash(&digest, &sig).is_ok()
+        }),
+        _ => Signature::from_der(&der)
+            .is_ok_and(|sig| keys.skadnetwork.verify(message.as_bytes(), &sig).is_ok()),
+    };
+    if verified {
+        Check::Valid
+    } else {
+        Check::Invalid
     }
 }
 
@@ -220,6 +242,9 @@ pub(crate) mod tests {
         postback["jws-string"].as_str().unwrap().to_string()
     }
 
+    /// A P-192 key that is not Apple's.
+    const OTHER_P192: &str = "MEkwEwYHKoZIzj0CAQYIKoZIzj0DAQEDMgAEiPVPseRK/AhNd+a8hm2/Qb9cbAVBrBBya/mr8PtLTlidyCo3EUlC7Zhcu4TV35GV";
+
     fn object(v: &Value) -> &Map<String, Value> {
         v.as_object().unwrap()
     }
@@ -277,6 +302,7 @@ pub(crate) mod tests {
             let mut other = keys.clone();
             other.skadnetwork =
                 super::super::keys::decode(super::super::keys::ADATTRIBUTIONKIT[1].1).unwrap();
+            other.skadnetwork_p192 = super::super::keys::decode_p192(OTHER_P192).unwrap();
             assert_eq!(
                 check_skadnetwork(object(&example), &other),
                 Check::Invalid,
@@ -309,16 +335,26 @@ pub(crate) mod tests {
         assert_eq!(skadnetwork_message(object(&v)), Err("ad-network-id"));
         v["ad-network-id"] = json!(["x"]);
         assert_eq!(skadnetwork_message(object(&v)), Err("ad-network-id"));
-        // Versions not verifiable here.
-        for version in ["1.0", "2.0", "5.0"] {
-            let mut v = examples[4].1.clone();
-            v["version"] = json!(version);
-            assert_eq!(skadnetwork_message(object(&v)), Ok(None), "{version}");
-            assert_eq!(
-                check_skadnetwork(object(&v), &AppleKeys::published()),
-                Check::Unverifiable
-            );
-        }
+        // 1.0 carries no version and signs four fields; 2.0 signs 2.1's. Both are checked
+        // with the P-192 key, which did not sign 2.2's example.
+        let mut v = examples[4].1.clone();
+        object_mut(&mut v).remove("version");
+        let want = format!("com.example{s}42{s}525463029{s}6aafb7a5-0170-41b5-bbe4-fe71dedf1e28");
+        assert_eq!(skadnetwork_message(object(&v)), Ok(Some(want)));
+        v["version"] = json!("2.0");
+        let want = format!("2.0{s}com.example{s}42{s}525463029{s}6aafb7a5-0170-41b5-bbe4-fe71dedf1e28{s}true{s}1234567891");
+        assert_eq!(skadnetwork_message(object(&v)), Ok(Some(want)));
+        assert_eq!(
+            check_skadnetwork(object(&v), &AppleKeys::published()),
+            Check::Invalid
+        );
+        // A version not known here.
+        v["version"] = json!("5.0");
+        assert_eq!(skadnetwork_message(object(&v)), Ok(None));
+        assert_eq!(
+            check_skadnetwork(object(&v), &AppleKeys::published()),
+            Check::Unverifiable
+        );
     }
 
     fn object_mut(v: &mut Value) -> &mut Map<String, Value> {
