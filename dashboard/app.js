@@ -403,6 +403,7 @@ async function partners() {
   const logs = await Promise.all(partners.map((p) => api("GET", `/v1/partners/${encodeURIComponent(p.id)}/deliveries`)));
   main.innerHTML = partners.map((p, i) => `<div class="card"><h2>${esc(p.name)} <span class="muted">${esc(p.id)}${p.share_revenue ? " · revenue shared" : ""}</span></h2>
     ${table(["type", "template"], Object.entries(p.postbacks).map(([type, template]) => ({ type, template })), `pb-${p.id}`)}
+    ${p.skan_ad_network_id ? `<p>Verified SKAdNetwork postbacks of <code>${esc(p.skan_ad_network_id)}</code> are forwarded to <code>${esc(p.skan_postback_url ?? "(no URL yet)")}</code>.</p>` : ""}
     <h2>Recent deliveries</h2>${table(["at", "status", "response_code", "attempt", "url"], logs[i].deliveries.slice(0, 10), `dl-${p.id}`)}</div>`).join("")
     || `<div class="card muted">No partners yet: POST /v1/partners.</div>`;
 }
@@ -481,7 +482,7 @@ async function skan() {
   <div class="grid" id="skan-metrics">${["installs", "redownloads", "re_engagements"].map((f) => `<div class="metric"><div class="value" data-metric="${f}">${fmt(total(s.rows, f))}</div><div class="label">${f.replace(/_/g, "-")}</div></div>`).join("")}</div>
   <div class="card" id="skan-rows"><h2>Verified postbacks by ad network and campaign</h2>${table(Object.keys(rows[0] ?? { ad_network: 0, campaign: 0, installs: 0 }), rows, "skan-rows")}
     <p class="muted">First postbacks count installs and carry the fine or coarse values shown; windows 2 and 3 are the later postbacks. Postbacks whose signature fails are stored, never counted.</p></div>
-  <div class="card" id="skan-apps"><h2>Apps</h2>${table(["name", "app_store_id", "count_development_postbacks", "created_at"], apps, "skan-apps")}
+  <div class="card" id="skan-apps"><h2>Apps</h2>${table(["name", "app_store_id", "count_development_postbacks", "created_at"], apps.map((a) => ({ ...a, app_store_id: String(a.app_store_id) })), "skan-apps")}
     <form id="new-app" class="row"><input name="app_store_id" placeholder="App Store id" required><input name="name" placeholder="name" required><button>Register</button></form>
     <p class="muted">Apple devices send the developer copies to <code>${esc(location.origin)}/.well-known/skadnetwork/report-attribution/</code> and <code>…/appattribution/report-attribution/</code> once the app names this domain (NSAdvertisingAttributionReportEndpoint).</p><p class="error" id="app-error"></p></div>
   <form class="card" id="campaign-map"><h2>Campaign map</h2><p class="muted">One line each: ad network id, source identifier (2, 3 or 4 digits), campaign.</p>
