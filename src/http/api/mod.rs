@@ -213,6 +213,18 @@ pub fn public_base(app: &App, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
+/// The query's parameters, each one of `allowed` (else the first other is named).
+pub fn params_of(
+    query: Option<&str>,
+    allowed: &[&str],
+) -> Result<Vec<(String, String)>, FieldError> {
+    let params = query_params(query);
+    match params.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        Some((name, _)) => Err(FieldError::new(name, "is not a parameter of this endpoint")),
+        None => Ok(params),
+    }
+}
+
 pub fn query_params(query: Option<&str>) -> Vec<(String, String)> {
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(&s.replace('+', " "))

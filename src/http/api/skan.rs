@@ -9,7 +9,7 @@ use hyper::header::HeaderMap;
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::{as_object, param, query_params, read_batch, read_json};
+use super::{as_object, param, params_of, read_batch, read_json};
 use crate::app::App;
 use crate::error::FieldError;
 use crate::http::auth::require_secret;
@@ -98,13 +98,7 @@ pub async fn figures(
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let caller = require_secret(app, headers).await?;
-    let params = query_params(query);
-    if let Some((name, _)) = params
-        .iter()
-        .find(|(k, _)| !["window", "from", "to", "app_store_id"].contains(&k.as_str()))
-    {
-        return Err(FieldError::new(name, "is not a parameter of this endpoint").into());
-    }
+    let params = params_of(query, &["window", "from", "to", "app_store_id"])?;
     let app_store_id = match param(&params, "app_store_id") {
         None => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| {

@@ -5,9 +5,8 @@
 use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
 
-use super::{param, query_params};
+use super::{param, params_of, query_params};
 use crate::app::App;
-use crate::error::FieldError;
 use crate::http::auth::require_secret;
 use crate::http::error::{json_response, ApiError, Body};
 use crate::link::catalog;
@@ -54,13 +53,7 @@ pub async fn ctit(
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let caller = require_secret(app, headers).await?;
-    let params = query_params(query);
-    if let Some((name, _)) = params
-        .iter()
-        .find(|(k, _)| !["source", "window", "from", "to"].contains(&k.as_str()))
-    {
-        return Err(FieldError::new(name, "is not a parameter of this endpoint").into());
-    }
+    let params = params_of(query, &["source", "window", "from", "to"])?;
     let range = range(&params)?;
     // One small aggregate query, uncached: the dashboard reads it every 10 s at most.
     app.metrics.stats_queries.increment(1);
