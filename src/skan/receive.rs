@@ -67,10 +67,25 @@ impl Outcome {
     }
 }
 
-/// Reads, verifies, stores (once) and forwards one postback body.
-pub async fn receive(ctx: &Context<'_>, receiver: Receiver, body: &[u8]) -> Result<Outcome, Error> {
+/// A postback read, verified and placed with its tenant, not yet stored.
+pub struct Read<'a> {
+    pub postback: Postback,
+    pub tenant: String,
+    counted: bool,
+    receiver: Receiver,
+    body: &'a str,
+}
+
+/// Reads and verifies one postback body and finds its tenant: `400` for a body that is not a
+/// postback, `404` for an app no tenant registered (or, through the API, not the caller's).
+pub async fn read<'a>(
+    ctx: &Context<'_>,
+    receiver: Receiver,
+    body: &'a [u8],
+) -> Result<Read<'a>, Error> {
     let fields: Map<String, Value> = serde_json::from_slice(body)
         .map_err(|_| FieldError::new("body", "must be a JSON object (a postback)"))?;
+    let body = std::str::from_utf8(body).map_err(|_| FieldError::new("body", "must be UTF-8"))?;
     let postback = Postback::read(&fields, ctx.keys)?;
     let unknown = || {
         Error::NotFound(format!(
@@ -89,20 +104,35 @@ pub async fn receive(ctx: &Context<'_>, receiver: Receiver, body: &[u8]) -> Resu
             return Err(unknown());
         }
     }
-    let tenant = owner.tenant_id.as_str();
     let app = redis
-        .app(tenant, &owner.app_id)
+        .app(&owner.tenant_id, &owner.app_id)
         .await?
         .ok_or_else(unknown)?;
-    let counted = postback.counts(app.count_development_postbacks);
-    let body = std::str::from_utf8(body).map_err(|_| FieldError::new("body", "must be UTF-8"))?;
+    Ok(Read {
+        counted: postback.counts(app.count_development_postbacks),
+        postback,
+        tenant: owner.tenant_id,
+        receiver,
+        body,
+    })
+}
+
+/// Stores a postback once per transaction id and forwards it when it counts.
+pub async fn store(ctx: &Context<'_>, read: Read<'_>) -> Result<Outcome, Error> {
+    let Read {
+        postback,
+        tenant,
+        counted,
+        receiver,
+        body,
+    } = read;
     let now = time::now_ms();
     let mut facts = Facts::new(BatchKind::SkanPostbacks);
     postback.encode(
         &mut facts.data,
         &Received {
             ms: now,
-            tenant_id: tenant,
+            tenant_id: &tenant,
             receiver: receiver.as_str(),
             counted,
             body,
@@ -111,11 +141,11 @@ pub async fn receive(ctx: &Context<'_>, receiver: Receiver, body: &[u8]) -> Resu
     facts.end_row(now);
     let namespace = if counted { "skan" } else { "skan_unverified" };
     let id = postback.transaction_id.as_bytes();
-    let stored = ingest::store_once(&ctx.ingest, tenant, namespace, id, facts).await?;
+    let stored = ingest::store_once(&ctx.ingest, &tenant, namespace, id, facts).await?;
     let metrics = ctx.ingest.metrics;
     metrics.skan_postbacks[usize::from(stored) * 2 + usize::from(counted)].increment(1);
     if stored && counted {
-        forward(&ctx.ingest, tenant, &postback, body).await;
+        forward(&ctx.ingest, &tenant, &postback, body).await;
     }
     Ok(Outcome {
         postback,

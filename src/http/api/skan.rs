@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{as_object, param, params_of, read_batch, read_json};
 use crate::app::App;
 use crate::error::FieldError;
-use crate::http::auth::require_secret;
+use crate::http::auth::{rate_limit, require_secret};
 use crate::http::error::{empty_response, json_response, ApiError, Body};
 use crate::skan::postback::MAX_BODY;
 use crate::skan::receive::{self, Receiver};
@@ -64,7 +64,11 @@ pub async fn postback(
         },
     };
     let bytes = read_batch(headers, body, MAX_BODY).await?;
-    let outcome = receive::receive(&app.skan(), receiver, &bytes).await?;
+    let ctx = app.skan();
+    let read = receive::read(&ctx, receiver, &bytes).await?;
+    // Apple's devices carry no key: the well-known paths spend the app's tenant's tokens.
+    rate_limit(app, &read.tenant, "skan-postbacks")?;
+    let outcome = receive::store(&ctx, read).await?;
     Ok(json_response(StatusCode::OK, &outcome.to_json()))
 }
 
