@@ -4,6 +4,7 @@
 -- second row. Every postback read is kept, its signature's outcome in `signature` (valid,
 -- development, invalid, unverifiable); only rows with counted = 1 enter stats. fine_value is
 -- -1 and coarse_value empty when the postback carries none; `body` is the JSON as received.
+-- skan_daily sums the counted ones for the figures.
 CREATE TABLE IF NOT EXISTS skan_postbacks {on_cluster} (
     date Date,
     received_ms UInt64,
@@ -30,4 +31,31 @@ CREATE TABLE IF NOT EXISTS skan_postbacks {on_cluster} (
     batch_id UInt64
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMM(date)
-ORDER BY (tenant_id, date, ad_network_id, source_identifier)
+ORDER BY (tenant_id, date, ad_network_id, source_identifier);
+
+-- The figures: counted postbacks per day and every value the stats group by, so a window's
+-- answer sums a few rows per campaign and value instead of reading each postback.
+CREATE TABLE IF NOT EXISTS skan_daily {on_cluster} (
+    tenant_id String,
+    date Date,
+    app_store_id UInt64,
+    ad_network_id String,
+    source_identifier String,
+    sequence UInt8,
+    did_win UInt8,
+    conversion_type String,
+    fine_value Int16,
+    coarse_value String,
+    postbacks UInt64
+) ENGINE = SummingMergeTree(postbacks)
+PARTITION BY toYYYYMM(date)
+ORDER BY (tenant_id, date, app_store_id, ad_network_id, source_identifier, sequence, did_win,
+    conversion_type, fine_value, coarse_value);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS skan_daily_mv {on_cluster} TO skan_daily AS
+SELECT tenant_id, date, app_store_id, ad_network_id, source_identifier, sequence, did_win,
+    conversion_type, fine_value, coarse_value, count() AS postbacks
+FROM skan_postbacks
+WHERE counted = 1
+GROUP BY tenant_id, date, app_store_id, ad_network_id, source_identifier, sequence, did_win,
+    conversion_type, fine_value, coarse_value;

@@ -29,11 +29,12 @@ pub const RAW_TABLES: [&str; 6] = [
     "conversions",
     "skan_postbacks",
 ];
-pub const STATS_TABLES: [&str; 4] = [
+pub const STATS_TABLES: [&str; 5] = [
     "stats_clicks",
     "stats_installs",
     "stats_events",
     "stats_conversions",
+    "skan_daily",
 ];
 /// No tenant keeps raw rows for less (the lower bound of `raw_retention_days`): younger
 /// months are never looked at.

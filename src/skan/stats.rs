@@ -31,7 +31,8 @@ pub struct Group {
     pub postbacks: u64,
 }
 
-/// The tenant's counted postbacks received in `range`, of one app or all, grouped.
+/// The tenant's counted postbacks received in `range`, of one app or all, grouped (from the
+/// `skan_daily` aggregate).
 pub async fn groups(
     ch: &Client,
     tenant: &str,
@@ -40,8 +41,8 @@ pub async fn groups(
 ) -> Result<Vec<Group>, ChError> {
     let mut sql = format!(
         "SELECT ad_network_id, source_identifier, sequence, did_win, conversion_type, \
-         fine_value, coarse_value, count() AS postbacks FROM skan_postbacks \
-         WHERE tenant_id = ? AND date >= toDate('{}') AND date <= toDate('{}') AND counted = 1",
+         fine_value, coarse_value, sum(postbacks) AS postbacks FROM skan_daily \
+         WHERE tenant_id = ? AND date >= toDate('{}') AND date <= toDate('{}')",
         time::date_string(range.from),
         time::date_string(range.to)
     );
