@@ -33,8 +33,9 @@ CREATE TABLE IF NOT EXISTS skan_postbacks {on_cluster} (
 PARTITION BY toYYYYMM(date)
 ORDER BY (tenant_id, date, ad_network_id, source_identifier);
 
--- The figures: counted postbacks per day and every value the stats group by, so a window's
--- answer sums a few rows per campaign and value instead of reading each postback.
+-- The figures: counted postbacks per day, app, network, source identifier, window, win and
+-- conversion type, with their coarse values counted and their fine values as a map (summed by
+-- key on merges), so a window's answer sums a few rows per campaign.
 CREATE TABLE IF NOT EXISTS skan_daily {on_cluster} (
     tenant_id String,
     date Date,
@@ -44,18 +45,23 @@ CREATE TABLE IF NOT EXISTS skan_daily {on_cluster} (
     sequence UInt8,
     did_win UInt8,
     conversion_type String,
-    fine_value Int16,
-    coarse_value String,
-    postbacks UInt64
-) ENGINE = SummingMergeTree(postbacks)
+    postbacks UInt64,
+    coarse_low UInt64,
+    coarse_medium UInt64,
+    coarse_high UInt64,
+    fineMap Nested(value Int16, postbacks UInt64)
+) ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(date)
 ORDER BY (tenant_id, date, app_store_id, ad_network_id, source_identifier, sequence, did_win,
-    conversion_type, fine_value, coarse_value);
+    conversion_type);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS skan_daily_mv {on_cluster} TO skan_daily AS
 SELECT tenant_id, date, app_store_id, ad_network_id, source_identifier, sequence, did_win,
-    conversion_type, fine_value, coarse_value, count() AS postbacks
+    conversion_type, count() AS postbacks, countIf(coarse_value = 'low') AS coarse_low,
+    countIf(coarse_value = 'medium') AS coarse_medium, countIf(coarse_value = 'high') AS coarse_high,
+    tupleElement(sumMapIf([fine_value], [toUInt64(1)], fine_value >= 0), 1) AS `fineMap.value`,
+    tupleElement(sumMapIf([fine_value], [toUInt64(1)], fine_value >= 0), 2) AS `fineMap.postbacks`
 FROM skan_postbacks
 WHERE counted = 1
 GROUP BY tenant_id, date, app_store_id, ad_network_id, source_identifier, sequence, did_win,
-    conversion_type, fine_value, coarse_value;
+    conversion_type;

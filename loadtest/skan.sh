@@ -67,7 +67,7 @@ curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "INSERT INTO $DB.skan_postback
     if(seq = 0 AND tier = 1, toInt16(sqrt(intDiv(h, 13) % 4096)), toInt16(-1)), \
     if(seq = 0 AND tier = 1, '', arrayElement(['low', 'medium', 'high'], 1 + intDiv(h, 17) % 3)), \
     '', 'example.com', 'valid', '', 1, '{}', intDiv(number, 100000) \
-  FROM (SELECT number, h, $NOW_MS - number % (30 * 86400000) AS ms, \
+  FROM (SELECT number, h, $NOW_MS - intDiv(number * 29 * 86400000, $POSTBACKS) AS ms, \
           multiIf(intDiv(h, 20000) % 100 < 60, 0, intDiv(h, 20000) % 100 < 85, 1, 2) AS seq, \
           multiIf(intDiv(h, 7) % 10 < 5, 1, intDiv(h, 7) % 10 < 8, 2, 3) AS tier \
         FROM (SELECT number, cityHash64(number) AS h FROM system.numbers LIMIT $POSTBACKS))"

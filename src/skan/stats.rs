@@ -19,6 +19,8 @@ use crate::store::clickhouse::ChError;
 use crate::store::redis::Redis;
 use crate::time;
 
+/// One group of counted postbacks: a network's source identifier in one window, by win and
+/// conversion type, with its coarse values counted and its fine values as `value → postbacks`.
 #[derive(clickhouse::Row, Deserialize, Debug, Clone)]
 pub struct Group {
     pub ad_network_id: String,
@@ -26,9 +28,10 @@ pub struct Group {
     pub sequence: u8,
     pub did_win: u8,
     pub conversion_type: String,
-    pub fine_value: i16,
-    pub coarse_value: String,
     pub postbacks: u64,
+    pub coarse: [u64; 3],
+    pub fine_values: Vec<i16>,
+    pub fine_counts: Vec<u64>,
 }
 
 /// The tenant's counted postbacks received in `range`, of one app or all, grouped (from the
@@ -41,16 +44,18 @@ pub async fn groups(
 ) -> Result<Vec<Group>, ChError> {
     let mut sql = format!(
         "SELECT ad_network_id, source_identifier, sequence, did_win, conversion_type, \
-         fine_value, coarse_value, sum(postbacks) AS postbacks FROM skan_daily \
-         WHERE tenant_id = ? AND date >= toDate('{}') AND date <= toDate('{}')",
+         sum(postbacks) AS postbacks, \
+         (sum(coarse_low), sum(coarse_medium), sum(coarse_high)) AS coarse, \
+         tupleElement(sumMap(`fineMap.value`, `fineMap.postbacks`), 1) AS fine_values, \
+         tupleElement(sumMap(`fineMap.value`, `fineMap.postbacks`), 2) AS fine_counts \
+         FROM skan_daily WHERE tenant_id = ? AND date >= toDate('{}') AND date <= toDate('{}')",
         time::date_string(range.from),
         time::date_string(range.to)
     );
     if app_store_id.is_some() {
         sql += " AND app_store_id = ?";
     }
-    sql += " GROUP BY ad_network_id, source_identifier, sequence, did_win, conversion_type, \
-            fine_value, coarse_value";
+    sql += " GROUP BY ad_network_id, source_identifier, sequence, did_win, conversion_type";
     let mut q = ch.query(&sql).bind(tenant);
     if let Some(id) = app_store_id {
         q = q.bind(id);
@@ -86,14 +91,11 @@ struct Values {
 impl Values {
     fn add(&mut self, g: &Group) {
         self.postbacks += g.postbacks;
-        if g.fine_value >= 0 {
-            *self.fine.entry(g.fine_value).or_default() += g.postbacks;
+        for (value, n) in g.fine_values.iter().zip(&g.fine_counts) {
+            *self.fine.entry(*value).or_default() += n;
         }
-        if let Some(i) = ["low", "medium", "high"]
-            .iter()
-            .position(|c| *c == g.coarse_value)
-        {
-            self.coarse[i] += g.postbacks;
+        for (sum, n) in self.coarse.iter_mut().zip(g.coarse) {
+            *sum += n;
         }
     }
 
@@ -188,9 +190,8 @@ mod tests {
         sequence: u8,
         win: bool,
         kind: &str,
-        fine: i16,
-        coarse: &str,
-        n: u64,
+        fine: &[(i16, u64)],
+        coarse: [u64; 3],
     ) -> Group {
         Group {
             ad_network_id: "net".into(),
@@ -198,9 +199,10 @@ mod tests {
             sequence,
             did_win: win as u8,
             conversion_type: kind.into(),
-            fine_value: fine,
-            coarse_value: coarse.into(),
-            postbacks: n,
+            postbacks: fine.iter().map(|(_, n)| n).sum::<u64>() + coarse.iter().sum::<u64>(),
+            coarse,
+            fine_values: fine.iter().map(|(v, _)| *v).collect(),
+            fine_counts: fine.iter().map(|(_, n)| *n).collect(),
         }
     }
 
@@ -212,14 +214,14 @@ mod tests {
             campaign: "summer".into(),
         }]);
         let groups = [
-            group("5239", 0, true, "download", 12, "", 3),
-            group("39", 0, true, "download", -1, "high", 2),
-            group("239", 0, true, "redownload", 12, "", 1),
-            group("39", 0, true, "re-engagement", -1, "low", 1),
-            group("39", 0, false, "download", -1, "", 4),
-            group("5239", 1, true, "download", -1, "medium", 2),
-            group("5239", 2, true, "download", -1, "high", 1),
-            group("77", 0, true, "download", 5, "", 1),
+            group("5239", 0, true, "download", &[(12, 3)], [0; 3]),
+            group("39", 0, true, "download", &[], [0, 0, 2]),
+            group("239", 0, true, "redownload", &[(12, 1)], [0; 3]),
+            group("39", 0, true, "re-engagement", &[], [1, 0, 0]),
+            group("39", 0, false, "download", &[], [4, 0, 0]),
+            group("5239", 1, true, "download", &[], [0, 2, 0]),
+            group("5239", 2, true, "download", &[], [0, 0, 1]),
+            group("77", 0, true, "download", &[(5, 1)], [0; 3]),
         ];
         let range = Range {
             from: 1,
