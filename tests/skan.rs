@@ -186,6 +186,13 @@ async fn postbacks_verify_store_once_count_and_forward() {
         )
         .await;
     assert_eq!(rows, 7, "6 verified + 1 forged");
+    // The figures' aggregate is written by a view during the same inserts, a moment later.
+    env.wait_for(
+        "SELECT sum(postbacks) FROM skan_daily",
+        6,
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(
         env.ch("SELECT signature, counted, count() FROM skan_postbacks GROUP BY signature, counted ORDER BY signature")
             .await,
