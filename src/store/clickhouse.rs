@@ -63,6 +63,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../clickhouse/0012_fraud.sql"),
     ),
     ("0013_skan", include_str!("../../clickhouse/0013_skan.sql")),
+    (
+        "0014_breakdown_weeks",
+        include_str!("../../clickhouse/0014_breakdown_weeks.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
