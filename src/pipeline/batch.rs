@@ -386,6 +386,7 @@ mod tests {
                 "conversions",
                 "RowBinary",
             ),
+            (BatchKind::SkanPostbacks, "skan_postbacks", "RowBinary"),
         ];
         for (kind, table, format) in cases {
             assert_eq!(BatchKind::from_u8(kind as u8), Some(kind));
@@ -393,7 +394,7 @@ mod tests {
             assert!(kind.columns().ends_with("batch_id"), "{kind:?}");
         }
         assert_eq!(BatchKind::from_u8(0), None);
-        assert_eq!(BatchKind::from_u8(11), None);
+        assert_eq!(BatchKind::from_u8(12), None);
         assert!(BatchKind::Clicks.columns().contains("is_anonymous"));
         assert!(!BatchKind::ClicksBeforeAnonymous
             .columns()
