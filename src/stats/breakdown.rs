@@ -35,6 +35,10 @@ pub const DIMENSIONS: [&str; 11] = [
     "sub1",
 ];
 
+/// The dimensions with many keys, whose unique clicks are also kept by week
+/// (`breakdown_clicks_weekly`), for breakdowns of the whole tenant.
+const WEEKLY: [&str; 4] = ["region", "city", "referrer_host", "sub1"];
+
 /// The dimensions installs and conversions are broken down by too (the others' rows have
 /// clicks only).
 pub const JOINED: [&str; 5] = ["country", "platform", "variant", "link", "sub1"];
@@ -230,7 +234,9 @@ pub async fn rows(ch: &Client, b: &Breakdown) -> Result<Vec<Row>, ChError> {
         }
         q
     };
-    let uniques = match (b.dim, full_weeks(&b.range)) {
+    let today = (time::now_ms() / time::MS_PER_DAY) as u16;
+    let weekly = WEEKLY.contains(&b.dim) && b.filters().iter().all(|(_, v)| v.is_none());
+    let uniques = match (b.dim, weeks(&b.range, today).filter(|_| weekly)) {
         ("link", _) => of_keys(
             format!("SELECT {key} AS key, uniqHLL12IfMerge(unique_clicks) AS n FROM {clicks}"),
             "key",
@@ -239,31 +245,35 @@ pub async fn rows(ch: &Client, b: &Breakdown) -> Result<Vec<Row>, ChError> {
             format!("SELECT key, uniqHLL12Merge(unique_clicks) AS n FROM {clicks}"),
             "key",
         ),
-        // The full weeks' sketches, and the edge days' daily ones.
+        // The weeks' sketches, and the edge days' daily ones.
         (_, Some((first, last))) => {
-            let (from, to) = (time::date_string(b.range.from), time::date_string(b.range.to));
-            let (first, last_day) = (time::date_string(first), time::date_string(last + 6));
+            let day = time::date_string;
             let edges = b.scope_of(&format!(
-                "date >= toDate('{from}') AND date <= toDate('{to}') \
-                 AND (date < toDate('{first}') OR date > toDate('{last_day}'))"
-            ));
-            let weeks = b.scope_of(&format!(
-                "week >= toDate('{first}') AND week <= toDate('{}')",
-                time::date_string(last)
+                "date >= toDate('{}') AND date <= toDate('{}') \
+                 AND (date < toDate('{}') OR date > toDate('{}'))",
+                day(b.range.from),
+                day(b.range.to),
+                day(first),
+                day(last.saturating_add(6))
             ));
             let placeholders = vec!["?"; out.len()].join(", ");
             let mut q = ch.query(&format!(
                 "SELECT key, uniqHLL12Merge(u) AS n FROM (\
                  SELECT key, unique_clicks AS u FROM {clicks} WHERE {edges} AND key IN ({placeholders}) \
                  UNION ALL \
-                 SELECT key, unique_clicks AS u FROM breakdown_clicks_weekly WHERE {weeks} AND key IN ({placeholders})\
-                 ) GROUP BY key"
+                 SELECT key, unique_clicks AS u FROM breakdown_clicks_weekly \
+                 WHERE tenant_id = ? AND dim = ? AND week >= toDate('{}') AND week <= toDate('{}') \
+                 AND key IN ({placeholders})) GROUP BY key",
+                day(first),
+                day(last)
             ));
-            for _ in 0..2 {
-                q = b.bind(q);
-                for row in &out {
-                    q = q.bind(&row.key);
-                }
+            q = b.bind(q);
+            for row in &out {
+                q = q.bind(&row.key);
+            }
+            q = q.bind(&b.tenant).bind(b.dim);
+            for row in &out {
+                q = q.bind(&row.key);
             }
             q
         }
@@ -307,13 +317,18 @@ pub async fn rows(ch: &Client, b: &Breakdown) -> Result<Vec<Row>, ChError> {
     Ok(out)
 }
 
-/// The Mondays of the first and the last week wholly inside `range`, if one is.
-fn full_weeks(range: &Range) -> Option<(u16, u16)> {
+/// The Mondays of the first and the last week whose clicks all fall in `range`, if any: the
+/// weeks wholly inside it, and the week of its last day when that day is today or later
+/// (there are no clicks after today).
+fn weeks(range: &Range, today: u16) -> Option<(u16, u16)> {
     // Day 0, 1970-01-01, was a Thursday: the day after a Sunday has weekday 0.
-    let weekday = |day: u16| (day + 3) % 7;
-    let first = range.from + (7 - weekday(range.from)) % 7;
-    let last = (range.to + 1).checked_sub(7)?;
-    let last = last - weekday(last);
+    let monday = |day: u16| day.saturating_sub(((u32::from(day) + 3) % 7) as u16);
+    let first = monday(range.from.saturating_add(6));
+    let last = if range.to >= today {
+        monday(range.to)
+    } else {
+        monday((range.to + 1).checked_sub(7)?)
+    };
     (first <= last).then_some((first, last))
 }
 
@@ -383,39 +398,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn full_weeks_of_ranges() {
+    fn weeks_of_ranges() {
         let day = |s: &str| super::super::parse_day(s).unwrap();
         let range = |from: &str, to: &str| Range {
             from: day(from),
             to: day(to),
             window: None,
         };
-        // 2026-11-30 is a Monday.
+        // 2026-11-30 is a Monday; "today" is Saturday 2026-12-05 unless said.
         let cases = [
             (
-                ("2026-11-30", "2026-12-06"),
-                Some(("2026-11-30", "2026-11-30")),
+                ("2026-11-23", "2026-11-29"),
+                Some(("2026-11-23", "2026-11-23")),
             ),
             (
-                ("2026-11-29", "2026-12-07"),
-                Some(("2026-11-30", "2026-11-30")),
+                ("2026-11-22", "2026-11-30"),
+                Some(("2026-11-23", "2026-11-23")),
             ),
-            (("2026-12-01", "2026-12-06"), None),
-            (("2026-11-30", "2026-12-05"), None),
-            (("2026-12-05", "2026-12-05"), None),
+            (("2026-11-24", "2026-11-29"), None),
+            (("2026-11-23", "2026-11-28"), None),
+            (
+                ("2026-11-06", "2026-11-28"),
+                Some(("2026-11-09", "2026-11-16")),
+            ),
+            // Ending today: the week so far is whole.
             (
                 ("2026-11-06", "2026-12-05"),
-                Some(("2026-11-09", "2026-11-23")),
+                Some(("2026-11-09", "2026-11-30")),
+            ),
+            (("2026-12-01", "2026-12-05"), None),
+            (
+                ("2026-11-30", "2026-12-05"),
+                Some(("2026-11-30", "2026-11-30")),
             ),
             (
-                ("2026-11-02", "2026-12-06"),
-                Some(("2026-11-02", "2026-11-30")),
+                ("2026-11-30", "2026-12-31"),
+                Some(("2026-11-30", "2026-12-28")),
             ),
-            (("1970-01-01", "1970-01-04"), None),
+            (("1970-01-05", "1970-01-06"), None),
+            (("1970-01-01", "1970-01-08"), None),
+            (("1970-01-01", "1970-01-11"), Some(("1970-01-05", "1970-01-05"))),
         ];
         for ((from, to), want) in cases {
             let want = want.map(|(a, b)| (day(a), day(b)));
-            assert_eq!(full_weeks(&range(from, to)), want, "{from} {to}");
+            assert_eq!(
+                weeks(&range(from, to), day("2026-12-05")),
+                want,
+                "{from} {to}"
+            );
         }
     }
 
