@@ -451,5 +451,37 @@ async fn apps_belong_to_one_tenant_at_a_time() {
     )
     .await;
     assert_eq!(status, 201, "free once deleted: {v}");
+
+    // Both tenants racing for one id: one registration wins, every other is a conflict.
+    let racing = (0..8).map(|i| {
+        let key = [&a, &b][i % 2].secret_key.clone();
+        create(
+            key,
+            json!({"app_store_id": 987654321, "name": format!("racer {i}")}),
+        )
+    });
+    let answers = futures_util::future::join_all(racing).await;
+    let won: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|(s, _)| *s == 201 || *s == 409),
+        "{answers:?}"
+    );
+    let listed = list(a.secret_key.clone()).await["apps"]
+        .as_array()
+        .unwrap()
+        .len()
+        + list(b.secret_key.clone()).await["apps"]
+            .as_array()
+            .unwrap()
+            .len();
+    assert_eq!(
+        listed, 2,
+        "the winner's app and 123456789, nothing of the losers"
+    );
     server.shutdown().await;
 }

@@ -21,51 +21,61 @@ impl Redis {
     }
 
     /// Registers `app` unless another app holds its App Store id: then answers that one's
-    /// owner. An owner record whose app is gone (a registration cut short) is taken over.
+    /// owner. The app is stored before its id is claimed, so a claim always names a stored
+    /// app; a claim whose app is gone (a deletion or registration cut short) is taken over.
     pub async fn create_app(
         &self,
         tenant: &str,
         app: &App,
     ) -> Result<Option<AppOwner>, RedisError> {
         let mut c = self.conn.clone();
-        let owner_key = self.app_owner_key(app.app_store_id);
-        let owner = AppOwner {
-            tenant_id: tenant.to_string(),
-            app_id: app.id.clone(),
-        };
-        let record = serde_json::to_string(&owner).expect("serializable");
-        let won: bool = c.set_nx(&owner_key, &record).await?;
-        if !won {
-            if let Some(holder) = self.app_owner(app.app_store_id).await? {
-                if self.app(&holder.tenant_id, &holder.app_id).await?.is_some() {
-                    return Ok(Some(holder));
-                }
-            }
-            let _: () = c.set(&owner_key, &record).await?;
-        }
+        let apps = self.apps_key(tenant);
         let _: () = c
             .hset(
-                self.apps_key(tenant),
+                &apps,
                 &app.id,
                 serde_json::to_string(app).expect("serializable"),
             )
             .await?;
+        let owner_key = self.app_owner_key(app.app_store_id);
+        let record = serde_json::to_string(&AppOwner {
+            tenant_id: tenant.to_string(),
+            app_id: app.id.clone(),
+        })
+        .expect("serializable");
+        if c.set_nx(&owner_key, &record).await? {
+            return Ok(None);
+        }
+        if let Some(holder) = self.app_owner(app.app_store_id).await? {
+            if self.app(&holder.tenant_id, &holder.app_id).await?.is_some() {
+                let _: () = c.hdel(&apps, &app.id).await?;
+                return Ok(Some(holder));
+            }
+        }
+        let _: () = c.set(&owner_key, &record).await?;
         Ok(None)
     }
 
-    /// Deletes app `id`; false when there is no such app. Its App Store id is free again.
+    /// Deletes app `id`; false when there is no such app. Its App Store id is free again:
+    /// released first (only if this app still holds it), then the app removed.
     pub async fn delete_app(&self, tenant: &str, id: &str) -> Result<bool, RedisError> {
         let Some(app) = self.app(tenant, id).await? else {
             return Ok(false);
         };
         let mut c = self.conn.clone();
+        let record = serde_json::to_string(&AppOwner {
+            tenant_id: tenant.to_string(),
+            app_id: id.to_string(),
+        })
+        .expect("serializable");
+        redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
+        )
+        .key(self.app_owner_key(app.app_store_id))
+        .arg(record)
+        .invoke_async::<()>(&mut c)
+        .await?;
         let _: () = c.hdel(self.apps_key(tenant), id).await?;
-        // Only this app's own record: the id may have been registered again since.
-        if let Some(owner) = self.app_owner(app.app_store_id).await? {
-            if owner.tenant_id == tenant && owner.app_id == id {
-                let _: () = c.del(self.app_owner_key(app.app_store_id)).await?;
-            }
-        }
         Ok(true)
     }
 
