@@ -327,7 +327,7 @@ fn weeks(range: &Range, today: u16) -> Option<(u16, u16)> {
     let last = if range.to >= today {
         monday(range.to)
     } else {
-        monday((range.to + 1).checked_sub(7)?)
+        monday(range.to.saturating_add(1).checked_sub(7)?)
     };
     (first <= last).then_some((first, last))
 }
