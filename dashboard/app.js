@@ -12,12 +12,17 @@ let pollTimer = null;
 let lastUpdate = null;
 let range = { window: "7d" };
 let started = false;
+// Which view is on screen: each `show` starts a new one. An answer that arrives after its view
+// was left is dropped (`Stale`), so a slow page never draws over the one that followed it.
+let shown = 0;
+class Stale extends Error {}
 
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 const fmt = (n) => (n ?? 0).toLocaleString("en-US");
 const pct = (x) => `${(x * 100).toFixed(1)}%`;
 
 async function api(method, path, body) {
+  const view = shown;
   const resp = await fetch(path, {
     method,
     headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY)}`, "Content-Type": "application/json" },
@@ -25,6 +30,7 @@ async function api(method, path, body) {
   });
   if (resp.status === 401 && started) { signOut(); throw new Error("signed out: the key is not valid"); }
   const text = await resp.text();
+  if (view !== shown) throw new Stale("left before its data came");
   const json = text ? JSON.parse(text) : {};
   if (!resp.ok) throw new Error(json.error?.message ?? `HTTP ${resp.status}`);
   return json;
@@ -49,6 +55,7 @@ setInterval(tick, 1000);
 
 function show(render) {
   clearTimeout(pollTimer);
+  const view = ++shown;
   const run = async () => {
     let again = true;
     try {
@@ -56,9 +63,10 @@ function show(render) {
       lastUpdate = Date.now();
       tick();
     } catch (e) {
+      if (e instanceof Stale) return;
       main.insertAdjacentHTML("afterbegin", `<p class="error">${esc(e.message)}</p>`);
     }
-    if (again) pollTimer = setTimeout(run, POLL_MS);
+    if (again && view === shown) pollTimer = setTimeout(run, POLL_MS);
   };
   run();
 }

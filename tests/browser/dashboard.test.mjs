@@ -367,8 +367,18 @@ test("skadnetwork: an app registered and a campaign mapped on the page, Apple's 
     stats = await api("/v1/skan/stats");
   }
   assert.equal(stats.rows[0].campaign, "summer us");
-  await page.reload(); // the page holds its forms still: it draws again when loaded
+  // Away and straight back, the overview's answers held up a second: arriving after the
+  // overview was left, they must not draw over this page.
+  await page.route("**/v1/attribution/stats**", async (route) => {
+    await sleep(1000);
+    await route.continue();
+  });
+  await page.goto(`${SLUICE_URL}/dashboard#/overview`);
+  await page.goto(`${SLUICE_URL}/dashboard#/skan`);
   await page.waitForSelector('#skan-rows td:text("summer us")');
+  await sleep(1500);
+  assert.equal(await page.locator("#skan-rows").count(), 1, "the overview drew over the page");
+  await page.unroute("**/v1/attribution/stats**");
   assert.equal(await number(page, "installs"), 1);
   assert.match(await page.textContent("#skan-rows"), /63×1/);
   await page.screenshot({ path: path.join(SCREENSHOTS, "skan.png"), fullPage: true });
