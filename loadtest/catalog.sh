@@ -10,6 +10,6 @@ source loadtest/lib.sh
 need wrk
 stack_up
 # Stop both nodes and drop the catalog from Redis (gigabytes at 10M links).
-trap 'python3 loadtest/catalog.py stop; redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "catalog_bench:*" | xargs -r redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null' EXIT
+trap 'python3 loadtest/catalog.py stop; clear_redis_prefix catalog_bench' EXIT
 python3 loadtest/catalog.py scale "${1:-1000000}"
 python3 loadtest/catalog.py churn

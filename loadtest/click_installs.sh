@@ -24,7 +24,7 @@ field() { python3 -c "import json,sys; print(json.load(open('$STATE'))['$1'])"; 
 # clicks earlier runs attributed are skipped. FRESH=1 starts over.
 if [ -n "${FRESH:-}" ] || [ ! -f "$STATE" ] || [ "$(q "SELECT count() FROM click_facts WHERE tenant_id = '$(field tenant_id)'" 2>/dev/null || echo 0)" != "$N" ]; then
   drop_database $DB
-  redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "$DB:*" | xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
+  clear_redis_prefix "$DB"
   ./target/release/sluice migrate >/dev/null
   ./target/release/sluice tenant create --name installs-load > "$STATE"
   echo 0 > "$WORK/installs-used"

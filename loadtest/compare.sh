@@ -80,10 +80,7 @@ export SLUICE_REDIS_PREFIX=sluice_loadtest
 export SLUICE_DATA_DIR="$WORK/sluice"
 export RUST_LOG=warn
 # A large catalog lives under a prefix of its own, removed before and after the run.
-clear_catalog() {
-  redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "sluice_loadtest_catalog:*" |
-    xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
-}
+clear_catalog() { clear_redis_prefix sluice_loadtest_catalog; }
 if [ "$CATALOG" -gt 0 ]; then
   export SLUICE_REDIS_PREFIX=sluice_loadtest_catalog
   clear_catalog

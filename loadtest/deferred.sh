@@ -68,5 +68,4 @@ curl -fsS "http://127.0.0.1:$PORT/metrics" | grep '^sluice_attribution_matches_t
 kill -TERM $PID; wait $PID || true
 echo "install rows: $(curl -fsS "$SLUICE_CLICKHOUSE_URL/?database=sluice_deferred" --data-binary 'SELECT count() FROM installs')"
 # The run leaves one remembered answer per install in Redis: clear them out of the dev stack.
-redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern 'sluice_deferred:*' \
-  | xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
+clear_redis_prefix sluice_deferred

@@ -24,8 +24,7 @@ PID=$!
 cleanup() {
   kill -TERM $PID 2>/dev/null || true
   # The run leaves its idempotency sets and install records in Redis: clear them out.
-  redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "$DB:*" \
-    | xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
+  clear_redis_prefix "$DB"
 }
 trap cleanup EXIT
 wait_healthy $PORT

@@ -34,6 +34,12 @@ drop_database() {
   curl -fsS "$SLUICE_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $1" >/dev/null
 }
 
+# Removes the dev stack's Redis keys under prefix $1 (what a run left: ids, installs, links).
+clear_redis_prefix() {
+  redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "$1:*" \
+    | xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
+}
+
 # Creates tenant $1 and one link to destination $3 on the Sluice at port $2; prints its code.
 new_link() {
   local sk code

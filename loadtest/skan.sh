@@ -31,8 +31,7 @@ SK="$(field secret_key)"
 PID=$!
 cleanup() {
   kill -TERM $PID 2>/dev/null || true
-  redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" --scan --pattern "$DB:*" \
-    | xargs -r -n 10000 redis-cli -p "${SLUICE_STACK_REDIS_PORT:-16379}" unlink >/dev/null
+  clear_redis_prefix "$DB"
 }
 trap cleanup EXIT
 wait_healthy $PORT
